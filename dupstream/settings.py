@@ -1,0 +1,108 @@
+"""Service settings: read from the environment (``DUPSTREAM_*``) and/or a YAML file.
+
+Only entry points (the CLI) build a ``Settings``; every component takes plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dupstream.errors import ConfigError
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    input_topic: str = "dupstream.uploads"
+    output_topic: str = "dupstream.verdicts"
+    dlq_topic: str = "dupstream.dlq"
+    group_id: str = "dupstream"
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300000
+    #: extra librdkafka properties (SASL/TLS: security.protocol, sasl.mechanisms, ...)
+    extra: dict[str, str] = Field(default_factory=dict)
+    #: credentials kept out of logs and reprs
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class S3Settings(BaseModel):
+    endpoint: str = "127.0.0.1:19000"
+    access_key: SecretStr = SecretStr("dupstream")
+    secret_key: SecretStr = SecretStr("dupstream")
+    secure: bool = False
+    region: str = "us-east-1"
+    max_blob_bytes: int = 50 * 1024 * 1024
+    fetch_workers: int = 8
+    timeout_s: float = 10.0
+
+
+class ImageSettings(BaseModel):
+    max_pixels: int = 50_000_000
+    max_side: int = 20_000
+
+
+class ModelSettings(BaseModel):
+    embedder: Literal["sscd", "sscd_distilled"] = "sscd"
+    threads: int = 2
+
+
+class BatchSettings(BaseModel):
+    max_events: int = 16
+    max_wait_ms: int = 200
+
+
+class Settings(BaseSettings):
+    """Everything ``dupstream run`` needs. Env: ``DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS`` etc."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DUPSTREAM_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    metrics_port: int = 0
+
+    @classmethod
+    def load(cls, yaml_path: str | Path | None = None) -> Settings:
+        """Settings from a YAML file (optional) overridden by ``DUPSTREAM_*`` env variables."""
+        data: dict[str, Any] = {}
+        if yaml_path is not None:
+            try:
+                data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read settings file {yaml_path}: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"{yaml_path}: top level must be a mapping")
+        env = cls()  # env + defaults
+        merged = _deep_merge(data, env.model_dump(exclude_unset=True))
+        try:
+            return cls.model_validate(_unwrap_secrets(merged))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def _unwrap_secrets(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    return value
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

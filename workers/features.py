@@ -1,0 +1,118 @@
+"""Per-image features: everything the comparison needs, computed once per image, in batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dupstream.errors import DupstreamError, ModelError
+from workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from workers.embedder import Embedder
+from workers.hashing import PDQ, content_hash, pdq_hash
+
+THUMB = 64
+
+
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class ImageFeatures:
+    digest: str
+    pdq: PDQ
+    vector: np.ndarray  # (dim,) float32, unit norm
+    width: int
+    height: int
+    thumb: np.ndarray  # (THUMB, THUMB) uint8 luminance: where two copies differ
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class FeatureExtractor:
+    """Decode, hash and embed a batch of image blobs; one model call per batch.
+
+    Per-image failures (bad bytes, bombs) come back in place as ``DupstreamError`` values so the
+    rest of the batch continues.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_side: int = DEFAULT_MAX_SIDE,
+    ) -> None:
+        self.embedder = embedder
+        self.max_pixels = max_pixels
+        self.max_side = max_side
+
+    def decode(self, blobs: Sequence[bytes]) -> list[np.ndarray | DupstreamError]:
+        out: list[np.ndarray | DupstreamError] = []
+        for data in blobs:
+            try:
+                out.append(decode_image(data, max_pixels=self.max_pixels, max_side=self.max_side))
+            except DupstreamError as exc:
+                out.append(exc)
+        return out
+
+    def extract(self, blobs: Sequence[bytes]) -> list[ImageFeatures | DupstreamError]:
+        t0 = time.perf_counter()
+        decoded = self.decode(blobs)
+        t1 = time.perf_counter()
+        return self.extract_decoded(blobs, decoded, decode_ms=(t1 - t0) * 1e3 / max(1, len(blobs)))
+
+    def extract_decoded(
+        self,
+        blobs: Sequence[bytes],
+        decoded: Sequence[np.ndarray | DupstreamError],
+        *,
+        decode_ms: float = 0.0,
+    ) -> list[ImageFeatures | DupstreamError]:
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, DupstreamError)]
+        results: list[ImageFeatures | DupstreamError] = list(decoded)  # errors stay in place
+        if not good:
+            return results
+        t0 = time.perf_counter()
+        hashes = {
+            i: (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i])) for i in good
+        }
+        t1 = time.perf_counter()
+        try:
+            vectors = self.embedder.embed([decoded[i] for i in good])
+        except ModelError:
+            vectors = None
+        t2 = time.perf_counter()
+        if vectors is None:  # isolate the image that breaks the model, keep the others
+            vectors = []
+            for i in good:
+                try:
+                    vectors.append(self.embedder.embed([decoded[i]])[0])
+                except ModelError as exc:
+                    vectors.append(exc)
+        n = len(good)
+        for j, i in enumerate(good):
+            vec = vectors[j]
+            if isinstance(vec, DupstreamError):
+                results[i] = vec
+                continue
+            rgb = decoded[i]
+            digest, pdq, thumb = hashes[i]
+            results[i] = ImageFeatures(
+                digest=digest,
+                pdq=pdq,
+                vector=np.asarray(vec, dtype=np.float32),
+                width=int(rgb.shape[1]),
+                height=int(rgb.shape[0]),
+                thumb=thumb,
+                timings_ms={
+                    "decode": decode_ms,
+                    "hash": (t1 - t0) * 1e3 / n,
+                    "embed": (t2 - t1) * 1e3 / n,
+                },
+            )
+        return results
