@@ -1,75 +1,176 @@
-"""Hash stores for the fast path: exact content hash, and PDQ (with dihedral variants)."""
+"""Hash stores for the fast path: exact content hash, and PDQ (with dihedral variants).
+
+Both are row-level, like the vector index: row ``r`` is the ``r``-th image of the collection
+(see ``state.idmap``), and tenant scoping is applied by the caller (exact) or pushed into FAISS
+as a row bitmap (PDQ).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from typing import Any
 
 import numpy as np
 
+from dupstream.errors import StateError
+from state.idmap import Allowed
 
-@dataclass(frozen=True)
-class HashMatch:
-    image_id: str
-    tenant: str | None
-    distance: int
-    variant: int  # index into the query's dihedral variants (0 = identity)
+PDQ_BYTES = 32  # 256 bits, packed
+
+
+def digest_bytes(digest: str | bytes) -> bytes:
+    """A content digest as 32 raw bytes (a SHA-256 hex string is decoded, anything else hashed)."""
+    if isinstance(digest, bytes):
+        return digest if len(digest) == 32 else hashlib.sha256(digest).digest()
+    if len(digest) == 64:
+        try:
+            return bytes.fromhex(digest)
+        except ValueError:
+            pass
+    return hashlib.sha256(digest.encode()).digest()
 
 
 class ExactHashStore:
-    """content hash -> first (image_id, tenant) seen with it, per tenant."""
+    """content digest -> rows holding it, first seen first; 32 bytes + one dict entry per row."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str | None, str], str] = {}
-
-    def lookup(self, digest: str, tenant: str | None) -> str | None:
-        return self._seen.get((tenant, digest))
-
-    def add(self, digest: str, tenant: str | None, image_id: str) -> None:
-        self._seen.setdefault((tenant, digest), image_id)
+        self._digests = bytearray()
+        self._rows: dict[int, int | list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._digests) // 32
+
+    def add(self, row: int, digest: str | bytes) -> None:
+        if row != len(self):
+            raise StateError(f"exact store expected row {len(self)}, got {row}")
+        d = digest_bytes(digest)
+        self._digests += d
+        k = int.from_bytes(d[:8], "little")
+        prev = self._rows.get(k)
+        if prev is None:
+            self._rows[k] = row
+        elif isinstance(prev, list):
+            prev.append(row)
+        else:
+            self._rows[k] = [prev, row]
+
+    def rows(self, digest: str | bytes) -> list[int]:
+        """Rows whose digest equals ``digest``, in insertion order."""
+        d = digest_bytes(digest)
+        hit = self._rows.get(int.from_bytes(d[:8], "little"))
+        if hit is None:
+            return []
+        cands = hit if isinstance(hit, list) else [hit]
+        return [r for r in cands if self._digests[32 * r : 32 * r + 32] == d]
+
+    def digest(self, row: int) -> bytes:
+        return bytes(self._digests[32 * row : 32 * row + 32])
+
+    def nbytes(self) -> int:
+        return len(self._digests) + 100 * len(self._rows)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"digests": bytes(self._digests)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ExactHashStore:
+        self = cls()
+        blob = state["digests"]
+        if len(blob) % 32:
+            raise StateError("exact store: digest blob is not a multiple of 32 bytes")
+        for row in range(len(blob) // 32):
+            self.add(row, blob[32 * row : 32 * row + 32])
+        return self
+
+
+def as_pdq(bits: np.ndarray) -> np.ndarray:
+    b = np.ascontiguousarray(np.asarray(bits, dtype=np.uint8))
+    if b.ndim == 1:
+        b = b.reshape(1, -1)
+    if b.ndim != 2 or b.shape[1] != PDQ_BYTES:
+        raise StateError(f"PDQ hashes must be packed (n, {PDQ_BYTES}) uint8, got {b.shape}")
+    return b
 
 
 class PDQStore:
-    """Near-exact lookup by PDQ Hamming distance, tenant-scoped, growing in place.
+    """Near-exact lookup by PDQ Hamming distance (FAISS ``IndexBinaryFlat``), growing in place.
 
-    Stored: the identity hash of each image (packed 32 bytes). Query: the 8 dihedral variants of
-    the new image, so a flipped or 90°-rotated copy is found with the transform that matches.
+    Stored: the identity hash of each image. Query: the 8 dihedral variants of the new image, so a
+    flipped or 90°-rotated copy is found together with the transform that matches.
     """
 
-    def __init__(self, *, capacity: int = 1024) -> None:
-        self._bits = np.zeros((capacity, 32), dtype=np.uint8)
-        self._meta: list[tuple[str, str | None]] = []
-        self._keys: set[tuple[str, str | None]] = set()
+    def __init__(self) -> None:
+        import faiss
 
-    def add(self, image_id: str, tenant: str | None, bits: np.ndarray) -> None:
-        key = (image_id, tenant)
-        if key in self._keys:
-            return
-        n = len(self._meta)
-        if n == len(self._bits):
-            self._bits = np.concatenate([self._bits, np.zeros_like(self._bits)])
-        self._bits[n] = bits
-        self._meta.append(key)
-        self._keys.add(key)
-
-    def nearest(self, variants: np.ndarray, tenant: str | None) -> HashMatch | None:
-        """Closest stored hash to any of the query's variants ((8, 32) or (32,) packed)."""
-        n = len(self._meta)
-        if n == 0:
-            return None
-        q = np.atleast_2d(variants)
-        xor = np.bitwise_xor(self._bits[:n][None, :, :], q[:, None, :])  # (V, n, 32)
-        dist = np.unpackbits(xor, axis=-1).sum(axis=-1)  # (V, n)
-        if tenant is not None or any(t is not None for _, t in self._meta):
-            mask = np.array([t == tenant for _, t in self._meta])
-            if not mask.any():
-                return None
-            dist = np.where(mask[None, :], dist, 10_000)
-        v, i = np.unravel_index(int(np.argmin(dist)), dist.shape)
-        image_id, t = self._meta[i]
-        return HashMatch(image_id=image_id, tenant=t, distance=int(dist[v, i]), variant=int(v))
+        self._faiss = faiss
+        self._index = faiss.IndexBinaryFlat(PDQ_BYTES * 8)
+        self._usable = bytearray()  # 0 for rows whose hash is too low-quality to match on
+        self._unusable = 0
 
     def __len__(self) -> int:
-        return len(self._meta)
+        return int(self._index.ntotal)
+
+    def add(self, row: int, bits: np.ndarray, *, usable: bool = True) -> None:
+        """Store row ``row``'s identity hash; ``usable=False`` keeps the row but never matches it
+        (PDQ hashes of near-uniform images are unreliable)."""
+        if row != len(self):
+            raise StateError(f"PDQ store expected row {len(self)}, got {row}")
+        self._index.add(as_pdq(bits)[:1])
+        self._usable.append(1 if usable else 0)
+        self._unusable += 0 if usable else 1
+
+    def add_many(self, bits: np.ndarray, usable: bytes | None = None) -> None:
+        b = as_pdq(bits)
+        if usable is not None and len(usable) != len(b):
+            raise StateError("PDQ store: one usable flag per hash")
+        self._index.add(b)
+        flags = usable if usable is not None else b"\x01" * len(b)
+        self._usable += flags
+        self._unusable += flags.count(0)
+
+    def nearest(
+        self, variants: np.ndarray, *, allowed: Allowed | None = None, max_distance: int = 256
+    ) -> tuple[int, int, int] | None:
+        """(row, distance, variant) of the stored hash closest to any query variant, or None."""
+        n = len(self)
+        if n == 0 or (allowed is not None and allowed.n == 0):
+            return None
+        q = as_pdq(variants)
+        params = None
+        if allowed is not None:
+            sel = self._faiss.IDSelectorBitmap(allowed.n, self._faiss.swig_ptr(allowed.bitmap))
+            params = self._faiss.SearchParameters(sel=sel)
+        k = 1 if not self._unusable else min(n, 8)
+        dist, rows = self._index.search(q, k, params=params)
+        best: tuple[int, int, int] | None = None
+        for v in range(len(q)):
+            for d, r in zip(dist[v], rows[v], strict=True):
+                if r < 0 or d > max_distance or not self._usable[r]:
+                    continue
+                if best is None or d < best[1]:
+                    best = (int(r), int(d), v)
+                break
+        return best
+
+    def codes(self) -> np.ndarray:
+        n = len(self)
+        if n == 0:
+            return np.zeros((0, PDQ_BYTES), dtype=np.uint8)
+        return self._faiss.vector_to_array(self._index.xb).reshape(n, PDQ_BYTES).copy()
+
+    def code(self, row: int) -> np.ndarray:
+        return self._index.reconstruct(row)
+
+    def nbytes(self) -> int:
+        return len(self) * (PDQ_BYTES + 1)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"codes": self.codes(), "usable": bytes(self._usable)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PDQStore:
+        self = cls()
+        codes = np.asarray(state["codes"], dtype=np.uint8)
+        if len(codes):
+            self.add_many(codes.reshape(-1, PDQ_BYTES), bytes(state["usable"]))
+        return self
