@@ -30,7 +30,8 @@ def decode_image(
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError(f"not an image: {exc}", reason="image_not_image") from exc
+        raise ImageError("not an image: no known image format signature",
+                         reason="image_not_image") from exc
     except Image.DecompressionBombError as exc:
         raise DecompressionBomb(str(exc)) from exc
     except Exception as exc:  # PIL raises many types on garbage headers
