@@ -145,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             max_side=settings.image.max_side)
     store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
                        secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
-                       region=s3.region, timeout_s=s3.timeout_s, max_pool=s3.fetch_workers * 2)
+                       region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
+                       max_pool=s3.fetch_workers * 2)
     metrics = Metrics()
     service = StreamService(
         consumer_conf=consumer_config(
@@ -159,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store=store, deduper=deduper, metrics=metrics,
         max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
         batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
+        transient_budget_s=s3.transient_budget_s,
     )
     health = None
     if settings.metrics_port:

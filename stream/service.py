@@ -36,6 +36,10 @@ class _Item:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def _pos(msg: Message) -> tuple[str, int, int]:
+    return msg.topic(), msg.partition(), msg.offset()
+
+
 class StreamService:
     def __init__(
         self,
@@ -53,6 +57,7 @@ class StreamService:
         batch_wait_s: float = 0.2,
         fetch_workers: int = 8,
         delivery_timeout_s: float = 30.0,
+        transient_budget_s: float = 300.0,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._consumer_conf = {**consumer_conf, "stats_cb": self.metrics.observe_stats}
@@ -67,6 +72,9 @@ class StreamService:
         self.batch_wait_s = batch_wait_s
         self.fetch_workers = fetch_workers
         self.delivery_timeout_s = delivery_timeout_s
+        self.transient_budget_s = transient_budget_s
+        #: (topic, partition, offset) -> (first failure time, attempts) for transient failures
+        self._transient: dict[tuple[str, int, int], tuple[float, int]] = {}
         self._stop = threading.Event()
         self._assigned: set[tuple[str, int]] = set()
         self._warm = False
@@ -199,9 +207,36 @@ class StreamService:
                 it.error = exc
         self._fetch([it for it in items if it.error is None])
         self._infer([it for it in items if it.error is None])
-        self._publish(items)
-        self._commit(msgs)
+        deferred = self._defer_transient(items)
+        self._publish([it for it in items if it not in deferred])
+        self._commit(msgs, deferred)
         m.inflight.set(0)
+        if deferred:
+            self._rewind([it.msg for it in deferred])
+            worst = max(self._transient[_pos(it.msg)][1] for it in deferred)
+            time.sleep(min(5.0, 0.25 * 2 ** min(worst, 5)))
+
+    def _defer_transient(self, items: list[_Item]) -> list[_Item]:
+        """Transient failures (S3 down) are retried by re-reading their offsets later, until the
+        budget is spent; then they go to the dead-letter topic with their attempt count."""
+        deferred = []
+        now = time.monotonic()
+        for it in items:
+            pos = _pos(it.msg)
+            if it.error is None or not it.error.transient:
+                self._transient.pop(pos, None)
+                continue
+            first, attempts = self._transient.get(pos, (now, 0))
+            attempts += it.error.attempts
+            if now - first < self.transient_budget_s:
+                self._transient[pos] = (first, attempts)
+                deferred.append(it)
+                log.warning("transient failure on %s[%d]@%d (attempt %d): %s; will retry",
+                            *pos, attempts, it.error)
+            else:
+                self._transient.pop(pos, None)
+                it.error.attempts = attempts
+        return deferred
 
     def _fetch(self, items: list[_Item]) -> None:
         def one(it: _Item) -> None:
@@ -299,12 +334,16 @@ class StreamService:
             headers.append(("dupstream.image_id", it.event.image_id.encode()))
         return headers
 
-    def _commit(self, msgs: list[Message]) -> None:
-        last: dict[tuple[str, int], int] = {}
+    def _commit(self, msgs: list[Message], deferred: list[_Item] = ()) -> None:
+        """Commit past every message of the batch, but never past a deferred one."""
+        nxt: dict[tuple[str, int], int] = {}
         for msg in msgs:
             k = (msg.topic(), msg.partition())
-            last[k] = max(last.get(k, -1), msg.offset())
-        offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]
+            nxt[k] = max(nxt.get(k, -1), msg.offset() + 1)
+        for it in deferred:
+            k = (it.msg.topic(), it.msg.partition())
+            nxt[k] = min(nxt[k], it.msg.offset())
+        offsets = [TopicPartition(t, p, off) for (t, p), off in nxt.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
             self.metrics.commits.inc()

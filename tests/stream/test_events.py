@@ -41,3 +41,14 @@ def test_bad_payloads_raise_event_error_with_reason(payload, reason):
     with pytest.raises(EventError) as info:
         decode_event(payload)
     assert info.value.reason == reason
+
+
+def test_every_bad_event_in_the_catalogue_gets_its_reason(photos):
+    from tests.badinputs import catalogue
+
+    cases = [c for c in catalogue(photos["chelsea"]) if c.kind == "event"]
+    assert len(cases) >= 15
+    for case in cases:
+        with pytest.raises(EventError) as info:
+            decode_event(case.payload)
+        assert info.value.reason == case.reason, case.name

@@ -73,3 +73,14 @@ def test_side_limit():
     img.save(buf, format="PNG")
     with pytest.raises(ImageTooLarge):
         decode_image(buf.getvalue(), max_side=2000)
+
+
+def test_every_bad_image_in_the_catalogue_gets_its_reason(photos):
+    from tests.badinputs import MAX_SIDE, catalogue
+
+    for case in catalogue(photos["chelsea"]):
+        if case.kind != "blob" or case.reason == "blob_too_large":
+            continue
+        with pytest.raises(ImageError) as info:
+            decode_image(case.payload, max_side=MAX_SIDE)
+        assert info.value.reason == case.reason, case.name
