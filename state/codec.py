@@ -21,7 +21,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise StateError(f"cannot encode array of dtype {obj.dtype}")
-        arr = np.ascontiguousarray(obj)
+        arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
         dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         head = msgpack.packb([dt.str, list(arr.shape)])
         return msgpack.ExtType(_EXT_NDARRAY, head + arr.astype(dt, copy=False).tobytes())
@@ -43,7 +43,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     count = int(np.prod(shape)) if shape else 1
     if len(data) - offset != count * dtype.itemsize:
         raise StateError("array payload does not match its shape")
-    return np.frombuffer(data, dtype=dtype, offset=offset, count=count).reshape(shape).copy()
+    return np.frombuffer(data, dtype=dtype, offset=offset, count=count).reshape(tuple(shape)).copy()
 
 
 def pack(obj: Any) -> bytes:

@@ -9,7 +9,8 @@ Kinds (``IndexSpec.kind``):
 - ``flat``: exact ``IndexFlatIP``. 2 KiB per 512-d vector; search is linear in the size.
 - ``ivf``: ``IVF{nlist},SQ8`` (or ``Flat``/``SQfp16`` via ``codec``): 8-bit scalar quantised,
   ~4x smaller than flat, search scans ``nprobe`` lists.
-- ``ivfpq``: ``OPQ{m},IVF{nlist},PQ{m}``: ``m`` bytes per vector, the 10M-scale option.
+- ``ivfpq``: ``IVF{nlist},PQ{m}`` (with an OPQ rotation if ``opq``): ``m`` bytes per vector,
+  the 10M-scale option.
 - ``hnsw``: ``HNSW{M}`` (flat storage, or ``_SQ8`` with ``codec="SQ8"``): fastest search, largest.
 - ``auto``: the same as ``ivf``.
 - ``numpy``: the brute-force oracle (:class:`NumpyIndex`), for tests.
@@ -54,7 +55,9 @@ class IndexSpec:
     codec: str = "SQ8"
     #: ivfpq: bytes per vector (sub-quantisers), with an OPQ rotation when ``opq``
     pq_m: int = 64
-    opq: bool = True
+    opq: bool = False
+    #: OPQ rotation training iterations (each one trains a PQ: slow on few cores)
+    opq_iters: int = 20
     hnsw_m: int = 32
     ef_search: int = 128
     ef_construction: int = 64
@@ -187,6 +190,12 @@ class FaissIndex:
         index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         if "HNSW" in factory:
             faiss.downcast_index(index).hnsw.efConstruction = self.spec.ef_construction
+        if "PQ" in factory:  # polysemous training (simulated annealing) is slow and unused here
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+            ivf.do_polysemous_training = False
+        if factory.startswith("OPQ"):
+            opq = faiss.downcast_VectorTransform(index.chain.at(0))
+            opq.niter = self.spec.opq_iters
         if not index.is_trained:
             sample = vectors
             if len(vectors) > self.spec.train_max:
