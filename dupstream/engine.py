@@ -52,7 +52,7 @@ class Deduper:
         on_add: Callable[[ImageRecord], None] | None = None,
     ) -> None:
         self.extractor = extractor
-        self.memory = memory or Memory(MemoryConfig())
+        self.memory = memory if memory is not None else Memory(MemoryConfig())
         self.policy = policy
         self.candidates = candidates
         self.on_add = on_add
