@@ -14,6 +14,7 @@ import numpy as np
 
 from dupstream.errors import StateError
 from state.idmap import Allowed
+from state.keyindex import KeyIndex
 
 PDQ_BYTES = 32  # 256 bits, packed
 
@@ -31,11 +32,14 @@ def digest_bytes(digest: str | bytes) -> bytes:
 
 
 class ExactHashStore:
-    """content digest -> rows holding it, first seen first; 32 bytes + one dict entry per row."""
+    """content digest -> rows holding it, first seen first; 48 bytes per row.
+
+    The full digests are kept (32 bytes a row) and looked up by their first 8 bytes.
+    """
 
     def __init__(self) -> None:
         self._digests = bytearray()
-        self._rows: dict[int, int | list[int]] = {}
+        self._rows = KeyIndex()
 
     def __len__(self) -> int:
         return len(self._digests) // 32
@@ -45,29 +49,19 @@ class ExactHashStore:
             raise StateError(f"exact store expected row {len(self)}, got {row}")
         d = digest_bytes(digest)
         self._digests += d
-        k = int.from_bytes(d[:8], "little")
-        prev = self._rows.get(k)
-        if prev is None:
-            self._rows[k] = row
-        elif isinstance(prev, list):
-            prev.append(row)
-        else:
-            self._rows[k] = [prev, row]
+        self._rows.add(int.from_bytes(d[:8], "little", signed=True), row)
 
     def rows(self, digest: str | bytes) -> list[int]:
         """Rows whose digest equals ``digest``, in insertion order."""
         d = digest_bytes(digest)
-        hit = self._rows.get(int.from_bytes(d[:8], "little"))
-        if hit is None:
-            return []
-        cands = hit if isinstance(hit, list) else [hit]
+        cands = self._rows.get(int.from_bytes(d[:8], "little", signed=True))
         return [r for r in cands if self._digests[32 * r : 32 * r + 32] == d]
 
     def digest(self, row: int) -> bytes:
         return bytes(self._digests[32 * row : 32 * row + 32])
 
     def nbytes(self) -> int:
-        return len(self._digests) + 100 * len(self._rows)
+        return len(self._digests) + self._rows.nbytes()
 
     def to_state(self) -> dict[str, Any]:
         return {"digests": bytes(self._digests)}
@@ -75,11 +69,12 @@ class ExactHashStore:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ExactHashStore:
         self = cls()
-        blob = state["digests"]
+        blob = bytes(state["digests"])
         if len(blob) % 32:
             raise StateError("exact store: digest blob is not a multiple of 32 bytes")
-        for row in range(len(blob) // 32):
-            self.add(row, blob[32 * row : 32 * row + 32])
+        self._digests = bytearray(blob)
+        heads = np.frombuffer(blob, dtype="<i8").reshape(-1, 4)[:, 0] if blob else np.zeros(0)
+        self._rows = KeyIndex.build(heads.astype(np.int64))
         return self
 
 

@@ -2,8 +2,9 @@
 
 Every store of a collection (vector index, PDQ index, exact hashes, records) labels an image by
 the same row, so one map serves them all. Storage is flat arrays, not Python objects per image:
-image ids live in one UTF-8 arena with offsets, tenants as small integer codes. Only the
-``key -> row`` dict (for idempotent adds) is a Python dict, keyed by a 64-bit hash of the key.
+image ids live in one UTF-8 arena with offsets, tenants as small integer codes, and the
+``key -> row`` lookup (for idempotent adds) is a ``KeyIndex`` over a 63-bit hash of the key, the
+key itself being verified on every hit.
 
 Tenant scoping: ``allowed(tenant)`` gives a packed bitmap of that tenant's rows (LSB first, the
 layout of ``faiss.IDSelectorBitmap``), cached per tenant and extended incrementally on growth.
@@ -18,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from dupstream.errors import StateError
+from state.keyindex import KeyIndex
 
 Key = tuple[str, str | None]  # (image_id, tenant)
 
@@ -55,8 +57,7 @@ class IdMap:
         self._tenants: list[str | None] = []
         self._tenant_code: dict[str | None, int] = {}
         self._tenant_count: list[int] = []
-        self._by_key: dict[int, int] = {}
-        self._collisions: dict[Key, int] = {}
+        self._by_key = KeyIndex()
         self._bitmaps: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
         self._bitmap_cache = bitmap_cache
 
@@ -87,13 +88,9 @@ class IdMap:
         return out
 
     def row(self, image_id: str, tenant: str | None) -> int | None:
-        if self._collisions:
-            r = self._collisions.get((image_id, tenant))
-            if r is not None:
+        for r in self._by_key.get(key64(image_id, tenant)):
+            if self.key(r) == (image_id, tenant):  # a 63-bit collision is told apart here
                 return r
-        r = self._by_key.get(key64(image_id, tenant))
-        if r is not None and self.key(r) == (image_id, tenant):
-            return r
         return None
 
     def __contains__(self, key: Key) -> bool:
@@ -112,10 +109,7 @@ class IdMap:
             self._tenant_count.append(0)
         row = len(self)
         k = key64(image_id, tenant)
-        if k in self._by_key:  # a 63-bit collision with a different key: keep it apart
-            self._collisions[(image_id, tenant)] = row
-        else:
-            self._by_key[k] = row
+        self._by_key.add(k, row)
         self._arena += image_id.encode()
         self._offsets.append(len(self._arena))
         self._tcode.append(code)
@@ -154,7 +148,7 @@ class IdMap:
         """Approximate resident bytes (arrays + the key dict)."""
         arrays = len(self._arena) + 8 * len(self._offsets) + 4 * len(self._tcode)
         arrays += 8 * len(self._keys)
-        return arrays + 100 * len(self._by_key)
+        return arrays + self._by_key.nbytes()
 
     def to_state(self) -> dict:
         return {
@@ -183,11 +177,5 @@ class IdMap:
         m._tenant_code = {t: i for i, t in enumerate(m._tenants)}
         counts = np.bincount(m.tenant_of_rows(), minlength=len(m._tenants))
         m._tenant_count = [int(c) for c in counts]
-        by_key: dict[int, int] = {}
-        for row, k in enumerate(keys.tolist()):
-            if k in by_key:
-                m._collisions[m.key(row)] = row
-            else:
-                by_key[k] = row
-        m._by_key = by_key
+        m._by_key = KeyIndex.build(keys)
         return m
