@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from dupstream.errors import BlobNotFound, StateError
 from state.blobstore import BlobStore
 from state.codec import pack, unpack
+from state.index import FaissIndex
 from state.memory import Collection, Memory, MemoryConfig
 from state.records import RecordStore, record_from_wire, record_to_wire
 
@@ -185,16 +186,27 @@ def load_snapshot(
     snap_id: str,
     *,
     prefix: str = "dupstream",
+    config: MemoryConfig | None = None,
     replica_id: str | None = None,
     record_store: RecordStore | None = None,
     loader: Any = None,
     gpu: bool | None = None,
 ) -> Restored:
-    """Load one snapshot, verifying its manifest and every blob; raises ``StateError``."""
+    """Load one snapshot, verifying its manifest and every blob; raises ``StateError``.
+
+    ``config``: the running configuration (scope, PDQ thresholds, record bounds, search-time
+    ``nprobe``/``ef_search``); the trained index structure always comes from the snapshot.
+    Default: the configuration the snapshot was written with.
+    """
     root = _root(prefix)
     try:
         manifest = _read_manifest(store, root, snap_id)
-        config = MemoryConfig.from_dict(manifest["config"])
+        stored = MemoryConfig.from_dict(manifest["config"])
+        config = config or stored
+        if set(config.vectors) != set(stored.vectors) or any(
+            config.vectors[f].dim != stored.vectors[f].dim for f in stored.vectors
+        ):
+            raise StateError(f"snapshot {snap_id}: indexed arrays/dimensions differ from config")
         memory = Memory(config, replica_id=replica_id, record_store=record_store, loader=loader)
         banks = {}
         for c in manifest["collections"]:
@@ -204,6 +216,10 @@ def load_snapshot(
                 for f, name in c["indexes"].items()
             }
             col = Collection.restore(rows, indexes, gpu=gpu)
+            for f, index in col.indexes.items():
+                if isinstance(index, FaissIndex):
+                    want = config.vectors[f]
+                    index.spec = replace(index.spec, nprobe=want.nprobe, ef_search=want.ef_search)
             if len(col) != c["images"]:
                 raise StateError(f"snapshot {snap_id}: collection size differs from manifest")
             if c["bank"] is None:
