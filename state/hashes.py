@@ -88,31 +88,45 @@ def as_pdq(bits: np.ndarray) -> np.ndarray:
 
 
 class PDQStore:
-    """Near-exact lookup by PDQ Hamming distance (FAISS ``IndexBinaryFlat``), growing in place.
+    """Near-exact lookup by PDQ Hamming distance, growing in place.
 
     Stored: the identity hash of each image. Query: the 8 dihedral variants of the new image, so a
     flipped or 90°-rotated copy is found together with the transform that matches.
+
+    Exact (``IndexBinaryFlat``, tenant bitmap pushed into FAISS) up to ``switch_at`` hashes; then
+    a binary IVF (``IndexBinaryIVF``, ``nlist`` lists, ``nprobe`` probed) trained on the hashes
+    held, answered by a range search within ``max_distance`` and filtered by tenant afterwards.
+    Near-exact copies sit far closer to their original (<= 31 of 256 bits) than unrelated hashes
+    (~128), so probing a few lists finds them; the vector index backs up any miss.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, switch_at: int = 200_000, nlist: int = 1024, nprobe: int = 32,
+        train_max: int = 100_000, seed: int = 1234,
+    ) -> None:
         import faiss
 
         self._faiss = faiss
+        self.switch_at, self.nlist, self.nprobe = switch_at, nlist, nprobe
+        self.train_max, self.seed = train_max, seed
         self._index = faiss.IndexBinaryFlat(PDQ_BYTES * 8)
+        self._ivf = False
         self._usable = bytearray()  # 0 for rows whose hash is too low-quality to match on
         self._unusable = 0
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    @property
+    def approximate(self) -> bool:
+        return self._ivf
+
     def add(self, row: int, bits: np.ndarray, *, usable: bool = True) -> None:
         """Store row ``row``'s identity hash; ``usable=False`` keeps the row but never matches it
         (PDQ hashes of near-uniform images are unreliable)."""
         if row != len(self):
             raise StateError(f"PDQ store expected row {len(self)}, got {row}")
-        self._index.add(as_pdq(bits)[:1])
-        self._usable.append(1 if usable else 0)
-        self._unusable += 0 if usable else 1
+        self.add_many(as_pdq(bits)[:1], b"\x01" if usable else b"\x00")
 
     def add_many(self, bits: np.ndarray, usable: bytes | None = None) -> None:
         b = as_pdq(bits)
@@ -122,6 +136,25 @@ class PDQStore:
         flags = usable if usable is not None else b"\x01" * len(b)
         self._usable += flags
         self._unusable += flags.count(0)
+        if not self._ivf and len(self) >= self.switch_at:
+            self._switch()
+
+    def _switch(self) -> None:
+        faiss = self._faiss
+        n = len(self)
+        codes = faiss.vector_to_array(self._index.xb).reshape(n, PDQ_BYTES)
+        nlist = max(1, min(self.nlist, n // 39))
+        quantizer = faiss.IndexBinaryFlat(PDQ_BYTES * 8)
+        ivf = faiss.IndexBinaryIVF(quantizer, PDQ_BYTES * 8, nlist)
+        self._quantizer = quantizer  # the IVF does not own it: keep it alive
+        sample = codes
+        if n > self.train_max:
+            rng = np.random.default_rng(self.seed)
+            sample = codes[np.sort(rng.choice(n, self.train_max, replace=False))]
+        ivf.train(sample)
+        ivf.add(codes)  # labels are 0..n-1: the rows
+        ivf.nprobe = self.nprobe
+        self._index, self._ivf = ivf, True
 
     def nearest(
         self, variants: np.ndarray, *, allowed: Allowed | None = None, max_distance: int = 256
@@ -131,41 +164,73 @@ class PDQStore:
         if n == 0 or (allowed is not None and allowed.n == 0):
             return None
         q = as_pdq(variants)
+        if self._ivf and max_distance < PDQ_BYTES * 8:
+            return self._nearest_ivf(q, allowed, max_distance)
         params = None
-        if allowed is not None:
+        if allowed is not None and not self._ivf:
             sel = self._faiss.IDSelectorBitmap(allowed.n, self._faiss.swig_ptr(allowed.bitmap))
             params = self._faiss.SearchParameters(sel=sel)
-        k = 1 if not self._unusable else min(n, 8)
+        k = 1 if not self._unusable and (allowed is None or not self._ivf) else min(n, 64)
         dist, rows = self._index.search(q, k, params=params)
         best: tuple[int, int, int] | None = None
         for v in range(len(q)):
             for d, r in zip(dist[v], rows[v], strict=True):
-                if r < 0 or d > max_distance or not self._usable[r]:
+                if r < 0 or d > max_distance or not self._ok(int(r), allowed):
                     continue
                 if best is None or d < best[1]:
                     best = (int(r), int(d), v)
                 break
         return best
 
-    def codes(self) -> np.ndarray:
-        n = len(self)
-        if n == 0:
-            return np.zeros((0, PDQ_BYTES), dtype=np.uint8)
-        return self._faiss.vector_to_array(self._index.xb).reshape(n, PDQ_BYTES).copy()
+    def _ok(self, row: int, allowed: Allowed | None) -> bool:
+        if not self._usable[row]:
+            return False
+        if allowed is None:
+            return True
+        return row < allowed.n and bool(allowed.bitmap[row >> 3] >> (row & 7) & 1)
 
-    def code(self, row: int) -> np.ndarray:
-        return self._index.reconstruct(row)
+    def _nearest_ivf(
+        self, q: np.ndarray, allowed: Allowed | None, max_distance: int
+    ) -> tuple[int, int, int] | None:
+        lims, dist, rows = self._index.range_search(q, max_distance + 1)  # radius is exclusive
+        lims = lims.astype(np.int64)
+        best: tuple[int, int, int] | None = None
+        for v in range(len(q)):
+            for j in np.argsort(dist[lims[v] : lims[v + 1]], kind="stable"):
+                d, r = int(dist[lims[v] + j]), int(rows[lims[v] + j])
+                if self._ok(r, allowed):
+                    if best is None or d < best[1]:
+                        best = (r, d, v)
+                    break
+        return best
 
     def nbytes(self) -> int:
-        return len(self) * (PDQ_BYTES + 1)
+        return len(self) * (PDQ_BYTES + 1 + (8 if self._ivf else 0))
 
     def to_state(self) -> dict[str, Any]:
-        return {"codes": self.codes(), "usable": bytes(self._usable)}
+        faiss = self._faiss
+        return {
+            "index": faiss.serialize_index_binary(self._index).tobytes(),
+            "usable": bytes(self._usable),
+            "params": {"switch_at": self.switch_at, "nlist": self.nlist, "nprobe": self.nprobe,
+                       "train_max": self.train_max, "seed": self.seed},
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PDQStore:
-        self = cls()
-        codes = np.asarray(state["codes"], dtype=np.uint8)
-        if len(codes):
-            self.add_many(codes.reshape(-1, PDQ_BYTES), bytes(state["usable"]))
+        import faiss
+
+        self = cls(**state.get("params", {}))
+        try:
+            index = faiss.deserialize_index_binary(np.frombuffer(state["index"], np.uint8))
+        except RuntimeError as exc:
+            raise StateError(f"FAISS could not read the PDQ index: {exc}") from exc
+        if isinstance(index, faiss.IndexBinaryIVF):
+            index.nprobe = self.nprobe
+            self._ivf = True
+        self._index = index
+        self._usable = bytearray(state["usable"])
+        self._unusable = self._usable.count(0)
+        if len(self._usable) != len(self):
+            raise StateError("PDQ store: usable flags and hashes differ in number")
         return self

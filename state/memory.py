@@ -61,6 +61,10 @@ class MemoryConfig:
     pdq_max_distance: int = 31
     #: records whose ``meta["pdq_quality"]`` is below this never match by PDQ
     pdq_min_quality: int = 50
+    #: PDQ store: exact up to this many hashes, then a binary IVF (lists, lists probed)
+    pdq_switch_at: int = 200_000
+    pdq_nlist: int = 1024
+    pdq_nprobe: int = 32
     records_max_items: int = 100_000
     records_max_bytes: int = 512 * 1024 * 1024
     #: how long own uploads are remembered for the ``missed`` check of remote updates
@@ -74,6 +78,9 @@ class MemoryConfig:
             "scope": self.scope,
             "pdq_max_distance": self.pdq_max_distance,
             "pdq_min_quality": self.pdq_min_quality,
+            "pdq_switch_at": self.pdq_switch_at,
+            "pdq_nlist": self.pdq_nlist,
+            "pdq_nprobe": self.pdq_nprobe,
             "records_max_items": self.records_max_items,
             "records_max_bytes": self.records_max_bytes,
             "replication_window_s": self.replication_window_s,
@@ -119,12 +126,14 @@ def _index_for(spec: IndexSpec) -> VectorIndex:
 class Collection:
     """One searchable set of images: uploads, or one reference bank."""
 
-    def __init__(self, *, name: str | None, specs: dict[str, IndexSpec]) -> None:
+    def __init__(
+        self, *, name: str | None, specs: dict[str, IndexSpec], pdq: dict[str, int] | None = None
+    ) -> None:
         self.name = name
         self.specs = dict(specs)
         self.ids = IdMap()
         self.exact = ExactHashStore()
-        self.pdq = PDQStore()
+        self.pdq = PDQStore(**(pdq or {}))
         self.indexes: dict[str, VectorIndex] = {f: _index_for(s) for f, s in specs.items()}
 
     def __len__(self) -> int:
@@ -284,7 +293,7 @@ class Memory:
         self.config = config or MemoryConfig()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.lock = threading.RLock()
-        self.uploads = Collection(name=None, specs=self.config.vectors)
+        self.uploads = Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
         self.banks: dict[str, Collection] = {}
         self.records = RecordCache(
             max_items=self.config.records_max_items,
@@ -302,6 +311,10 @@ class Memory:
         self._replayed = 0
 
     # -- collections -------------------------------------------------------------------------
+    def _pdq_params(self) -> dict[str, int]:
+        c = self.config
+        return {"switch_at": c.pdq_switch_at, "nlist": c.pdq_nlist, "nprobe": c.pdq_nprobe}
+
     def _bank_specs(self) -> dict[str, IndexSpec]:
         kind = self.config.bank_kind
         return {f: replace(s, kind=kind) for f, s in self.config.vectors.items()}
@@ -311,7 +324,9 @@ class Memory:
             return self.uploads
         col = self.banks.get(bank)
         if col is None and create:
-            col = self.banks[bank] = Collection(name=bank, specs=self._bank_specs())
+            col = self.banks[bank] = Collection(
+                name=bank, specs=self._bank_specs(), pdq=self._pdq_params()
+            )
         return col
 
     def __len__(self) -> int:

@@ -51,3 +51,23 @@ def test_unusable_pdq_rows_never_match_and_survive_round_trip():
     assert pdq.nearest(zero, max_distance=31) is None
     again = PDQStore.from_state(pdq.to_state())
     assert again.nearest(zero, max_distance=31) is None and len(again) == 2
+
+
+def test_pdq_switches_to_a_binary_ivf_that_still_finds_near_copies_per_tenant():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    ids, pdq = IdMap(), PDQStore(switch_at=2000, nlist=16, nprobe=4)
+    for i, c in enumerate(codes):
+        pdq.add(ids.append(f"i{i}", "a" if i % 2 else "b"), c, usable=i != 2501)
+    assert pdq.approximate and len(pdq) == 3000
+    for i in (5, 1999, 2000, 2999):  # before and after the switch
+        q = codes[i].copy()
+        q[0] ^= 0b111  # 3 bits away
+        variants = np.stack([rng.integers(0, 256, 32, dtype=np.uint8), q])
+        tenant = "a" if i % 2 else "b"
+        assert pdq.nearest(variants, allowed=ids.allowed(tenant), max_distance=31) == (i, 3, 1)
+        other = "b" if i % 2 else "a"
+        assert pdq.nearest(variants, allowed=ids.allowed(other), max_distance=31) is None
+    assert pdq.nearest(codes[2501], max_distance=31) is None  # unusable
+    again = PDQStore.from_state(pdq.to_state())
+    assert again.approximate and again.nearest(codes[2999], max_distance=31) == (2999, 0, 0)
