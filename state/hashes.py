@@ -14,6 +14,7 @@ import numpy as np
 
 from dupstream.errors import StateError
 from state.idmap import Allowed
+from state.index import cores, omp_threads
 from state.keyindex import KeyIndex
 
 PDQ_BYTES = 32  # 256 bits, packed
@@ -151,8 +152,9 @@ class PDQStore:
         if n > self.train_max:
             rng = np.random.default_rng(self.seed)
             sample = codes[np.sort(rng.choice(n, self.train_max, replace=False))]
-        ivf.train(sample)
-        ivf.add(codes)  # labels are 0..n-1: the rows
+        with omp_threads(cores()):
+            ivf.train(sample)
+            ivf.add(codes)  # labels are 0..n-1: the rows
         ivf.nprobe = self.nprobe
         self._index, self._ivf = ivf, True
 

@@ -28,7 +28,10 @@ indexes, which do not take selectors, widen ``k`` and filter afterwards.
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -66,6 +69,8 @@ class IndexSpec:
     #: None: use the GPU when FAISS has one; False: never; True: require it
     gpu: bool | None = None
     background: bool = False
+    #: OpenMP threads while training (0 = every core); searches use the caller's setting
+    train_threads: int = 0
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -127,6 +132,34 @@ def default_nlist(n_train: int) -> int:
     return int(max(1, min(nlist, 65536, n_train // 39)))
 
 
+def cores() -> int:
+    """CPUs this process may run on (respects affinity / cpusets, unlike ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def omp_threads(n: int | None) -> Iterator[None]:
+    """Run FAISS with ``n`` OpenMP threads in the calling thread (OpenMP's setting is per thread).
+
+    One small search gains nothing from a thread team, and on a shared or busy machine the team's
+    hand-offs cost milliseconds: lookups and adds run with 1 thread, training with all cores.
+    """
+    if not n:
+        yield
+        return
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def gpu_available() -> bool:
     import faiss
 
@@ -185,6 +218,10 @@ class FaissIndex:
 
     def _train(self, vectors: np.ndarray) -> tuple[Any, int, str]:
         """Train and fill a new approximate index with ``vectors`` (rows 0..m-1); thread-safe."""
+        with omp_threads(self.spec.train_threads or cores()):
+            return self._train_here(vectors)
+
+    def _train_here(self, vectors: np.ndarray) -> tuple[Any, int, str]:
         faiss = self._faiss
         factory = self._factory_string(len(vectors))
         index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)

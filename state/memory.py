@@ -35,7 +35,7 @@ from dupstream.errors import StateError
 from state.codec import pack, unpack
 from state.hashes import ExactHashStore, PDQStore, as_pdq
 from state.idmap import Allowed, IdMap
-from state.index import IndexSpec, VectorIndex, as_matrix, build_index, load_index
+from state.index import IndexSpec, VectorIndex, as_matrix, build_index, load_index, omp_threads
 from state.records import (
     ImageRecord,
     RecordCache,
@@ -71,6 +71,8 @@ class MemoryConfig:
     replication_window_s: float = 60.0
     #: index specs for reference banks (default: exact flat, banks are curated and smaller)
     bank_kind: str = "flat"
+    #: OpenMP threads FAISS uses for lookups and adds (in the calling thread); 0 = FAISS default
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class MemoryConfig:
             "records_max_bytes": self.records_max_bytes,
             "replication_window_s": self.replication_window_s,
             "bank_kind": self.bank_kind,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -372,7 +375,7 @@ class Memory:
             rec.origin = self.replica_id
         if not rec.ts:
             rec.ts = time.time()
-        with self.lock:
+        with self.lock, omp_threads(self.config.threads):
             return self._add_many([rec], local=True)[0]
 
     def add_to_bank(self, bank: str, recs: list[ImageRecord]) -> list[bool]:
@@ -382,7 +385,7 @@ class Memory:
             r.bank = bank
             r.origin = r.origin or self.replica_id
             r.ts = r.ts or now
-        with self.lock:
+        with self.lock, omp_threads(self.config.threads):
             return self._add_many(recs, local=True)
 
     def apply(self, data: bytes, *, position: tuple[str, int, int] | None = None) -> Applied:
@@ -397,7 +400,7 @@ class Memory:
     ) -> list[Applied]:
         recs = [decode_update(d) for d in batch]
         now = time.time()
-        with self.lock:
+        with self.lock, omp_threads(self.config.threads):
             new = self._add_many(recs, local=False)
             out = []
             self._prune_recent(now)
@@ -440,7 +443,7 @@ class Memory:
         tenant_filter: str | None | Literal[False] = False if scope == "global" else query.tenant
         use_pdq = self._usable(query)
         found: list[Candidate] = []
-        with self.lock:
+        with self.lock, omp_threads(self.config.threads):
             cols = [self.uploads, *self.banks.values()]
             for col in cols:
                 is_bank = col is not self.uploads

@@ -61,7 +61,7 @@ def test_unknown_tenant_and_k_larger_than_the_index():
 def test_approximate_kinds_switch_at_the_threshold_and_find_near_copies(kind, opts):
     rng = np.random.default_rng(3)
     data = unit(rng, 3000, 32)
-    index = build_index(dim=32, kind=kind, switch_at=1000, **opts)
+    index = build_index(dim=32, kind=kind, switch_at=1000, train_threads=1, **opts)
     index.add(data[:999])
     assert not index.approximate
     index.add(data[999:1500])  # crosses the threshold: trained on these, then filled
