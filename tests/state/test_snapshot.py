@@ -101,3 +101,19 @@ def test_snapshot_round_trip_against_a_real_s3_server(s3_endpoint, unique_name):
     client = Minio(s3_endpoint, access_key="x", secret_key="x", secure=False,
                    region="us-east-1")
     _round_trip(MinioBlobStore(client, unique_name))
+
+
+def test_restore_takes_the_running_search_settings_but_refuses_other_dimensions():
+    from dataclasses import replace
+
+    store = MemoryBlobStore()
+    mem, _ = _filled(1200)
+    write_snapshot(mem, store, prefix="svc")
+    spec = mem.config.vectors["vector"]
+    cfg = replace(mem.config, vectors={"vector": replace(spec, nprobe=3)}, scope="global")
+    restored = load_latest_snapshot(store, prefix="svc", config=cfg)
+    assert restored.memory.config.scope == "global"
+    assert restored.memory.uploads.indexes["vector"].spec.nprobe == 3
+    bad = replace(cfg, vectors={"vector": replace(spec, dim=DIM * 2)})
+    with pytest.raises(StateError, match="dimensions"):
+        load_latest_snapshot(store, prefix="svc", config=bad)
