@@ -126,6 +126,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGTERM/SIGINT during start-up must still mean "stop cleanly", not a crash
+    stop_requested: list[int] = []
+
+    def early_stop(signum, _frame) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGTERM, early_stop)
+    signal.signal(signal.SIGINT, early_stop)
+
     from dupstream.build import build_deduper
     from dupstream.settings import Settings
     from stream.blobs import MinioStore
@@ -152,7 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         consumer_conf=consumer_config(
             bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
             session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-            max_poll_interval_ms=k.max_poll_interval_ms, extra=k.extra,
+            max_poll_interval_ms=k.max_poll_interval_ms,
+            assignment_strategy=k.assignment_strategy, extra=k.extra,
             sasl_username=k.sasl_username, sasl_password=secret),
         producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                                       sasl_username=k.sasl_username, sasl_password=secret),
@@ -169,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("dupstream").info("metrics on :%d", health.port)
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
+    if stop_requested:
+        service.stop()
     n = service.run(max_events=args.max_events, idle_exit_s=args.idle_exit)
     if health is not None:
         health.stop()

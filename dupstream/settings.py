@@ -24,6 +24,8 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 300000
+    #: cooperative-sticky (incremental rebalances) or an eager strategy (range, roundrobin)
+    assignment_strategy: str = "cooperative-sticky"
     #: extra librdkafka properties (SASL/TLS: security.protocol, sasl.mechanisms, ...)
     extra: dict[str, str] = Field(default_factory=dict)
     #: credentials kept out of logs and reprs
