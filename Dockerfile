@@ -56,9 +56,11 @@ FROM ${PYTHON_IMAGE} AS runtime-base
 LABEL org.opencontainers.image.title="dupstream" \
       org.opencontainers.image.description="Streaming, semantic-aware image de-duplication service" \
       org.opencontainers.image.licenses="Apache-2.0"
-# tini: PID 1 that forwards SIGTERM (graceful drain: finish batch, flush, commit) and reaps
+# tini: PID 1 that forwards SIGTERM (graceful drain: finish batch, flush, commit) and reaps.
+# No other system library: the wheels bundle theirs beyond libc/libstdc++/libgcc/zlib, which the
+# slim image has (libcuda comes from the node's driver through the NVIDIA runtime).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini libgomp1 \
+ && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 dupstream \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin dupstream
