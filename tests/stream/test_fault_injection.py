@@ -191,7 +191,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         assert procs["d"].wait(60) == 0
         wait_for(total, timeout=150)
     finally:
-        for name, p in procs.items():
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         exit_codes = {name: p.wait(60) for name, p in procs.items()}
