@@ -173,6 +173,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         start("a")
         start("b")
         wait_for(6)
+        time.sleep(0.4)  # land inside the next batch
         procs["a"].send_signal(signal.SIGKILL)  # mid-stream, probably mid-batch
         killed.append("a")
         start("c")
@@ -182,6 +183,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         start("d")  # rebalance: a third consumer joins
         wait_for(total // 2)
         proxied_kafka.block(2.0)
+        time.sleep(0.3)
         procs["b"].send_signal(signal.SIGKILL)
         killed.append("b")
         start("e")
