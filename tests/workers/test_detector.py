@@ -38,9 +38,11 @@ def test_golden_detections_on_packaged_photos(photos, yolo):
         if len(d):
             assert d.boxes[:, [0, 2]].min() >= 0 and d.boxes[:, [0, 2]].max() <= w
             assert d.boxes[:, [1, 3]].min() >= 0 and d.boxes[:, [1, 3]].max() <= h
-    # the person in the camera photo stands in the centre-left, as a tall box
-    x1, y1, x2, y2 = dets["camera"].boxes[0]
-    assert (y2 - y1) > (x2 - x1) and x1 < 256
+    # the cameraman fills the left half as a tall box; the cup sits in the middle of "coffee"
+    x1, y1, x2, y2 = dets["camera"].boxes[1]
+    assert x1 < 20 and 250 < x2 < 330 and y2 - y1 > 450
+    x1, y1, x2, y2 = dets["coffee"].boxes[0]
+    assert 100 < x1 < 200 and 380 < x2 < 480 and y1 < 60 and 250 < y2 < 350
 
 
 @pytest.mark.parametrize("letterbox", [False, True])
