@@ -14,10 +14,14 @@ class DupstreamError(Exception):
     #: True when retrying the same input later may succeed (network, a server down).
     transient: bool = False
 
-    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, reason: str | None = None, attempts: int = 1
+    ) -> None:
         super().__init__(message or self.__class__.__doc__ or self.reason)
         if reason is not None:
             self.reason = reason
+        #: how many times the operation was tried before this error was final
+        self.attempts = attempts
 
 
 class ConfigError(DupstreamError):

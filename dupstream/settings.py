@@ -40,6 +40,11 @@ class S3Settings(BaseModel):
     max_blob_bytes: int = 50 * 1024 * 1024
     fetch_workers: int = 8
     timeout_s: float = 10.0
+    #: retries inside one fetch (jittered exponential backoff) before the batch moves on
+    retries: int = 3
+    #: how long an event whose blob fetch keeps failing transiently is retried (re-read from
+    #: its offset) before it is dead-lettered as blob_unavailable
+    transient_budget_s: float = 300.0
 
 
 class ImageSettings(BaseModel):

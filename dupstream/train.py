@@ -22,7 +22,6 @@ Recipe (all from photos that ship inside installed packages; nothing downloaded)
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -277,22 +276,8 @@ def train(
     return meta
 
 
-def main_train(argv: list[str] | None = None) -> int:
-    """``dupstream train [--out DIR] [--seed N] [--epochs N] [--lr X] [--embedder NAME]``."""
-    ap = argparse.ArgumentParser(prog="dupstream train", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=None, help="output folder (default: workers/assets)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=50)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(2)
-    train(out_dir=args.out, seed=args.seed, epochs=args.epochs, lr=args.lr,
-          embedder=args.embedder)
-    return 0
-
 
 if __name__ == "__main__":
-    raise SystemExit(main_train())
+    from dupstream.cli import main
+
+    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))

@@ -30,11 +30,12 @@ def decode_image(
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError(f"not an image: {exc}", reason="image_not_image") from exc
+        raise ImageError("not an image: no known image format signature",
+                         reason="image_not_image") from exc
     except Image.DecompressionBombError as exc:
         raise DecompressionBomb(str(exc)) from exc
     except Exception as exc:  # PIL raises many types on garbage headers
-        raise ImageError(f"unreadable image header: {exc}") from exc
+        raise ImageError(f"unreadable image header: {exc}", reason=_reason(exc)) from exc
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageError(f"image has no pixels ({width}x{height})")
@@ -53,11 +54,14 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecompressionBomb(str(exc)) from exc
     except OSError as exc:
-        reason = "image_truncated" if "truncated" in str(exc).lower() else "image_corrupt"
-        raise ImageError(f"cannot decode image: {exc}", reason=reason) from exc
+        raise ImageError(f"cannot decode image: {exc}", reason=_reason(exc)) from exc
     except Exception as exc:
         raise ImageError(f"cannot decode image: {exc}") from exc
     return rgb
+
+
+def _reason(exc: Exception) -> str:
+    return "image_truncated" if "truncated" in str(exc).lower() else "image_corrupt"
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

@@ -169,30 +169,3 @@ class FeatureExtractor:
             return None
         return self.graph_encoder.embed([o if o is not None else Objects.empty() for o in objects])
 
-
-def build_extractor(
-    *,
-    embedder: str = "sscd",
-    detector: str = "yolov3_tiny",
-    gcn: bool = True,
-    gcn_path: str | None = None,
-    top_k: int = DEFAULT_TOP_K,
-    threads: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_side: int = DEFAULT_MAX_SIDE,
-) -> FeatureExtractor:
-    """The standard extractor: SSCD visual embedder, a detector backend (``"none"`` for visual
-    only), and the shipped GCN (``gcn=False`` to skip the graph). Nothing is loaded here."""
-    from workers.detector import build_detector
-    from workers.embedder import SSCDEmbedder
-    from workers.gcn import GraphEncoder
-
-    det = build_detector(detector)
-    return FeatureExtractor(
-        embedder=SSCDEmbedder(variant=embedder, threads=threads),
-        detector=det,
-        graph_encoder=GraphEncoder(weights_path=gcn_path) if gcn and det is not None else None,
-        top_k=top_k,
-        max_pixels=max_pixels,
-        max_side=max_side,
-    )

@@ -1,0 +1,25 @@
+.PHONY: setup demo test lint servers-start servers-stop clean
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(VENV)/bin/ruff check .
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+
+lint:
+	$(VENV)/bin/ruff check .
+
+servers-start:
+	bash scripts/servers.sh start
+
+servers-stop:
+	bash scripts/servers.sh stop
+
+clean:
+	rm -rf $(VENV) .servers

@@ -1,0 +1,3 @@
+from dupstream.cli import main
+
+raise SystemExit(main())

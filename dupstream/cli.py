@@ -1,0 +1,290 @@
+"""The ``dupstream`` command line: run, scan, compare (more subcommands join as they land).
+
+Settings are read from the environment (``DUPSTREAM_*``) and an optional YAML file here, at the
+entry point, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from dupstream import __version__
+from dupstream.errors import DupstreamError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def _iter_paths(paths: Sequence[str]) -> Iterator[Path]:
+    """Files in the given order; a directory contributes its image files sorted by path."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*")
+                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield p
+
+
+def _open_out(path: str | None):
+    return open(path, "w") if path and path != "-" else sys.stdout
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+# -- scan ----------------------------------------------------------------------------------------
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dupstream.build import build_deduper
+    from dupstream.engine import Failed, Upload
+
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
+    paths = list(_iter_paths(args.paths))
+    out = _open_out(args.out)
+    counts: dict[str, int] = {}
+    try:
+        bar = tqdm(total=len(paths), unit="img", disable=args.quiet or not sys.stderr.isatty())
+        for start in range(0, len(paths), args.batch):
+            chunk = paths[start : start + args.batch]
+            uploads = [Upload(str(p), _read(p), args.tenant) for p in chunk]
+            for res in deduper.process(uploads):
+                if isinstance(res, Failed):
+                    row = {"image_id": res.image_id, "verdict": None, "match_id": None,
+                           "probability": None, "error": res.error.reason,
+                           "message": str(res.error)}
+                    counts["error"] = counts.get("error", 0) + 1
+                else:
+                    row = res.model_dump(mode="json")
+                    counts[res.verdict] = counts.get(res.verdict, 0) + 1
+                out.write(json.dumps(row) + "\n")
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"scanned {len(paths)} images: {json.dumps(counts)}", file=sys.stderr)
+    return 0
+
+
+# -- compare -------------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dupstream.build import build_deduper
+
+    if bool(args.pairs) == bool(args.images):
+        print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
+        return 2
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
+    if args.images:
+        if len(args.images) != 2:
+            print("compare: exactly two images A B", file=sys.stderr)
+            return 2
+        a, b = args.images
+        try:
+            row = {"a": a, "b": b, **deduper.compare(_read(Path(a)), _read(Path(b)))}
+        except DupstreamError as exc:
+            print(f"compare: {exc.reason}: {exc}", file=sys.stderr)
+            return 1
+        out = _open_out(args.out)
+        out.write(json.dumps(row, indent=None if args.out else 2) + "\n")
+        if out is not sys.stdout:
+            out.close()
+        return 0
+    rc = 0
+    with open(args.pairs, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"a", "b"} <= set(reader.fieldnames):
+            print("compare: the CSV needs a header with columns a,b", file=sys.stderr)
+            return 2
+        out = _open_out(args.out)
+        try:
+            for rec in reader:
+                a, b = rec["a"], rec["b"]
+                try:
+                    row = {"a": a, "b": b, **deduper.compare(_read(Path(a)), _read(Path(b)))}
+                except DupstreamError as exc:
+                    row = {"a": a, "b": b, "probability": None, "verdict": None,
+                           "error": exc.reason, "message": str(exc)}
+                    rc = 1
+                out.write(json.dumps(row) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    return rc
+
+
+# -- run -----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from dupstream.build import build_deduper
+    from dupstream.settings import Settings
+    from stream.blobs import MinioStore
+    from stream.kafka import consumer_config, ensure_topics, producer_config
+    from stream.metrics import HealthServer, Metrics
+    from stream.service import StreamService
+
+    settings = Settings.load(args.config)
+    k, s3 = settings.kafka, settings.s3
+    secret = k.sasl_password.get_secret_value() if k.sasl_password else None
+    if args.create_topics:
+        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
+                      topics={k.input_topic: args.partitions, k.output_topic: args.partitions,
+                              k.dlq_topic: args.partitions})
+    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
+                            graph=settings.model.graph, top_k=settings.model.top_k,
+                            threads=settings.model.threads,
+                            max_pixels=settings.image.max_pixels,
+                            max_side=settings.image.max_side)
+    store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
+                       secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
+                       region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
+                       max_pool=s3.fetch_workers * 2)
+    metrics = Metrics()
+    service = StreamService(
+        consumer_conf=consumer_config(
+            bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
+            session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
+            max_poll_interval_ms=k.max_poll_interval_ms, extra=k.extra,
+            sasl_username=k.sasl_username, sasl_password=secret),
+        producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
+                                      sasl_username=k.sasl_username, sasl_password=secret),
+        input_topic=k.input_topic, output_topic=k.output_topic, dlq_topic=k.dlq_topic,
+        store=store, deduper=deduper, metrics=metrics,
+        max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
+        batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
+        transient_budget_s=s3.transient_budget_s,
+    )
+    health = None
+    if settings.metrics_port:
+        health = HealthServer(metrics=metrics, ready=service.readiness,
+                              port=settings.metrics_port).start()
+        logging.getLogger("dupstream").info("metrics on :%d", health.port)
+    signal.signal(signal.SIGTERM, service.stop)
+    signal.signal(signal.SIGINT, service.stop)
+    n = service.run(max_events=args.max_events, idle_exit_s=args.idle_exit)
+    if health is not None:
+        health.stop()
+    print(f"processed {n} events", file=sys.stderr)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"],
+                   help="visual embedder (default: sscd; sscd_distilled is ~3x faster on CPU)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)),
+                   help="inference threads (default 2)")
+    p.add_argument("--detector", default="yolov3_tiny",
+                   choices=["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"],
+                   help="object detector for the semantic signal (default: yolov3_tiny, offline; "
+                   "faster_rcnn needs its weights in the torch cache; none: visual only)")
+    p.add_argument("--no-graph", action="store_true",
+                   help="leave the GCN graph similarity out of Ss")
+
+
+# -- train ---------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dupstream.train import train
+
+    torch.set_num_threads(args.threads)
+    train(out_dir=args.out, seed=args.seed, epochs=args.epochs, lr=args.lr,
+          embedder=args.embedder, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dupstream",
+        description="Streaming, semantic-aware image de-duplication. Each image gets a verdict: "
+        "duplicate (the same picture), near_duplicate (an edited copy) or unique, with the "
+        "matched image, the evidence and a calibrated probability.",
+    )
+    parser.add_argument("--version", action="version", version=f"dupstream {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="the streaming service: Kafka uploads in, verdicts out",
+        description="Consume ImageUploaded events (JSON or msgpack) from the input topic, fetch "
+        "each image from S3, judge it against everything seen before, publish a verdict keyed by "
+        "image_id to the output topic (bad input goes to the dead-letter topic), and commit "
+        "offsets only after delivery. Settings: env DUPSTREAM_* (nested with __, e.g. "
+        "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS) over an optional YAML file.")
+    run.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
+    run.add_argument("--create-topics", action="store_true",
+                     help="create the input, output and dead-letter topics if missing")
+    run.add_argument("--partitions", type=int, default=3, help="partitions for --create-topics")
+    run.add_argument("--max-events", type=int, help="stop after this many events (tests, demos)")
+    run.add_argument("--idle-exit", type=float,
+                     help="stop after this many seconds without events, once one was processed")
+    run.set_defaults(func=cmd_run)
+
+    scan = sub.add_parser(
+        "scan", help="the same pipeline over local files (no Kafka needed)",
+        description="Judge local images in the given order (a directory contributes its images "
+        "sorted by path), each against the ones before it. One JSON line per image: image_id "
+        "(the path), verdict, match_id, probability, evidence, model_version, timings_ms.")
+    scan.add_argument("paths", nargs="+", help="image files and/or directories")
+    scan.add_argument("--out", help="write JSON lines here (default: stdout)")
+    scan.add_argument("--tenant", help="tenant to scope the scan to")
+    scan.add_argument("--batch", type=int, default=16, help="images per model batch")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_model_args(scan)
+    scan.set_defaults(func=cmd_scan)
+
+    cmp_ = sub.add_parser(
+        "compare", help="score image pairs: A B, or --pairs pairs.csv",
+        description="Score pairs of images. 'compare A B' prints one JSON object; '--pairs' "
+        "reads a CSV with header a,b and writes one JSON line per pair, in order. Each result "
+        "has probability (calibrated P(B is a copy of A)), verdict, and every per-signal score.")
+    cmp_.add_argument("images", nargs="*", metavar="IMAGE", help="two image paths A B")
+    cmp_.add_argument("--pairs", help="CSV file with header a,b (image paths)")
+    cmp_.add_argument("--out", help="write JSON lines here (default: stdout)")
+    _add_model_args(cmp_)
+    cmp_.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser(
+        "train", help="reproduce the shipped GCN, fusion alpha and calibration (CPU, minutes)",
+        description="Build labelled pairs from the photos that ship in installed packages "
+        "(photo, halves, collages; every edit), run the production features (SSCD, YOLOv3-tiny, "
+        "object graph), train the 3-layer GCN (contrastive loss, Adam), grid-search alpha on "
+        "validation pairs and refit the calibration. Writes gcn.safetensors, gcn.json (seed, "
+        "data recipe, loss curve, sha256, test metrics) and calibration.json.")
+    tr.add_argument("--out", help="output folder (default: the package's workers/assets)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, default=50)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
+    tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
+    tr.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except DupstreamError as exc:
+        print(f"dupstream: {exc.reason}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""The consumer loop: poll a micro-batch, fetch blobs, run the engine, publish, then commit.
+
+At-least-once: offsets are committed only after every verdict and dead-letter record of the batch
+is acknowledged by the broker; if any delivery fails, the batch's partitions are rewound and the
+batch is processed again (verdicts are keyed by ``image_id``, so a replay is harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from dupstream.engine import Deduper, Failed, Upload
+from dupstream.errors import DeliveryError, DupstreamError, ModelError
+from dupstream.verdict import Verdict
+from stream.blobs import ObjectStore
+from stream.events import ImageUploaded, decode_event
+from stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item:
+    msg: Message
+    event: ImageUploaded | None = None
+    data: bytes | None = None
+    error: DupstreamError | None = None
+    verdict: Verdict | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _pos(msg: Message) -> tuple[str, int, int]:
+    return msg.topic(), msg.partition(), msg.offset()
+
+
+class StreamService:
+    def __init__(
+        self,
+        *,
+        consumer_conf: dict,
+        producer_conf: dict,
+        input_topic: str,
+        output_topic: str,
+        dlq_topic: str,
+        store: ObjectStore,
+        deduper: Deduper,
+        metrics: Metrics | None = None,
+        max_blob_bytes: int = 50 * 1024 * 1024,
+        batch_max: int = 16,
+        batch_wait_s: float = 0.2,
+        fetch_workers: int = 8,
+        delivery_timeout_s: float = 30.0,
+        transient_budget_s: float = 300.0,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self._consumer_conf = {**consumer_conf, "stats_cb": self.metrics.observe_stats}
+        self._producer_conf = producer_conf
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.store = store
+        self.deduper = deduper
+        self.max_blob_bytes = max_blob_bytes
+        self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_s
+        self.fetch_workers = fetch_workers
+        self.delivery_timeout_s = delivery_timeout_s
+        self.transient_budget_s = transient_budget_s
+        #: (topic, partition, offset) -> (first failure time, attempts) for transient failures
+        self._transient: dict[tuple[str, int, int], tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._assigned: set[tuple[str, int]] = set()
+        self._warm = False
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def stop(self, *_args) -> None:
+        """Ask the loop to finish the batch in hand, flush, commit and return."""
+        self._stop.set()
+
+    def readiness(self) -> tuple[bool, dict]:
+        detail = {
+            "assigned_partitions": len(self._assigned),
+            "models_warm": self._warm,
+            "index_loaded": self.deduper is not None,
+            "index_size": len(self.deduper) if self.deduper is not None else 0,
+        }
+        ok = bool(self._assigned) and self._warm and detail["index_loaded"]
+        return ok, {"ready": ok, **detail}
+
+    def warm_up(self) -> None:
+        import numpy as np
+
+        self.deduper.extractor.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
+        self._warm = True
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("assigned %s", sorted(self._assigned))
+        self._update_ready()
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        log.info("revoked %s", [(p.topic, p.partition) for p in partitions])
+        self._update_ready()
+
+    def _on_lost(self, consumer, partitions) -> None:
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        log.warning("lost %s", [(p.topic, p.partition) for p in partitions])
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    def run(self, *, max_events: int | None = None, idle_exit_s: float | None = None) -> int:
+        """Consume until ``stop()``; or until ``max_events`` are committed; or until no message
+        arrived for ``idle_exit_s`` after at least one was processed. Returns events processed."""
+        self.warm_up()
+        self.consumer = Consumer(self._consumer_conf)
+        self.producer = Producer(self._producer_conf)
+        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        processed = 0
+        last_activity = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(num_messages=self.batch_max,
+                                             timeout=self.batch_wait_s)
+                msgs = [m for m in msgs if self._usable(m)]
+                self.metrics.index_size.set(len(self.deduper))
+                if not msgs:
+                    if (idle_exit_s is not None and processed
+                            and time.monotonic() - last_activity > idle_exit_s):
+                        break
+                    continue
+                self._process_with_retry(msgs)
+                processed += len(msgs)
+                last_activity = time.monotonic()
+                if max_events is not None and processed >= max_events:
+                    break
+        finally:
+            self.close()
+        return processed
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(self.delivery_timeout_s)
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except RuntimeError:
+                pass
+            self.consumer = None
+        self.metrics.ready.set(0)
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _usable(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err)
+        return False
+
+    def _process_with_retry(self, msgs: list[Message]) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.process_batch(msgs)
+                return
+            except DeliveryError as exc:
+                log.error("batch delivery failed (attempt %d): %s; retrying", attempt, exc)
+                if self._stop.is_set():
+                    self._rewind(msgs)
+                    raise
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+
+    def _rewind(self, msgs: list[Message]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            k = (m.topic(), m.partition())
+            first[k] = min(first.get(k, m.offset()), m.offset())
+        for (t, p), off in first.items():
+            try:
+                self.consumer.seek(TopicPartition(t, p, off))
+            except KafkaException as exc:
+                log.warning("cannot rewind %s[%d]: %s", t, p, exc)
+
+    def process_batch(self, msgs: list[Message]) -> None:
+        m = self.metrics
+        m.batch_size.observe(len(msgs))
+        m.inflight.set(len(msgs))
+        items = [_Item(msg) for msg in msgs]
+        for it in items:
+            try:
+                it.event = decode_event(it.msg.value())
+            except DupstreamError as exc:
+                it.error = exc
+        self._fetch([it for it in items if it.error is None])
+        self._infer([it for it in items if it.error is None])
+        deferred = self._defer_transient(items)
+        self._publish([it for it in items if it not in deferred])
+        self._commit(msgs, deferred)
+        m.inflight.set(0)
+        if deferred:
+            self._rewind([it.msg for it in deferred])
+            worst = max(self._transient[_pos(it.msg)][1] for it in deferred)
+            time.sleep(min(5.0, 0.25 * 2 ** min(worst, 5)))
+
+    def _defer_transient(self, items: list[_Item]) -> list[_Item]:
+        """Transient failures (S3 down) are retried by re-reading their offsets later, until the
+        budget is spent; then they go to the dead-letter topic with their attempt count."""
+        deferred = []
+        now = time.monotonic()
+        for it in items:
+            pos = _pos(it.msg)
+            if it.error is None or not it.error.transient:
+                self._transient.pop(pos, None)
+                continue
+            first, attempts = self._transient.get(pos, (now, 0))
+            attempts += it.error.attempts
+            if now - first < self.transient_budget_s:
+                self._transient[pos] = (first, attempts)
+                deferred.append(it)
+                log.warning("transient failure on %s[%d]@%d (attempt %d): %s; will retry",
+                            *pos, attempts, it.error)
+            else:
+                self._transient.pop(pos, None)
+                it.error.attempts = attempts
+        return deferred
+
+    def _fetch(self, items: list[_Item]) -> None:
+        def one(it: _Item) -> None:
+            t0 = time.perf_counter()
+            try:
+                it.data = self.store.get(it.event.bucket, it.event.key,
+                                         max_bytes=self.max_blob_bytes)
+            except DupstreamError as exc:
+                it.error = exc
+            dt = time.perf_counter() - t0
+            it.timings_ms["fetch"] = round(dt * 1e3, 3)
+            self.metrics.stage.labels(stage="fetch").observe(dt)
+
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.fetch_workers, len(items))) as pool:
+            list(pool.map(one, items))
+
+    def _infer(self, items: list[_Item]) -> None:
+        items = [it for it in items if it.error is None]
+        if not items:
+            return
+        uploads = [Upload(it.event.image_id, it.data, it.event.tenant) for it in items]
+        try:
+            results = self.deduper.process(uploads)
+        except Exception as exc:  # isolate the image that breaks the batch
+            log.warning("batch inference failed (%s); retrying image by image", exc)
+            results = []
+            for up in uploads:
+                try:
+                    results.extend(self.deduper.process([up]))
+                except Exception as one_exc:
+                    err = one_exc if isinstance(one_exc, DupstreamError) else ModelError(
+                        f"{type(one_exc).__name__}: {one_exc}")
+                    results.append(Failed(up.image_id, up.tenant, err))
+        for it, res in zip(items, results, strict=True):
+            if isinstance(res, Failed):
+                it.error = res.error
+            else:
+                res.timings_ms.update(it.timings_ms)
+                it.verdict = res
+                for stage in ("decode", "hash", "embed", "search"):
+                    if stage in res.timings_ms:
+                        self.metrics.stage.labels(stage=stage).observe(
+                            res.timings_ms[stage] / 1e3)
+
+    def _publish(self, items: list[_Item]) -> None:
+        t0 = time.perf_counter()
+        failures: list[str] = []
+
+        def on_delivery(err, _msg) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for it in items:
+            if it.verdict is not None:
+                self._produce(self.output_topic, key=it.verdict.image_id.encode(),
+                              value=it.verdict.model_dump_json().encode(), cb=on_delivery)
+            else:
+                self._produce(self.dlq_topic, key=it.msg.key(), value=it.msg.value() or b"",
+                              headers=self._dlq_headers(it), cb=on_delivery)
+        remaining = self.producer.flush(self.delivery_timeout_s)
+        if remaining or failures:
+            raise DeliveryError(f"{remaining} undelivered, failures: {failures[:3]}")
+        self.metrics.stage.labels(stage="publish").observe(time.perf_counter() - t0)
+        for it in items:
+            if it.verdict is not None:
+                self.metrics.events.labels(outcome="verdict").inc()
+                self.metrics.verdicts.labels(verdict=it.verdict.verdict).inc()
+            else:
+                self.metrics.events.labels(outcome="dlq").inc()
+                self.metrics.dlq.labels(reason=it.error.reason).inc()
+                log.info("dead-lettered %s[%d]@%d: %s: %s", it.msg.topic(), it.msg.partition(),
+                         it.msg.offset(), it.error.reason, it.error)
+
+    def _produce(self, topic: str, *, key, value, cb: Callable, headers=None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=headers,
+                                      on_delivery=cb)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+
+    def _dlq_headers(self, it: _Item) -> list[tuple[str, bytes]]:
+        err = it.error
+        headers = [
+            ("dupstream.reason", err.reason.encode()),
+            ("dupstream.error", str(err)[:2000].encode()),
+            ("dupstream.attempts", str(getattr(err, "attempts", 1)).encode()),
+            ("dupstream.source", f"{it.msg.topic()}/{it.msg.partition()}/{it.msg.offset()}"
+             .encode()),
+        ]
+        if it.event is not None:
+            headers.append(("dupstream.image_id", it.event.image_id.encode()))
+        return headers
+
+    def _commit(self, msgs: list[Message], deferred: list[_Item] = ()) -> None:
+        """Commit past every message of the batch, but never past a deferred one."""
+        nxt: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            k = (msg.topic(), msg.partition())
+            nxt[k] = max(nxt.get(k, -1), msg.offset() + 1)
+        for it in deferred:
+            k = (it.msg.topic(), it.msg.partition())
+            nxt[k] = min(nxt[k], it.msg.offset())
+        offsets = [TopicPartition(t, p, off) for (t, p), off in nxt.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.commits.inc()
+        except KafkaException as exc:  # e.g. revoked meanwhile: the new owner replays
+            log.warning("commit failed (events will be replayed by the next owner): %s", exc)

@@ -1,0 +1,90 @@
+"""`dupstream scan` and `dupstream compare` on real photos, through the console script."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dupstream.data import edits
+
+CLI = [sys.executable, "-m", "dupstream"]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, photos):
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(3)
+    files = {}
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        files[name] = d / f"a_{name}.png"
+        files[name].write_bytes(edits.encode(photos[name]))
+    copies = {
+        "b_astronaut_jpeg.jpg": ("astronaut", edits.encode(photos["astronaut"], "JPEG", 70)),
+        "b_chelsea_crop.png": ("chelsea", edits.encode(edits.crop(photos["chelsea"], rng))),
+        "b_coffee_caption.png": ("coffee", edits.encode(edits.caption(photos["coffee"], rng))),
+        "b_rocket_flip.png": ("rocket", edits.encode(edits.hflip(photos["rocket"], rng))),
+    }
+    for fname, (_, data) in copies.items():
+        (d / fname).write_bytes(data)
+    (d / "c_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return d, files, {fname: src for fname, (src, _) in copies.items()}
+
+
+def test_scan_flags_copies_and_keeps_originals_unique(image_dir, tmp_path):
+    d, files, copies = image_dir
+    out = tmp_path / "verdicts.jsonl"
+    subprocess.run([*CLI, "scan", str(d), "--out", str(out), "-q"], check=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    paths = [r["image_id"] for r in rows]
+    assert paths == sorted(paths)  # a directory is scanned in path order
+    by_name = {r["image_id"].rsplit("/", 1)[1]: r for r in rows}
+    for name in files:
+        row = by_name[f"a_{name}.png"]
+        assert row["verdict"] == "unique" and row["match_id"] is None
+    for fname, src in copies.items():
+        row = by_name[fname]
+        assert row["verdict"] in {"duplicate", "near_duplicate"}, row
+        assert row["match_id"] == str(files[src])
+        assert 0.5 <= row["probability"] <= 1.0
+    assert by_name["b_astronaut_jpeg.jpg"]["verdict"] == "duplicate"
+    assert by_name["b_chelsea_crop.png"]["verdict"] == "near_duplicate"
+    assert by_name["b_rocket_flip.png"]["verdict"] == "near_duplicate"
+    broken = by_name["c_broken.jpg"]
+    assert broken["verdict"] is None and broken["error"].startswith("image_")
+
+
+def test_compare_one_pair_and_a_pairs_file(image_dir, tmp_path):
+    d, files, _ = image_dir
+    one = subprocess.run([*CLI, "compare", str(files["chelsea"]), str(d / "b_chelsea_crop.png")],
+                         check=True, capture_output=True, text=True)
+    res = json.loads(one.stdout)
+    assert res["verdict"] == "near_duplicate" and res["probability"] > 0.5
+    for key in ("visual", "pdq_distance", "fused", "changed_area"):
+        assert key in res
+
+    pairs = tmp_path / "pairs.csv"
+    rows = [(files["astronaut"], d / "b_astronaut_jpeg.jpg"), (files["astronaut"], files["coffee"]),
+            (files["coffee"], d / "b_coffee_caption.png")]
+    with pairs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b"])
+        w.writerows(rows)
+    out = tmp_path / "scores.jsonl"
+    subprocess.run([*CLI, "compare", "--pairs", str(pairs), "--out", str(out)], check=True)
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(g["a"], g["b"]) for g in got] == [(str(a), str(b)) for a, b in rows]
+    assert got[0]["verdict"] == "duplicate"
+    assert got[1]["verdict"] == "unique" and got[1]["probability"] < 0.5
+    assert got[2]["verdict"] == "near_duplicate"
+    assert got[0]["visual"] > got[2]["visual"] > got[1]["visual"]
+
+
+def test_help_explains_every_command():
+    out = subprocess.run([*CLI, "--help"], check=True, capture_output=True, text=True).stdout
+    for cmd in ("run", "scan", "compare"):
+        assert cmd in out
+        sub = subprocess.run([*CLI, cmd, "--help"], check=True, capture_output=True, text=True)
+        assert "usage" in sub.stdout.lower()
