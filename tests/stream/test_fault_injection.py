@@ -32,6 +32,7 @@ from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 SCALE = int(os.environ.get("DUPSTREAM_FAULT_SCALE", "1"))
+STRATEGY = os.environ.get("DUPSTREAM_FAULT_STRATEGY", "cooperative-sticky")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
            "DUPSTREAM_S3__MAX_BLOB_BYTES": str(MAX_BLOB_BYTES),
            "DUPSTREAM_IMAGE__MAX_SIDE": str(MAX_SIDE),
            "DUPSTREAM_BATCH__MAX_EVENTS": "4",
+           "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": STRATEGY,
            "DUPSTREAM_MODEL__THREADS": "1"}
     procs: dict[str, subprocess.Popen] = {}
 
