@@ -50,7 +50,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from dupstream.build import build_deduper
     from dupstream.engine import Failed, Upload
 
-    deduper = build_deduper(embedder=args.embedder, threads=args.threads)
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
     paths = list(_iter_paths(args.paths))
     out = _open_out(args.out)
     counts: dict[str, int] = {}
@@ -85,7 +86,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if bool(args.pairs) == bool(args.images):
         print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
         return 2
-    deduper = build_deduper(embedder=args.embedder, threads=args.threads)
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
     if args.images:
         if len(args.images) != 2:
             print("compare: exactly two images A B", file=sys.stderr)
@@ -126,6 +128,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGTERM/SIGINT during start-up must still mean "stop cleanly", not a crash
+    stop_requested: list[int] = []
+
+    def early_stop(signum, _frame) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGTERM, early_stop)
+    signal.signal(signal.SIGINT, early_stop)
+
     from dupstream.build import build_deduper
     from dupstream.settings import Settings
     from stream.blobs import MinioStore
@@ -140,7 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                       topics={k.input_topic: args.partitions, k.output_topic: args.partitions,
                               k.dlq_topic: args.partitions})
-    deduper = build_deduper(embedder=settings.model.embedder, threads=settings.model.threads,
+    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
+                            graph=settings.model.graph, top_k=settings.model.top_k,
+                            threads=settings.model.threads,
                             max_pixels=settings.image.max_pixels,
                             max_side=settings.image.max_side)
     store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
@@ -152,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         consumer_conf=consumer_config(
             bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
             session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-            max_poll_interval_ms=k.max_poll_interval_ms, extra=k.extra,
+            max_poll_interval_ms=k.max_poll_interval_ms,
+            assignment_strategy=k.assignment_strategy, extra=k.extra,
             sasl_username=k.sasl_username, sasl_password=secret),
         producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                                       sasl_username=k.sasl_username, sasl_password=secret),
@@ -169,6 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("dupstream").info("metrics on :%d", health.port)
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
+    if stop_requested:
+        service.stop()
     n = service.run(max_events=args.max_events, idle_exit_s=args.idle_exit)
     if health is not None:
         health.stop()
@@ -182,6 +198,35 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="visual embedder (default: sscd; sscd_distilled is ~3x faster on CPU)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)),
                    help="inference threads (default 2)")
+    p.add_argument("--detector", default="yolov3_tiny",
+                   choices=["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"],
+                   help="object detector for the semantic signal (default: yolov3_tiny, offline; "
+                   "faster_rcnn needs its weights in the torch cache; none: visual only)")
+    p.add_argument("--no-graph", action="store_true",
+                   help="leave the GCN graph similarity out of Ss")
+
+
+# -- bench ---------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.pipeline import main as pipeline_main
+
+    argv = ["--images", str(args.images), "--batches", args.batches, "--modes", args.modes,
+            "--threads", str(args.threads), "--out", args.out, "--e2e-rate", str(args.e2e_rate)]
+    if args.e2e:
+        argv.append("--e2e")
+    return pipeline_main(argv)
+
+
+# -- train ---------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dupstream.train import train
+
+    torch.set_num_threads(args.threads)
+    train(out_dir=args.out, seed=args.seed, epochs=args.epochs, lr=args.lr,
+          embedder=args.embedder, log=lambda m: print(m, file=sys.stderr))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,6 +279,37 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", help="write JSON lines here (default: stdout)")
     _add_model_args(cmp_)
     cmp_.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser(
+        "train", help="reproduce the shipped GCN, fusion alpha and calibration (CPU, minutes)",
+        description="Build labelled pairs from the photos that ship in installed packages "
+        "(photo, halves, collages; every edit), run the production features (SSCD, YOLOv3-tiny, "
+        "object graph), train the 3-layer GCN (contrastive loss, Adam), grid-search alpha on "
+        "validation pairs and refit the calibration. Writes gcn.safetensors, gcn.json (seed, "
+        "data recipe, loss curve, sha256, test metrics) and calibration.json.")
+    tr.add_argument("--out", help="output folder (default: the package's workers/assets)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, default=50)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
+    tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
+    tr.set_defaults(func=cmd_train)
+
+    be = sub.add_parser(
+        "bench", help="pipeline benchmark: images/s and per-stage p50/p99 (JSON + Markdown)",
+        description="Run the pipeline over N real images (made from packaged photos) at several "
+        "batch sizes in four modes - hash fast path (byte-identical re-uploads), visual only, "
+        "full semantic, CNN-only scan - each in its own process; print and write images/s, "
+        "per-stage latency p50/p99, peak RSS and GPU memory. --e2e adds event->verdict latency "
+        "through a real local broker at a fixed offered load.")
+    be.add_argument("--images", type=int, default=64)
+    be.add_argument("--batches", default="1,8,32")
+    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,cnn_only")
+    be.add_argument("--threads", type=int, default=2)
+    be.add_argument("--e2e", action="store_true")
+    be.add_argument("--e2e-rate", type=float, default=2.0)
+    be.add_argument("--out", default="results/pipeline")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

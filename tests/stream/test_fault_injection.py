@@ -1,0 +1,224 @@
+"""Fault injection against the real broker and S3 server: bad input of 35 kinds mixed into the
+stream, 2-3 consumers, consumers SIGKILLed mid-batch, a TCP proxy in front of the broker and of
+S3 that drops and blocks connections, and rebalances by adding and removing consumers.
+
+Afterwards every good event has a verdict, every bad event is in the dead-letter topic with its
+reason, nothing else is missing, and no consumer crashed on input. ``DUPSTREAM_FAULT_SCALE``
+multiplies the number of good events (CI runs the short version, scale 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from dupstream.data import edits
+from stream.blobs import MinioStore
+from stream.events import ImageUploaded
+from stream.kafka import ensure_topics
+from tests.badinputs import MAX_BLOB_BYTES, MAX_SIDE, catalogue
+from tests.conftest import SRV, Server, _port_open, _wait, free_port
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+SCALE = int(os.environ.get("DUPSTREAM_FAULT_SCALE", "1"))
+# The service defaults to cooperative-sticky. On Tansu 0.6 (the broker this machine can have) a
+# consumer that joins while another was just SIGKILLed sometimes never receives an assignment
+# under the incremental protocol (2 of 5 runs stalled here; 0 of 4 with the eager protocol), so
+# the CI run uses the eager ``range`` protocol; set this to cooperative-sticky to exercise it.
+STRATEGY = os.environ.get("DUPSTREAM_FAULT_STRATEGY", "range")
+
+
+@pytest.fixture(scope="module")
+def proxied_kafka(tmp_path_factory):
+    """A Tansu broker that advertises the proxy's port, so all client traffic crosses it."""
+    listen, proxy_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("tansu-proxied") / "tansu.log"
+    proc = subprocess.Popen(
+        [str(SRV / "bin" / "tansu"), "broker", "--listener-url", f"tcp://127.0.0.1:{listen}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{proxy_port}",
+         "--storage-engine", "memory://tansu/"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    server = Server(proc, listen, log)
+    _wait(lambda: _port_open(listen), "Tansu broker")
+    proxy = TcpProxy(upstream_port=listen, listen_port=proxy_port)
+    yield proxy
+    proxy.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied_s3(s3_server):
+    proxy = TcpProxy(upstream_port=s3_server.port)
+    yield proxy
+    proxy.close()
+
+
+class Collector(threading.Thread):
+    """Reads the verdict and dead-letter topics continuously."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.verdicts: dict[str, list[dict]] = {}
+        self.dlq: dict[str, list[dict]] = {}
+        self._halt = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"c{time.time_ns()}",
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                   "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        self._consumer.subscribe(topics)
+        self.dlq_topic = topics[1]
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            key = (msg.key() or b"").decode(errors="replace")
+            if msg.topic() == self.dlq_topic:
+                headers = {k: v.decode() for k, v in (msg.headers() or [])}
+                self.dlq.setdefault(key, []).append(headers)
+            else:
+                self.verdicts.setdefault(key, []).append(json.loads(msg.value()))
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, photos,
+                                       unique_name, tmp_path):
+    bootstrap = f"127.0.0.1:{proxied_kafka.port}"
+    topics = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq")}
+    ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()})
+    store = MinioStore(endpoint=s3_endpoint, access_key="x", secret_key="y")
+    bucket = f"{unique_name}-faults"
+    rng = np.random.default_rng(11)
+
+    events: list[tuple[bytes, bytes]] = []  # (key, payload)
+    good: set[str] = set()
+    names = list(photos)
+    for i in range(30 * SCALE):
+        src = photos[names[i % len(names)]]
+        edit = [edits.jpeg, edits.crop, edits.caption, edits.recolour][(i // len(names)) % 4]
+        big = cv2.resize(edit(src, rng), (1600, 1200), interpolation=cv2.INTER_CUBIC)
+        data = edits.encode(big, "JPEG", 90)  # large enough that a batch takes a while
+        image_id = f"good-{i}"
+        store.put(bucket, f"{image_id}.jpg", data)
+        ev = ImageUploaded(image_id=image_id, bucket=bucket, key=f"{image_id}.jpg")
+        events.append((image_id.encode(), ev.model_dump_json().encode()))
+        good.add(image_id)
+    bad = {}
+    for case in catalogue(photos["chelsea"]):
+        key = f"bad-{case.name}"
+        bad[key] = case.reason
+        if case.kind == "event":
+            events.append((key.encode(), case.payload))
+            continue
+        obj = f"{key}.bin"
+        target_bucket = bucket
+        if case.kind == "blob":
+            store.put(bucket, obj, case.payload)
+        elif case.kind == "missing_bucket":
+            target_bucket = f"{unique_name}-nobucket"
+        ev = ImageUploaded(image_id=key, bucket=target_bucket, key=obj)
+        events.append((key.encode(), ev.model_dump_json().encode()))
+    assert len(bad) >= 30
+    order = rng.permutation(len(events))
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in order:
+        producer.produce(topics["uploads"], key=events[i][0], value=events[i][1])
+    assert producer.flush(30) == 0
+
+    env = {**os.environ,
+           "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+           "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
+           "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
+           "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
+           "DUPSTREAM_KAFKA__GROUP_ID": f"{unique_name}-svc",
+           "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+           "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+           "DUPSTREAM_S3__ENDPOINT": f"127.0.0.1:{proxied_s3.port}",
+           "DUPSTREAM_S3__TIMEOUT_S": "2",
+           "DUPSTREAM_S3__RETRIES": "1",
+           "DUPSTREAM_S3__MAX_BLOB_BYTES": str(MAX_BLOB_BYTES),
+           "DUPSTREAM_IMAGE__MAX_SIDE": str(MAX_SIDE),
+           "DUPSTREAM_BATCH__MAX_EVENTS": "4",
+           "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": STRATEGY,
+           "DUPSTREAM_MODEL__THREADS": "1"}
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str) -> None:
+        procs[name] = subprocess.Popen([sys.executable, "-m", "dupstream", "run"], env=env,
+                                       stdout=open(tmp_path / f"{name}.log", "wb"),
+                                       stderr=subprocess.STDOUT)
+
+    collector = Collector(bootstrap, [topics["verdicts"], topics["dlq"]])
+    collector.start()
+
+    def done() -> int:
+        return len(set(collector.verdicts) & good) + len(set(collector.dlq) & set(bad))
+
+    def wait_for(n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while done() < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    total = len(good) + len(bad)
+    killed = []
+    try:
+        start("a")
+        start("b")
+        wait_for(6)
+        time.sleep(0.4)  # land inside the next batch
+        procs["a"].send_signal(signal.SIGKILL)  # mid-stream, probably mid-batch
+        killed.append("a")
+        start("c")
+        proxied_s3.block(5.0)  # S3 stalls: fetches time out and are retried
+        wait_for(total // 3)
+        proxied_kafka.drop()  # every broker connection reset
+        start("d")  # rebalance: a third consumer joins
+        wait_for(total // 2)
+        proxied_kafka.block(2.0)
+        time.sleep(0.3)
+        procs["b"].send_signal(signal.SIGKILL)
+        killed.append("b")
+        start("e")
+        proxied_s3.drop()
+        wait_for(2 * total // 3)
+        procs["d"].send_signal(signal.SIGTERM)  # rebalance: a consumer leaves gracefully
+        assert procs["d"].wait(60) == 0
+        wait_for(total, timeout=150)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        exit_codes = {name: p.wait(60) for name, p in procs.items()}
+        collector.stop()
+
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+    replays = sum(len(v) - 1 for v in collector.verdicts.values())
+    transient = sum(log.count("transient failure") for log in logs.values())
+    print(f"\nfault run: {len(good)} good + {len(bad)} bad events, {len(procs)} consumers, "
+          f"killed {killed}, replayed verdicts {replays}, transient fetch retries {transient}, "
+          f"kafka drops {proxied_kafka.drops}, s3 drops {proxied_s3.drops}")
+    missing_good = good - set(collector.verdicts)
+    missing_bad = set(bad) - set(collector.dlq)
+    assert not missing_good and not missing_bad, (missing_good, missing_bad,
+                                                  logs["e"][-3000:])
+    assert set(collector.verdicts) == good  # nothing else got a verdict
+    assert set(collector.dlq) == set(bad)  # no good event was dead-lettered
+    for key, reason in bad.items():
+        assert {h["dupstream.reason"] for h in collector.dlq[key]} == {reason}, key
+    for name, code in exit_codes.items():
+        assert code == (-signal.SIGKILL if name in killed else 0), (name, logs[name][-2000:])
+        assert "Traceback" not in logs[name], logs[name][-3000:]
