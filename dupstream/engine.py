@@ -131,7 +131,10 @@ class Deduper:
         notes: Sequence[str] = (),
     ) -> Verdict:
         kind, probability, review = self.policy.decide(score)
-        extra = {"bank": bank} if bank is not None else {}
+        evidence = score.evidence()
+        evidence["notes"] = [*evidence.get("notes", []), *notes]
+        if bank is not None:
+            evidence["bank"] = bank
         return Verdict(
             image_id=image_id,
             tenant=tenant,
@@ -141,8 +144,7 @@ class Deduper:
             score=round(score.fused, 6),
             probability=round(probability, 6),
             review=review,
-            evidence=Evidence(**score.evidence(), nearest_id=match_id, notes=list(notes),
-                              **extra),
+            evidence=Evidence(**evidence, nearest_id=match_id),
             model_version=self.model_version,
         )
 

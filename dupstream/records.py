@@ -54,6 +54,14 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
     )
 
 
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass named by a hint: ``X``, ``X | None`` or ``Optional[X]``."""
+    for t in (hint, *typing.get_args(hint)):
+        if isinstance(t, type) and dataclasses.is_dataclass(t):
+            return t
+    return None
+
+
 def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -61,14 +69,15 @@ def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
         if not f.init:
             continue
         name = f"{prefix}{f.name}"
+        nested = _dataclass_of(hints.get(f.name))
         if name in rec.arrays:
             kwargs[f.name] = rec.arrays[name]
         elif name in rec.meta:
             kwargs[f.name] = rec.meta[name]
-        elif isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name]) and (
-            any(k.startswith(name + ".") for k in (*rec.arrays, *rec.meta))
+        elif nested is not None and any(
+            k.startswith(name + ".") for k in (*rec.arrays, *rec.meta)
         ):
-            kwargs[f.name] = _build(hints[f.name], name + ".", rec)
+            kwargs[f.name] = _build(nested, name + ".", rec)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise StateError(f"record {rec.image_id!r} lacks the feature field {name!r}")
     return cls(**kwargs)

@@ -54,6 +54,24 @@ def test_features_survive_the_record_round_trip(blobs):
         feat.width, feat.height)
 
 
+def test_semantic_fields_survive_the_record_round_trip_through_the_wire(blobs):
+    from state.records import decode_record, encode_record
+    from workers.semantic import Objects
+
+    feat = FeatureExtractor(embedder=TinyEmbedder()).extract([blobs["rocket"]])[0]
+    rng = np.random.default_rng(0)
+    feat.objects = Objects(boxes=rng.random((3, 4), dtype=np.float32),
+                           labels=np.array([1, 5, 7]), scores=rng.random(3, dtype=np.float32),
+                           colours=np.full((3, Objects.empty().colours.shape[1]), 0.1, np.float32))
+    feat.semantic = rng.random(32, dtype=np.float32)
+    back = record_to_features(decode_record(encode_record(features_to_record("r", None, feat))))
+    assert isinstance(back.objects, Objects) and (back.objects.labels == [1, 5, 7]).all()
+    assert back.objects.colours.shape == (3, feat.objects.colours.shape[1])
+    assert (back.semantic == feat.semantic).all() and back.graph is None
+    feat.objects = None
+    assert record_to_features(features_to_record("r", None, feat)).objects is None
+
+
 def test_a_copy_of_an_image_evicted_from_the_record_lru_is_still_flagged(blobs):
     store = BlobRecordStore(MemoryBlobStore(), prefix="t")
     mem = Memory(MemoryConfig(vectors={"vector": IndexSpec(dim=48, kind="flat")},
