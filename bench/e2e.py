@@ -23,8 +23,10 @@ def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
 
     blobs = make_images(events, seed=1)
     with local_servers("bench") as (bootstrap, s3):
-        topics = {"in": "bench.uploads", "out": "bench.verdicts", "dlq": "bench.dlq"}
-        ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()})
+        topics = {"in": "bench.uploads", "out": "bench.verdicts", "dlq": "bench.dlq",
+                  "updates": "bench.index-updates"}
+        ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()},
+                      compacted={topics["updates"]})
         store = MinioStore(endpoint=s3, access_key="bench", secret_key="bench")
         for i, b in enumerate(blobs):
             store.put("bench", f"img{i}.jpg", b)
@@ -35,7 +37,9 @@ def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
                "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
                "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
                "DUPSTREAM_S3__ENDPOINT": s3, "DUPSTREAM_MODEL__DETECTOR": detector,
-               "DUPSTREAM_BATCH__MAX_WAIT_MS": "20"}
+               "DUPSTREAM_BATCH__MAX_WAIT_MS": "20",
+               "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
+               "DUPSTREAM_STATE__BUCKET": "bench-state"}
         proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",
                                  str(events + 1)], env=env, stderr=subprocess.DEVNULL)
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dupstream.engine import Deduper
+from state.blobstore import BlobStore
 from state.index import IndexSpec
 from state.memory import Memory, MemoryConfig
+from state.records import BlobRecordStore
+from state.snapshot import load_latest_snapshot
 from workers.calibration import Calibrator
 from workers.decision import DecisionPolicy, default_calibrator
 from workers.detector import build_detector
@@ -14,6 +20,9 @@ from workers.embedder import SSCDEmbedder
 from workers.features import FeatureExtractor
 from workers.gcn import GraphEncoder
 from workers.semantic import DEFAULT_TOP_K
+
+if TYPE_CHECKING:
+    from dupstream.settings import StateSettings
 
 
 def build_extractor(
@@ -64,3 +73,31 @@ def build_deduper(
         policy=DecisionPolicy(calibrator=calibrator),
         candidates=candidates,
     )
+
+
+def build_memory(
+    *,
+    state: StateSettings,
+    blobstore: BlobStore | None,
+    dim: int = 512,
+) -> tuple[Memory, str | None]:
+    """The replica's memory: the latest snapshot from ``blobstore`` when there is one (and
+    ``state.restore``), else empty. Returns (memory, snapshot id or None)."""
+    replica_id = state.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    config = MemoryConfig(
+        vectors={"vector": IndexSpec(dim=dim, kind=state.index_kind,
+                                     switch_at=state.index_switch_at, nlist=state.index_nlist,
+                                     nprobe=state.index_nprobe)},
+        scope=state.scope,
+        records_max_items=state.records_max_items,
+        records_max_bytes=state.records_max_bytes,
+        replication_window_s=state.replication_window_s,
+    )
+    records = (BlobRecordStore(blobstore, prefix=state.prefix)
+               if blobstore is not None and state.record_store else None)
+    if blobstore is not None and state.restore:
+        restored = load_latest_snapshot(blobstore, prefix=state.prefix, config=config,
+                                        replica_id=replica_id, record_store=records)
+        if restored is not None:
+            return restored.memory, restored.snapshot_id
+    return Memory(config, replica_id=replica_id, record_store=records), None

@@ -137,39 +137,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
 
-    from dupstream.build import build_deduper
+    from dupstream.build import build_deduper, build_memory
     from dupstream.settings import Settings
+    from state.blobstore import MinioBlobStore
     from stream.blobs import MinioStore
     from stream.kafka import consumer_config, ensure_topics, producer_config
     from stream.metrics import HealthServer, Metrics
+    from stream.replication import FeedFollower, Snapshotter
     from stream.service import StreamService
 
     settings = Settings.load(args.config)
     k, s3 = settings.kafka, settings.s3
     secret = k.sasl_password.get_secret_value() if k.sasl_password else None
+    st = settings.state
     if args.create_topics:
         ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                       topics={k.input_topic: args.partitions, k.output_topic: args.partitions,
-                              k.dlq_topic: args.partitions})
-    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
-                            graph=settings.model.graph, top_k=settings.model.top_k,
-                            threads=settings.model.threads,
-                            max_pixels=settings.image.max_pixels,
-                            max_side=settings.image.max_side)
+                              k.dlq_topic: args.partitions, st.updates_topic: args.partitions},
+                      compacted={st.updates_topic})
     store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
                        secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
                        region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
                        max_pool=s3.fetch_workers * 2)
+    blobstore = MinioBlobStore(store.client, st.bucket)
+    memory, snapshot_id = build_memory(state=st, blobstore=blobstore)
+    log = logging.getLogger("dupstream")
+    log.info("replica %s: %s", memory.replica_id,
+             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
+             else "no snapshot: empty index")
+    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
+                            graph=settings.model.graph, top_k=settings.model.top_k,
+                            threads=settings.model.threads,
+                            max_pixels=settings.image.max_pixels,
+                            max_side=settings.image.max_side, memory=memory)
     metrics = Metrics()
+    cconf = consumer_config(
+        bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
+        session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        assignment_strategy=k.assignment_strategy, extra=k.extra,
+        sasl_username=k.sasl_username, sasl_password=secret)
+    feed = (FeedFollower(consumer_conf=cconf, topic=st.updates_topic, deduper=deduper)
+            if st.replication else None)
+    snapshotter = Snapshotter(memory=memory, store=blobstore, prefix=st.prefix,
+                              interval_s=st.snapshot_interval_s, keep=st.snapshot_keep)
     service = StreamService(
-        consumer_conf=consumer_config(
-            bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
-            session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-            max_poll_interval_ms=k.max_poll_interval_ms,
-            assignment_strategy=k.assignment_strategy, extra=k.extra,
-            sasl_username=k.sasl_username, sasl_password=secret),
+        consumer_conf=cconf,
         producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                                       sasl_username=k.sasl_username, sasl_password=secret),
+        updates_topic=st.updates_topic if st.replication else None,
+        feed=feed, snapshotter=snapshotter,
         input_topic=k.input_topic, output_topic=k.output_topic, dlq_topic=k.dlq_topic,
         store=store, deduper=deduper, metrics=metrics,
         max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
@@ -180,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         health = HealthServer(metrics=metrics, ready=service.readiness,
                               port=settings.metrics_port).start()
-        logging.getLogger("dupstream").info("metrics on :%d", health.port)
+        log.info("metrics on :%d", health.port)
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
     if stop_requested:

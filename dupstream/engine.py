@@ -116,6 +116,7 @@ class Deduper:
                 probability=1.0,
                 evidence=Evidence(notes=["no candidate in the index"]),
                 model_version=self.model_version,
+            replica=self.memory.replica_id,
             )
         cand, _, score = best
         return self._verdict(image_id, tenant, cand.image_id, cand.tenant, cand.bank, score)
@@ -146,6 +147,7 @@ class Deduper:
             review=review,
             evidence=Evidence(**evidence, nearest_id=match_id),
             model_version=self.model_version,
+            replica=self.memory.replica_id,
         )
 
     def late_matches(self, applied: Applied) -> list[Verdict]:

@@ -64,6 +64,33 @@ class ModelSettings(BaseModel):
     threads: int = 2
 
 
+class StateSettings(BaseModel):
+    """The index every replica shares: the index-updates feed and snapshots in object storage."""
+
+    #: compacted topic every replica publishes its additions to and applies (own ones included)
+    updates_topic: str = "dupstream.index-updates"
+    replication: bool = True
+    #: object storage for snapshots and the per-image record store
+    bucket: str = "dupstream-state"
+    prefix: str = "dupstream"
+    #: load the latest snapshot at start (then replay the feed from its offsets)
+    restore: bool = True
+    #: write a snapshot this often (seconds, 0 = never; a snapshot job can do it instead)
+    snapshot_interval_s: float = 300.0
+    snapshot_keep: int = 3
+    #: keep every image's compact record in object storage for LRU misses
+    record_store: bool = True
+    scope: Literal["tenant", "global"] = "tenant"
+    index_kind: Literal["auto", "flat", "ivf", "hnsw", "ivfpq"] = "auto"
+    index_switch_at: int = 50_000
+    index_nlist: int | None = None
+    index_nprobe: int = 32
+    records_max_items: int = 100_000
+    records_max_bytes: int = 512 * 1024 * 1024
+    replication_window_s: float = 60.0
+    replica_id: str | None = None
+
+
 class BatchSettings(BaseModel):
     max_events: int = 16
     max_wait_ms: int = 200
@@ -81,6 +108,7 @@ class Settings(BaseSettings):
     image: ImageSettings = Field(default_factory=ImageSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     metrics_port: int = 0
 
     @classmethod

@@ -54,4 +54,5 @@ class Verdict(BaseModel):
     review: bool = Field(False, description="near the decision threshold: worth a human look")
     evidence: Evidence = Field(default_factory=Evidence)
     model_version: str
+    replica: str | None = Field(None, description="the replica that reached this verdict")
     timings_ms: dict[str, float] = Field(default_factory=dict)

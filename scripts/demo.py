@@ -30,8 +30,10 @@ def main() -> int:
 
 
 def run_demo(bootstrap: str, s3: str) -> int:
-    topics = {"uploads": "demo.uploads", "verdicts": "demo.verdicts", "dlq": "demo.dlq"}
-    ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()})
+    topics = {"uploads": "demo.uploads", "verdicts": "demo.verdicts", "dlq": "demo.dlq",
+              "updates": "demo.index-updates"}
+    ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()},
+                  compacted={topics["updates"]})
     store = MinioStore(endpoint=s3, access_key="demo", secret_key="demo-secret")
     producer = Producer({"bootstrap.servers": bootstrap})
     photos = load_photos(["astronaut", "chelsea", "coffee", "rocket", "china", "flower",
@@ -69,6 +71,8 @@ def run_demo(bootstrap: str, s3: str) -> int:
         "DUPSTREAM_S3__ENDPOINT": s3,
         "DUPSTREAM_S3__ACCESS_KEY": "demo",
         "DUPSTREAM_S3__SECRET_KEY": "demo-secret",
+        "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
+        "DUPSTREAM_STATE__BUCKET": "demo-state",
     }
     print("demo: starting the consumer: dupstream run")
     proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",

@@ -19,9 +19,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from dupstream.engine import Deduper, Failed, Upload
 from dupstream.errors import BlobUnavailable, DeliveryError, DupstreamError, ModelError
 from dupstream.verdict import Verdict
+from state.memory import encode_update, update_key
+from state.records import ImageRecord
 from stream.blobs import ObjectStore
 from stream.events import ImageUploaded, decode_event
 from stream.metrics import Metrics
+from stream.replication import FeedFollower, Snapshotter
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,11 @@ class _Batch:
         return _Batch(keep, self.futures) if keep else None
 
 
+def _log_delivery(err, msg) -> None:
+    if err is not None:
+        log.warning("corrected verdict not delivered: %s", err)
+
+
 def _pos(msg: Message) -> tuple[str, int, int]:
     return msg.topic(), msg.partition(), msg.offset()
 
@@ -69,6 +77,9 @@ class StreamService:
         fetch_workers: int = 8,
         delivery_timeout_s: float = 30.0,
         transient_budget_s: float = 300.0,
+        updates_topic: str | None = None,
+        feed: FeedFollower | None = None,
+        snapshotter: Snapshotter | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._consumer_conf = {**consumer_conf, "stats_cb": self.metrics.observe_stats}
@@ -95,6 +106,13 @@ class StreamService:
         self._ahead: _Batch | None = None  # polled, blobs being fetched, not yet inferred
         self._paused: dict[tuple[str, int], float] = {}  # partition -> resume at (monotonic)
         self._processed = 0
+        self.updates_topic = updates_topic
+        self.feed = feed
+        self.snapshotter = snapshotter
+        self._new_records: list[ImageRecord] = []
+        self._stats_at = 0.0
+        if updates_topic is not None:
+            deduper.on_add = self._new_records.append
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -105,8 +123,8 @@ class StreamService:
         detail = {
             "assigned_partitions": len(self._assigned),
             "models_warm": self._warm,
-            "index_loaded": self.deduper is not None,
-            "index_size": len(self.deduper) if self.deduper is not None else 0,
+            "index_loaded": self.feed is None or self.feed.caught_up,
+            "index_size": len(self.deduper),
         }
         ok = bool(self._assigned) and self._warm and detail["index_loaded"]
         return ok, {"ready": ok, **detail}
@@ -160,8 +178,10 @@ class StreamService:
         whose events wait on a transient failure are paused (and resumed after a backoff) while
         the others keep flowing."""
         self.warm_up()
-        self.consumer = Consumer(self._consumer_conf)
         self.producer = Producer(self._producer_conf)
+        if self.feed is not None:  # the index first: catch up with the feed, then take uploads
+            self.feed.start()
+        self.consumer = Consumer(self._consumer_conf)
         self._pool = ThreadPoolExecutor(max_workers=self.fetch_workers,
                                         thread_name_prefix="dupstream-fetch")
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
@@ -171,6 +191,7 @@ class StreamService:
         try:
             while not self._stop.is_set():
                 self._resume_due()
+                self._follow_feed()
                 msgs = self.consumer.consume(num_messages=self.batch_max,
                                              timeout=self.batch_wait_s)
                 msgs = [m for m in msgs if self._usable(m)]
@@ -195,8 +216,31 @@ class StreamService:
                     ahead, self._ahead = self._ahead, None
                     self._finish(ahead)  # graceful stop: finish, flush, commit
             finally:
+                if self.snapshotter is not None and self.snapshotter.interval_s > 0:
+                    self.snapshotter.maybe_snapshot(force=True)
                 self.close()
         return self._processed
+
+    def _follow_feed(self) -> None:
+        """Apply the index updates that arrived; publish corrected verdicts for late matches;
+        snapshot when due."""
+        if self.feed is not None:
+            corrected = self.feed.poll()
+            for v in corrected:
+                log.info("late match: %s is a copy of %s", v.image_id, v.match_id)
+                self._produce(self.output_topic, key=v.image_id.encode(),
+                              value=v.model_dump_json().encode(), cb=_log_delivery)
+                self.metrics.verdicts.labels(verdict=v.verdict).inc()
+            if corrected:
+                self.producer.flush(self.delivery_timeout_s)
+            now = time.monotonic()
+            if now - self._stats_at > 5.0:
+                self._stats_at = now
+                lag = self.deduper.memory.stats().get("replication_lag_s")
+                if lag is not None:
+                    self.metrics.replication_lag.set(lag)
+        if self.snapshotter is not None:
+            self.snapshotter.maybe_snapshot()
 
     def close(self) -> None:
         if self.producer is not None:
@@ -210,6 +254,8 @@ class StreamService:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self.feed is not None:
+            self.feed.close()
         self.metrics.ready.set(0)
 
     # -- one batch ---------------------------------------------------------------------------
@@ -251,14 +297,16 @@ class StreamService:
         for fut in batch.futures:
             fut.result()
         items = batch.items
+        self._new_records.clear()
         self._infer([it for it in items if it.error is None])
+        updates = list(self._new_records)
         deferred = self._defer_transient(items)
         publish = [it for it in items if it not in deferred]
         attempt = 0
         while True:
             attempt += 1
             try:
-                self._publish(publish)
+                self._publish(publish, updates)
                 break
             except DeliveryError as exc:
                 log.error("delivery failed (attempt %d): %s; retrying", attempt, exc)
@@ -362,7 +410,7 @@ class StreamService:
                         self.metrics.stage.labels(stage=stage).observe(
                             res.timings_ms[stage] / 1e3)
 
-    def _publish(self, items: list[_Item]) -> None:
+    def _publish(self, items: list[_Item], updates: list[ImageRecord] = ()) -> None:
         t0 = time.perf_counter()
         failures: list[str] = []
 
@@ -377,6 +425,9 @@ class StreamService:
             else:
                 self._produce(self.dlq_topic, key=it.msg.key(), value=it.msg.value() or b"",
                               headers=self._dlq_headers(it), cb=on_delivery)
+        for rec in updates:  # replication: delivered with the verdicts, before the commit
+            self._produce(self.updates_topic, key=update_key(rec), value=encode_update(rec),
+                          cb=on_delivery)
         remaining = self.producer.flush(self.delivery_timeout_s)
         if remaining or failures:
             raise DeliveryError(f"{remaining} undelivered, failures: {failures[:3]}")

@@ -98,8 +98,9 @@ class Collector(threading.Thread):
 def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, photos,
                                        unique_name, tmp_path):
     bootstrap = f"127.0.0.1:{proxied_kafka.port}"
-    topics = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq")}
-    ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()})
+    topics = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq", "updates")}
+    ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()},
+                  compacted={topics["updates"]})
     store = MinioStore(endpoint=s3_endpoint, access_key="x", secret_key="y")
     bucket = f"{unique_name}-faults"
     rng = np.random.default_rng(11)
@@ -154,6 +155,8 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
            "DUPSTREAM_IMAGE__MAX_SIDE": str(MAX_SIDE),
            "DUPSTREAM_BATCH__MAX_EVENTS": "4",
            "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": STRATEGY,
+           "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
+           "DUPSTREAM_STATE__BUCKET": f"{unique_name}-state",
            "DUPSTREAM_MODEL__THREADS": "1"}
     procs: dict[str, subprocess.Popen] = {}
 

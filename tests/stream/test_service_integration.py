@@ -25,8 +25,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def topics(kafka_bootstrap, unique_name):
-    names = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq")}
-    ensure_topics(bootstrap_servers=kafka_bootstrap, topics={n: 3 for n in names.values()})
+    names = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq", "updates")}
+    ensure_topics(bootstrap_servers=kafka_bootstrap, topics={n: 3 for n in names.values()},
+                  compacted={names["updates"]})
     return names
 
 
@@ -44,6 +45,8 @@ def _service_env(kafka_bootstrap, s3_endpoint, topics, group):
         "DUPSTREAM_S3__ACCESS_KEY": "test-access",
         "DUPSTREAM_S3__SECRET_KEY": "test-secret-do-not-log",
         "DUPSTREAM_BATCH__MAX_EVENTS": "4",
+        "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
+        "DUPSTREAM_STATE__BUCKET": f"{group.lower()}-state",
     }
 
 
