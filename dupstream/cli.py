@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -127,6 +128,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # -- run -----------------------------------------------------------------------------------------
+def _with_retries(fn, *, what: str, log: logging.Logger, budget_s: float):
+    """Call ``fn``, retrying transient failures (storage starting up or briefly down)."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except DupstreamError as exc:
+            if not exc.transient or time.monotonic() > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(10.0, delay * 2)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # SIGTERM/SIGINT during start-up must still mean "stop cleanly", not a crash
     stop_requested: list[int] = []
@@ -160,8 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                        region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
                        max_pool=s3.fetch_workers * 2)
     blobstore = MinioBlobStore(store.client, st.bucket)
-    memory, snapshot_id = build_memory(state=st, blobstore=blobstore)
     log = logging.getLogger("dupstream")
+    memory, snapshot_id = _with_retries(lambda: build_memory(state=st, blobstore=blobstore),
+                                        what="loading the index snapshot", log=log,
+                                        budget_s=s3.transient_budget_s)
     log.info("replica %s: %s", memory.replica_id,
              f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
              else "no snapshot: empty index")

@@ -108,18 +108,25 @@ class FileBlobStore:
         self._path(name).unlink(missing_ok=True)
 
 
+try:  # urllib3 (minio's transport) raises timeouts that are not OSErrors
+    from urllib3.exceptions import HTTPError
+except ImportError:  # pragma: no cover
+    HTTPError = OSError  # noqa: N816
+
+
 class MinioBlobStore:
-    """Blobs in one S3 bucket (created if missing). ``client`` is a ``minio.Minio``."""
+    """Blobs in one S3 bucket (created on the first write if missing; no I/O in ``__init__``).
+    ``client`` is a ``minio.Minio``."""
 
     def __init__(self, client: Any, bucket: str, *, create: bool = True) -> None:
         self.client = client
         self.bucket = bucket
-        if create:
-            self._call(self._ensure_bucket)
+        self._ensured = not create
 
     def _ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):
             self.client.make_bucket(self.bucket)
+        self._ensured = True
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from minio.error import S3Error
@@ -130,10 +137,12 @@ class MinioBlobStore:
             if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
                 raise BlobNotFound(f"{self.bucket}: {exc.code}") from exc
             raise BlobUnavailable(f"S3 error {exc.code}: {exc.message}") from exc
-        except (OSError, ValueError) as exc:  # urllib3 connection errors are OSErrors
+        except (OSError, ValueError, HTTPError) as exc:  # connection errors, timeouts
             raise BlobUnavailable(f"S3 unreachable: {exc}") from exc
 
     def put_bytes(self, name: str, data: bytes) -> None:
+        if not self._ensured:
+            self._call(self._ensure_bucket)
         self._call(
             self.client.put_object, self.bucket, _check_name(name), io.BytesIO(data), len(data)
         )
@@ -150,9 +159,12 @@ class MinioBlobStore:
         return self._call(get)
 
     def list(self, prefix: str) -> list[str]:
-        objs = self._call(
-            lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
-        )
+        try:
+            objs = self._call(
+                lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+            )
+        except BlobNotFound:  # no bucket yet: nothing stored
+            return []
         return sorted(o.object_name for o in objs)
 
     def delete(self, name: str) -> None:

@@ -12,6 +12,7 @@ returns ``None`` when neither has it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -20,10 +21,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dupstream.errors import BlobNotFound, StateError
+from dupstream.errors import BlobNotFound, DupstreamError, StateError
 from state.blobstore import BlobStore
 from state.codec import pack, unpack
 from state.idmap import key64
+
+log = logging.getLogger(__name__)
 
 Scalar = None | bool | int | float | str
 #: (bank, tenant, image_id); bank is None for uploads
@@ -140,6 +143,7 @@ class CacheStats:
     recomputed: int = 0  # of the misses: rebuilt by the loader
     lost: int = 0  # of the misses: nowhere
     evicted: int = 0
+    unpersisted: int = 0  # writes to the stored form that failed (the record stays in memory)
 
 
 class RecordCache:
@@ -191,7 +195,15 @@ class RecordCache:
     def put(self, rec: ImageRecord, *, persist: bool = False) -> None:
         """Keep ``rec`` as most recent; with ``persist`` also write it to the stored form."""
         if persist and self.backing is not None:
-            self.backing.put(rec)
+            try:
+                self.backing.put(rec)
+            except DupstreamError as exc:
+                # storage briefly down: the record is still held here and replicated by the
+                # feed; only a later eviction could lose it, so count it rather than fail
+                if not exc.transient:
+                    raise
+                self.stats.unpersisted += 1
+                log.warning("record %s not persisted: %s", rec.key, exc)
         with self._lock:
             self._insert(rec)
 
