@@ -7,7 +7,7 @@ from pathlib import Path
 from dupstream.engine import Deduper
 from state.index import FaissIndex
 from workers.calibration import Calibrator
-from workers.decision import DecisionPolicy, default_calibrator
+from workers.decision import DecisionPolicy, default_calibrator, default_decision_model
 from workers.embedder import SSCDEmbedder
 from workers.features import FeatureExtractor
 
@@ -41,6 +41,6 @@ def build_deduper(
     return Deduper(
         extractor=extractor,
         index=FaissIndex(dim=extractor.embedder.dim),
-        policy=DecisionPolicy(calibrator=calibrator),
+        policy=DecisionPolicy(calibrator=calibrator, cutoffs=default_decision_model()),
         candidates=candidates,
     )

@@ -115,7 +115,7 @@ class Deduper:
                 model_version=self.model_version,
             )
         cid, _, score = best
-        kind, probability, review = self.policy.decide(score)
+        kind, probability, review = self.policy.decide(score, tenant=tenant)
         return Verdict(
             image_id=image_id,
             tenant=tenant,
