@@ -169,10 +169,11 @@ def pair_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np.nd
 
 def product_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """The production ``score_pair`` (query = b, reference = a): the fused score S as shipped,
-    the dihedral PDQ distance, the changed area, the exact flag."""
-    fused, pdq_d, changed, exact, sem = [], [], [], [], []
+    the dihedral PDQ distance, the changed area, the exact flag; ``scores``: the PairScores."""
+    fused, pdq_d, changed, exact, sem, scores = [], [], [], [], [], []
     for i, j in zip(a, b, strict=True):
         s = score_pair(t.features[j], t.features[i])
+        scores.append(s)
         fused.append(s.fused)
         pdq_d.append(s.pdq_distance)
         changed.append(np.nan if s.changed_area is None else s.changed_area)
@@ -181,4 +182,4 @@ def product_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np
         sem.append(np.nan if v is None else v)
     return {"fused": np.asarray(fused), "pdq_dihedral": np.asarray(pdq_d, float),
             "changed_area": np.asarray(changed), "exact": np.asarray(exact, bool),
-            "semantic_product": np.asarray(sem, float)}
+            "semantic_product": np.asarray(sem, float), "scores": scores}
