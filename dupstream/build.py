@@ -8,19 +8,31 @@ from dupstream.engine import Deduper
 from state.index import FaissIndex
 from workers.calibration import Calibrator
 from workers.decision import DecisionPolicy, default_calibrator, default_decision_model
+from workers.detector import build_detector
 from workers.embedder import SSCDEmbedder
 from workers.features import FeatureExtractor
+from workers.gcn import GraphEncoder
+from workers.semantic import DEFAULT_TOP_K
 
 
 def build_extractor(
     *,
     embedder: str = "sscd",
+    detector: str = "yolov3_tiny",
+    graph: bool = True,
+    top_k: int = DEFAULT_TOP_K,
     threads: int = 2,
     max_pixels: int = 50_000_000,
     max_side: int = 20_000,
 ) -> FeatureExtractor:
+    """SSCD visual embedder + a detector backend (``"none"``: visual evidence only) + the shipped
+    GCN (``graph=False``: Ss without the graph term). Nothing is loaded here."""
+    det = build_detector(detector)
     return FeatureExtractor(
         embedder=SSCDEmbedder(variant=embedder, threads=threads),
+        detector=det,
+        graph_encoder=GraphEncoder() if graph and det is not None else None,
+        top_k=top_k,
         max_pixels=max_pixels,
         max_side=max_side,
     )
@@ -29,14 +41,17 @@ def build_extractor(
 def build_deduper(
     *,
     embedder: str = "sscd",
+    detector: str = "yolov3_tiny",
+    graph: bool = True,
+    top_k: int = DEFAULT_TOP_K,
     threads: int = 2,
     max_pixels: int = 50_000_000,
     max_side: int = 20_000,
     calibration: str | Path | None = None,
     candidates: int = 10,
 ) -> Deduper:
-    extractor = build_extractor(embedder=embedder, threads=threads, max_pixels=max_pixels,
-                                max_side=max_side)
+    extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
+                                threads=threads, max_pixels=max_pixels, max_side=max_side)
     calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
     return Deduper(
         extractor=extractor,

@@ -50,7 +50,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from dupstream.build import build_deduper
     from dupstream.engine import Failed, Upload
 
-    deduper = build_deduper(embedder=args.embedder, threads=args.threads)
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
     paths = list(_iter_paths(args.paths))
     out = _open_out(args.out)
     counts: dict[str, int] = {}
@@ -85,7 +86,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if bool(args.pairs) == bool(args.images):
         print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
         return 2
-    deduper = build_deduper(embedder=args.embedder, threads=args.threads)
+    deduper = build_deduper(embedder=args.embedder, detector=args.detector,
+                            graph=not args.no_graph, threads=args.threads)
     if args.images:
         if len(args.images) != 2:
             print("compare: exactly two images A B", file=sys.stderr)
@@ -149,7 +151,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
                       topics={k.input_topic: args.partitions, k.output_topic: args.partitions,
                               k.dlq_topic: args.partitions})
-    deduper = build_deduper(embedder=settings.model.embedder, threads=settings.model.threads,
+    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
+                            graph=settings.model.graph, top_k=settings.model.top_k,
+                            threads=settings.model.threads,
                             max_pixels=settings.image.max_pixels,
                             max_side=settings.image.max_side)
     store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
@@ -203,6 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scalability=tuple(args.scalability) if datasets else (),
         detectors=args.detectors.split(",") if args.detectors else None,
         progress=not args.quiet, embedder=args.embedder, threads=args.threads,
+        detector=args.detector, graph=not args.no_graph,
         command="dupstream " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dupstream eval")
     try:
         md = run(cfg)
@@ -219,6 +224,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="visual embedder (default: sscd; sscd_distilled is ~3x faster on CPU)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)),
                    help="inference threads (default 2)")
+    p.add_argument("--detector", default="yolov3_tiny",
+                   choices=["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"],
+                   help="object detector for the semantic signal (default: yolov3_tiny, offline; "
+                   "faster_rcnn needs its weights in the torch cache; none: visual only)")
+    p.add_argument("--no-graph", action="store_true",
+                   help="leave the GCN graph similarity out of Ss")
+
+
+# -- train ---------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dupstream.train import train
+
+    torch.set_num_threads(args.threads)
+    train(out_dir=args.out, seed=args.seed, epochs=args.epochs, lr=args.lr,
+          embedder=args.embedder, log=lambda m: print(m, file=sys.stderr))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", help="write JSON lines here (default: stdout)")
     _add_model_args(cmp_)
     cmp_.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser(
+        "train", help="reproduce the shipped GCN, fusion alpha and calibration (CPU, minutes)",
+        description="Build labelled pairs from the photos that ship in installed packages "
+        "(photo, halves, collages; every edit), run the production features (SSCD, YOLOv3-tiny, "
+        "object graph), train the 3-layer GCN (contrastive loss, Adam), grid-search alpha on "
+        "validation pairs and refit the calibration. Writes gcn.safetensors, gcn.json (seed, "
+        "data recipe, loss curve, sha256, test metrics) and calibration.json.")
+    tr.add_argument("--out", help="output folder (default: the package's workers/assets)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--epochs", type=int, default=50)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
+    tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
+    tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
         "eval", help="the paper's evaluation: data sets, baselines, ablations, statistics",

@@ -52,7 +52,11 @@ class Deduper:
         self.pdq = PDQStore()
         self._features: dict[tuple[str, str | None], ImageFeatures] = {}
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
-        self.model_version = f"dupstream-{__version__}/{extractor.embedder.name}/cal-{cal}"
+        det = extractor.detector.name if extractor.detector is not None else "nodet"
+        graph = "gcn" if extractor.graph_encoder is not None else "nogcn"
+        self.model_version = (
+            f"dupstream-{__version__}/{extractor.embedder.name}/{det}/{graph}/cal-{cal}"
+        )
 
     def __len__(self) -> int:
         return len(self.index)

@@ -9,46 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Producer
 
 from dupstream.data import edits
 from dupstream.data.photos import load_photos
+from dupstream.devservers import local_servers
 from stream.blobs import MinioStore
 from stream.client import read_topic, submit
 from stream.events import ImageUploaded
 from stream.kafka import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def main() -> int:
-    kport, sport = free_port(), free_port()
-    env = {**os.environ, "KAFKA_PORT": str(kport), "S3_PORT": str(sport),
-           "SRV_DIR": str(ROOT / ".servers" / "demo")}
-    env.setdefault("PYTHON", "python3")
-    (ROOT / ".servers" / "demo").mkdir(parents=True, exist_ok=True)
-    for sub in ("bin", "moto"):  # reuse the installed servers
-        link = ROOT / ".servers" / "demo" / sub
-        if not link.exists():
-            link.symlink_to(ROOT / ".servers" / sub)
-    servers = [str(ROOT / "scripts" / "servers.sh")]
-    subprocess.run([*servers, "start"], env=env, check=True)
-    try:
-        return run_demo(f"127.0.0.1:{kport}", f"127.0.0.1:{sport}")
-    finally:
-        subprocess.run([*servers, "stop"], env=env, check=False)
+    with local_servers("demo") as (bootstrap, s3):
+        return run_demo(bootstrap, s3)
 
 
 def run_demo(bootstrap: str, s3: str) -> int:

@@ -21,6 +21,7 @@ class Record:
     headers: dict[str, bytes]
     partition: int
     offset: int
+    timestamp_ms: int | None = None
 
 
 def submit(
@@ -73,8 +74,9 @@ def read_topic(
                 if msg.error().code() != KafkaError._PARTITION_EOF:
                     raise RuntimeError(str(msg.error()))
                 continue
+            kind, ts = msg.timestamp()
             out.append(Record(msg.key(), msg.value(), dict(msg.headers() or []),
-                              msg.partition(), msg.offset()))
+                              msg.partition(), msg.offset(), ts if kind else None))
             last = time.monotonic()
     finally:
         consumer.close()

@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from dupstream.engine import Deduper, Failed, Upload
-from dupstream.errors import DeliveryError, DupstreamError, ModelError
+from dupstream.errors import BlobUnavailable, DeliveryError, DupstreamError, ModelError
 from dupstream.verdict import Verdict
 from stream.blobs import ObjectStore
 from stream.events import ImageUploaded, decode_event
@@ -34,6 +34,17 @@ class _Item:
     error: DupstreamError | None = None
     verdict: Verdict | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    items: list[_Item]
+    futures: list[Future]
+
+    def without(self, parts: set[tuple[str, int]]) -> _Batch | None:
+        """This batch less the messages of ``parts`` (rewound: they will be read again)."""
+        keep = [it for it in self.items if (it.msg.topic(), it.msg.partition()) not in parts]
+        return _Batch(keep, self.futures) if keep else None
 
 
 def _pos(msg: Message) -> tuple[str, int, int]:
@@ -80,6 +91,10 @@ class StreamService:
         self._warm = False
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: _Batch | None = None  # polled, blobs being fetched, not yet inferred
+        self._paused: dict[tuple[str, int], float] = {}  # partition -> resume at (monotonic)
+        self._processed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -108,12 +123,28 @@ class StreamService:
         self._update_ready()
 
     def _on_revoke(self, consumer, partitions) -> None:
-        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        # commit on revoke: finish the batch in hand before the partitions move
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            self._finish(ahead)
+        gone = {(p.topic, p.partition) for p in partitions}
+        for part in gone:
+            self._paused.pop(part, None)
+        self._assigned -= gone
         log.info("revoked %s", [(p.topic, p.partition) for p in partitions])
         self._update_ready()
 
     def _on_lost(self, consumer, partitions) -> None:
-        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        # drop state on lost: another member owns these now; nothing of them is committed
+        gone = {(p.topic, p.partition) for p in partitions}
+        if self._ahead is not None:
+            lost = [it for it in self._ahead.items
+                    if (it.msg.topic(), it.msg.partition()) in gone]
+            self.metrics.inflight.dec(len(lost))
+            self._ahead = self._ahead.without(gone)
+        for part in gone:
+            self._paused.pop(part, None)
+        self._assigned -= gone
         log.warning("lost %s", [(p.topic, p.partition) for p in partitions])
         self._update_ready()
 
@@ -122,33 +153,50 @@ class StreamService:
 
     def run(self, *, max_events: int | None = None, idle_exit_s: float | None = None) -> int:
         """Consume until ``stop()``; or until ``max_events`` are committed; or until no message
-        arrived for ``idle_exit_s`` after at least one was processed. Returns events processed."""
+        arrived for ``idle_exit_s`` after at least one was processed. Returns events processed.
+
+        Pipelined: while batch N is on the model, batch N+1 has been polled and its blobs are
+        being fetched. At most one batch is ahead, so nothing buffers without bound; partitions
+        whose events wait on a transient failure are paused (and resumed after a backoff) while
+        the others keep flowing."""
         self.warm_up()
         self.consumer = Consumer(self._consumer_conf)
         self.producer = Producer(self._producer_conf)
+        self._pool = ThreadPoolExecutor(max_workers=self.fetch_workers,
+                                        thread_name_prefix="dupstream-fetch")
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
-        processed = 0
+        self._processed = 0
         last_activity = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._resume_due()
                 msgs = self.consumer.consume(num_messages=self.batch_max,
                                              timeout=self.batch_wait_s)
                 msgs = [m for m in msgs if self._usable(m)]
+                new = self._start(msgs) if msgs else None
+                if self._ahead is not None:
+                    ahead, self._ahead = self._ahead, None
+                    rewound = self._finish(ahead)
+                    if new is not None and rewound:
+                        new = new.without(rewound)
+                self._ahead = new
                 self.metrics.index_size.set(len(self.deduper))
-                if not msgs:
-                    if (idle_exit_s is not None and processed
-                            and time.monotonic() - last_activity > idle_exit_s):
-                        break
-                    continue
-                self._process_with_retry(msgs)
-                processed += len(msgs)
-                last_activity = time.monotonic()
-                if max_events is not None and processed >= max_events:
+                if msgs:
+                    last_activity = time.monotonic()
+                elif (idle_exit_s is not None and self._processed and self._ahead is None
+                      and time.monotonic() - last_activity > idle_exit_s):
+                    break
+                if max_events is not None and self._processed >= max_events:
                     break
         finally:
-            self.close()
-        return processed
+            try:
+                if self._ahead is not None and self.consumer is not None:
+                    ahead, self._ahead = self._ahead, None
+                    self._finish(ahead)  # graceful stop: finish, flush, commit
+            finally:
+                self.close()
+        return self._processed
 
     def close(self) -> None:
         if self.producer is not None:
@@ -159,6 +207,9 @@ class StreamService:
             except RuntimeError:
                 pass
             self.consumer = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self.metrics.ready.set(0)
 
     # -- one batch ---------------------------------------------------------------------------
@@ -170,19 +221,85 @@ class StreamService:
             log.warning("consumer error: %s", err)
         return False
 
-    def _process_with_retry(self, msgs: list[Message]) -> None:
+    def _start(self, msgs: list[Message]) -> _Batch:
+        """Decode the events and start fetching their blobs in the background."""
+        self.metrics.batch_size.observe(len(msgs))
+        items = [_Item(msg) for msg in msgs]
+        for it in items:
+            try:
+                it.event = decode_event(it.msg.value())
+            except DupstreamError as exc:
+                it.error = exc
+        futures = [self._pool.submit(self._fetch_one, it) for it in items if it.error is None]
+        self.metrics.inflight.inc(len(msgs))
+        return _Batch(items, futures)
+
+    def _fetch_one(self, it: _Item) -> None:
+        t0 = time.perf_counter()
+        try:
+            it.data = self.store.get(it.event.bucket, it.event.key, max_bytes=self.max_blob_bytes)
+        except DupstreamError as exc:
+            it.error = exc
+        except Exception as exc:  # never let one blob take the batch down
+            it.error = BlobUnavailable(f"{type(exc).__name__}: {exc}")
+        dt = time.perf_counter() - t0
+        it.timings_ms["fetch"] = round(dt * 1e3, 3)
+        self.metrics.stage.labels(stage="fetch").observe(dt)
+
+    def _finish(self, batch: _Batch) -> set[tuple[str, int]]:
+        """Wait for the fetches, infer, publish, commit. Returns the partitions rewound."""
+        for fut in batch.futures:
+            fut.result()
+        items = batch.items
+        self._infer([it for it in items if it.error is None])
+        deferred = self._defer_transient(items)
+        publish = [it for it in items if it not in deferred]
         attempt = 0
         while True:
             attempt += 1
             try:
-                self.process_batch(msgs)
-                return
+                self._publish(publish)
+                break
             except DeliveryError as exc:
-                log.error("batch delivery failed (attempt %d): %s; retrying", attempt, exc)
-                if self._stop.is_set():
-                    self._rewind(msgs)
+                log.error("delivery failed (attempt %d): %s; retrying", attempt, exc)
+                if self._stop.is_set() and attempt >= 3:
+                    self._rewind([it.msg for it in items])
                     raise
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        self._commit([it.msg for it in items], deferred)
+        self.metrics.inflight.dec(len(items))
+        self._processed += len(publish)
+        if not deferred:
+            return set()
+        self._rewind([it.msg for it in deferred])
+        worst = max(self._transient[_pos(it.msg)][1] for it in deferred)
+        parts = {(it.msg.topic(), it.msg.partition()) for it in deferred}
+        self._pause(parts, min(5.0, 0.25 * 2 ** min(worst, 5)))
+        return parts
+
+    def _pause(self, parts: set[tuple[str, int]], seconds: float) -> None:
+        """Backpressure: hold partitions whose events wait on a transient failure."""
+        tps = [TopicPartition(t, p) for t, p in parts]
+        try:
+            self.consumer.pause(tps)
+        except KafkaException as exc:
+            log.warning("cannot pause %s: %s", parts, exc)
+            return
+        due = time.monotonic() + seconds
+        for part in parts:
+            self._paused[part] = due
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        due = [part for part, at in self._paused.items() if at <= now]
+        if not due:
+            return
+        for part in due:
+            del self._paused[part]
+        try:
+            self.consumer.resume([TopicPartition(t, p) for t, p in due])
+        except KafkaException as exc:
+            log.warning("cannot resume %s: %s", due, exc)
 
     def _rewind(self, msgs: list[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
@@ -194,27 +311,6 @@ class StreamService:
                 self.consumer.seek(TopicPartition(t, p, off))
             except KafkaException as exc:
                 log.warning("cannot rewind %s[%d]: %s", t, p, exc)
-
-    def process_batch(self, msgs: list[Message]) -> None:
-        m = self.metrics
-        m.batch_size.observe(len(msgs))
-        m.inflight.set(len(msgs))
-        items = [_Item(msg) for msg in msgs]
-        for it in items:
-            try:
-                it.event = decode_event(it.msg.value())
-            except DupstreamError as exc:
-                it.error = exc
-        self._fetch([it for it in items if it.error is None])
-        self._infer([it for it in items if it.error is None])
-        deferred = self._defer_transient(items)
-        self._publish([it for it in items if it not in deferred])
-        self._commit(msgs, deferred)
-        m.inflight.set(0)
-        if deferred:
-            self._rewind([it.msg for it in deferred])
-            worst = max(self._transient[_pos(it.msg)][1] for it in deferred)
-            time.sleep(min(5.0, 0.25 * 2 ** min(worst, 5)))
 
     def _defer_transient(self, items: list[_Item]) -> list[_Item]:
         """Transient failures (S3 down) are retried by re-reading their offsets later, until the
@@ -237,23 +333,6 @@ class StreamService:
                 self._transient.pop(pos, None)
                 it.error.attempts = attempts
         return deferred
-
-    def _fetch(self, items: list[_Item]) -> None:
-        def one(it: _Item) -> None:
-            t0 = time.perf_counter()
-            try:
-                it.data = self.store.get(it.event.bucket, it.event.key,
-                                         max_bytes=self.max_blob_bytes)
-            except DupstreamError as exc:
-                it.error = exc
-            dt = time.perf_counter() - t0
-            it.timings_ms["fetch"] = round(dt * 1e3, 3)
-            self.metrics.stage.labels(stage="fetch").observe(dt)
-
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.fetch_workers, len(items))) as pool:
-            list(pool.map(one, items))
 
     def _infer(self, items: list[_Item]) -> None:
         items = [it for it in items if it.error is None]

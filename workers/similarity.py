@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 
 from workers.features import ImageFeatures
 from workers.hashing import DIHEDRAL
+
+NO_OBJECTS_NOTE = "no objects detected: visual evidence only"
+NO_DETECTOR_NOTE = "object detection not run: visual evidence only"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fusion:
+    """S = alpha*Sv + (1 - alpha)*Ss, Ss = weighted mean of Jaccard, semantic cosine and graph.
+
+    ``alpha`` is grid-searched on validation pairs by ``dupstream train`` (stored in gcn.json).
+    """
+
+    alpha: float = 0.5
+    w_jaccard: float = 1.0
+    w_cosine: float = 1.0
+    w_graph: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Fusion:
+        keys = ("alpha", "w_jaccard", "w_cosine", "w_graph")
+        return cls(**{k: float(d[k]) for k in keys if k in d})
+
+
+@lru_cache(maxsize=1)
+def default_fusion() -> Fusion:
+    """The fusion fitted with the shipped GCN (``workers/assets/gcn.json``), else the defaults."""
+    try:
+        ref = resources.files("workers") / "assets" / "gcn.json"
+        return Fusion.from_dict(json.loads(ref.read_text()).get("fusion", {}))
+    except (OSError, ValueError):
+        return Fusion()
 
 
 @dataclass
@@ -16,9 +51,9 @@ class PairScore:
     visual: float  # Sv, cosine of the visual embeddings
     pdq_distance: int  # min over the query's dihedral variants
     pdq_variant: int  # which variant (0 = identity)
-    fused: float  # S; equals Sv until the semantic signal takes part
+    fused: float  # S = alpha*Sv + (1-alpha)*Ss when both images have objects, else Sv
     changed_area: float | None  # share of the picture that differs (None: geometry differs)
-    semantic: dict = field(default_factory=dict)
+    semantic: dict = field(default_factory=dict)  # SemanticScore.evidence()
 
     def evidence(self) -> dict:
         return {
@@ -30,6 +65,70 @@ class PairScore:
             "changed_area": None if self.changed_area is None else round(self.changed_area, 4),
             **self.semantic,
         }
+
+
+@dataclass
+class SemanticScore:
+    """Ss and its parts. ``semantic`` is None when there is no semantic evidence."""
+
+    semantic: float | None
+    jaccard: float | None
+    cosine: float | None
+    graph: float | None
+    matched: list[str]
+    added: list[str]  # in the query, not in the reference
+    missing: list[str]  # in the reference, not in the query
+    notes: list[str]
+    alpha: float
+
+    def evidence(self) -> dict:
+        def r(v):
+            return None if v is None else round(float(v), 6)
+
+        return {
+            "semantic": r(self.semantic),
+            "jaccard": r(self.jaccard),
+            "semantic_cosine": r(self.cosine),
+            "graph": r(self.graph),
+            "alpha": self.alpha,
+            "objects_matched": self.matched,
+            "objects_added": self.added,
+            "objects_missing": self.missing,
+            "notes": self.notes,
+        }
+
+
+def _names(counter: Counter) -> list[str]:
+    return [name if n == 1 else f"{name} x{n}" for name, n in sorted(counter.items())]
+
+
+def object_jaccard(query: Counter, ref: Counter) -> float:
+    """Multiset Jaccard of two bags of class names: sum of min counts / sum of max counts."""
+    union = sum((query | ref).values())
+    return sum((query & ref).values()) / union if union else 0.0
+
+
+def semantic_score(query: ImageFeatures, ref: ImageFeatures, fusion: Fusion) -> SemanticScore:
+    if query.objects is None or ref.objects is None:
+        return SemanticScore(None, None, None, None, [], [], [], [NO_DETECTOR_NOTE], fusion.alpha)
+    q, r = Counter(query.objects.names), Counter(ref.objects.names)
+    matched, added, missing = _names(q & r), _names(q - r), _names(r - q)
+    notes = [f"{name} added" for name in added] + [f"{name} missing" for name in missing]
+    if not q or not r:
+        which = "either image" if not q and not r else ("the query" if not q else "the reference")
+        notes.insert(0, f"{NO_OBJECTS_NOTE} (none in {which})")
+        return SemanticScore(None, None, None, None, matched, added, missing, notes, fusion.alpha)
+    jaccard = object_jaccard(q, r)
+    cosine = float(np.clip(np.dot(query.semantic, ref.semantic), 0.0, 1.0))
+    parts = [(fusion.w_jaccard, jaccard), (fusion.w_cosine, cosine)]
+    graph = None
+    if query.graph is not None and ref.graph is not None:
+        graph = float(np.clip(np.dot(query.graph, ref.graph), -1.0, 1.0))
+        parts.append((fusion.w_graph, max(graph, 0.0)))
+    total = sum(w for w, _ in parts)
+    ss = sum(w * v for w, v in parts) / total if total > 0 else 0.0
+    return SemanticScore(float(np.clip(ss, 0.0, 1.0)), jaccard, cosine, graph, matched, added,
+                         missing, notes, fusion.alpha)
 
 
 def pdq_distance(query: ImageFeatures, ref: ImageFeatures) -> tuple[int, int]:
@@ -63,14 +162,29 @@ def changed_area(query: ImageFeatures, ref: ImageFeatures) -> float | None:
     return float(np.mean(residual > RESIDUAL_LEVEL))
 
 
-def score_pair(query: ImageFeatures, ref: ImageFeatures) -> PairScore:
+def fuse(visual: float, semantic: float | None, alpha: float) -> float:
+    """S = alpha*Sv + (1 - alpha)*Ss; Sv alone without semantic evidence."""
+    return visual if semantic is None else alpha * visual + (1.0 - alpha) * semantic
+
+
+def score_pair(
+    query: ImageFeatures, ref: ImageFeatures, *, fusion: Fusion | None = None
+) -> PairScore:
+    """Every signal comparing ``query`` to ``ref``, and the fused score S (in [-1, 1]).
+
+    Symmetric in its scores (Sv, Jaccard, semantic cosine, graph, S); ``objects_added`` lists what
+    the query has and the reference lacks, ``objects_missing`` the reverse.
+    """
+    fusion = fusion or default_fusion()
     visual = float(np.clip(np.dot(query.vector, ref.vector), -1.0, 1.0))
     dist, variant = pdq_distance(query, ref)
+    sem = semantic_score(query, ref, fusion)
     return PairScore(
         exact=query.digest == ref.digest,
         visual=visual,
         pdq_distance=dist,
         pdq_variant=variant,
-        fused=visual,
+        fused=float(fuse(visual, sem.semantic, fusion.alpha)),
         changed_area=changed_area(query, ref),
+        semantic=sem.evidence(),
     )

@@ -20,6 +20,9 @@ class WeightsDescriptor:
     sha256: str | None
     preprocessing: str
     license: str = ""
+    #: when the full digest is not published (torchvision names its files ``<name>-<prefix>.pth``
+    #: with the first hex digits of the sha256), the prefix that must match
+    sha256_prefix: str | None = None
 
     def verify(self, path: str | Path) -> Path:
         path = Path(path)
@@ -27,11 +30,15 @@ class WeightsDescriptor:
             raise WeightsError(
                 f"{self.name}: weights file not found at {path} (source: {self.source})"
             )
-        if self.sha256 is not None:
+        if self.sha256 is not None or self.sha256_prefix is not None:
             digest = sha256_file(path)
-            if digest != self.sha256:
+            if self.sha256 is not None and digest != self.sha256:
                 raise WeightsError(
                     f"{self.name}: {path} has sha256 {digest}, expected {self.sha256}"
+                )
+            if self.sha256_prefix is not None and not digest.startswith(self.sha256_prefix):
+                raise WeightsError(
+                    f"{self.name}: {path} has sha256 {digest}, expected {self.sha256_prefix}..."
                 )
         return path
 

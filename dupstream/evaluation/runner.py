@@ -39,6 +39,8 @@ class EvalConfig:
     progress: bool = True
     embedder: str = "sscd"
     threads: int = 2
+    detector: str = "yolov3_tiny"
+    graph: bool = True
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -64,8 +66,11 @@ def make_extractor(cfg: EvalConfig, detector: str | None = None):
     from dupstream.build import build_extractor
 
     kwargs = {"embedder": cfg.embedder, "threads": cfg.threads}
-    if detector is not None and "detector" in inspect.signature(build_extractor).parameters:
-        kwargs["detector"] = detector
+    params = inspect.signature(build_extractor).parameters
+    if "detector" in params:
+        kwargs["detector"] = detector or cfg.detector
+    if "graph" in params:
+        kwargs["graph"] = cfg.graph
     return build_extractor(**kwargs)
 
 

@@ -1,0 +1,73 @@
+"""End to end through the real broker: event → verdict latency at a fixed offered load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from confluent_kafka import Producer
+
+from stream.blobs import MinioStore
+from stream.client import read_topic
+from stream.events import ImageUploaded
+from stream.kafka import ensure_topics
+
+
+def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
+    from bench.pipeline import make_images
+    from dupstream.devservers import local_servers
+
+    blobs = make_images(events, seed=1)
+    with local_servers("bench") as (bootstrap, s3):
+        topics = {"in": "bench.uploads", "out": "bench.verdicts", "dlq": "bench.dlq"}
+        ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()})
+        store = MinioStore(endpoint=s3, access_key="bench", secret_key="bench")
+        for i, b in enumerate(blobs):
+            store.put("bench", f"img{i}.jpg", b)
+        env = {**os.environ, "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+               "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["in"],
+               "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["out"],
+               "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
+               "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+               "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+               "DUPSTREAM_S3__ENDPOINT": s3, "DUPSTREAM_MODEL__DETECTOR": detector,
+               "DUPSTREAM_BATCH__MAX_WAIT_MS": "20"}
+        proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",
+                                 str(events + 1)], env=env, stderr=subprocess.DEVNULL)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        # one warm-up event, answered before the clock starts
+        warm = ImageUploaded(image_id="warm", bucket="bench", key="img0.jpg")
+        producer.produce(topics["in"], key=b"warm", value=warm.model_dump_json().encode())
+        producer.flush(10)
+        read_topic(bootstrap_servers=bootstrap, topic=topics["out"], expect=1, timeout_s=120)
+        sent: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for i in range(events):
+            due = t0 + i / rate
+            while time.perf_counter() < due:
+                time.sleep(0.001)
+            ev = ImageUploaded(image_id=f"e{i}", bucket="bench", key=f"img{i}.jpg")
+            sent[ev.image_id] = time.time()
+            producer.produce(topics["in"], key=ev.image_id.encode(),
+                             value=ev.model_dump_json().encode())
+            producer.poll(0)
+        producer.flush(10)
+        proc.wait(timeout=600)
+        elapsed = time.perf_counter() - t0
+        recs = read_topic(bootstrap_servers=bootstrap, topic=topics["out"], expect=events + 1,
+                          timeout_s=60)
+    # latency: the verdict record's broker timestamp minus the send time
+    lat = []
+    for r in recs:
+        v = json.loads(r.value)
+        if v["image_id"] in sent and r.timestamp_ms:
+            lat.append(r.timestamp_ms - sent[v["image_id"]] * 1e3)
+    a = np.asarray(lat)
+    return {"events": events, "rate_per_s": rate, "mode": detector,
+            "received": len(lat), "throughput_per_s": round(events / elapsed, 2),
+            "latency_ms": {"p50": round(float(np.percentile(a, 50)), 1),
+                           "p99": round(float(np.percentile(a, 99)), 1)}}

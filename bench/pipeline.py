@@ -1,0 +1,191 @@
+"""Pipeline benchmark: images/s and per-stage latency p50/p99 for the hash fast path, visual
+only, the full semantic pipeline and a CNN-only scan of the same images, at several batch sizes;
+peak RSS (and GPU memory when CUDA is present); optionally end to end through the real broker.
+
+    python -m bench.pipeline [--images 64] [--batches 1,8,32] [--e2e] [--out results/pipeline]
+
+Each mode runs in a fresh subprocess so its peak RSS is its own. Writes JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("hash_fast_path", "visual_only", "full_semantic", "cnn_only")
+STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "total")
+
+
+def make_images(n: int, seed: int = 0) -> list[bytes]:
+    """n distinct JPEGs (~640 px) made from the packaged photos by random crops and edits."""
+    from dupstream.data import edits
+    from dupstream.data.photos import load_photos
+
+    rng = np.random.default_rng(seed)
+    photos = list(load_photos().values())
+    out = []
+    for i in range(n):
+        base = photos[i % len(photos)]
+        img = edits.crop(base, rng)
+        img = [edits.recolour, edits.rotate, edits.jpeg][i % 3](img, rng)
+        h, w = img.shape[:2]
+        scale = 640 / max(h, w)
+        import cv2
+
+        img = cv2.resize(img, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+        out.append(edits.encode(img, "JPEG", 90))
+    return out
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"p50": round(float(np.percentile(a, 50)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3)}
+
+
+def run_mode(mode: str, n: int, batch: int, threads: int) -> dict:
+    """One mode in this process (called in a subprocess by ``main``)."""
+    from dupstream.build import build_deduper
+    from dupstream.engine import Upload
+
+    blobs = make_images(n)
+    detector = "yolov3_tiny" if mode == "full_semantic" else "none"
+    deduper = build_deduper(detector=detector, graph=mode == "full_semantic", threads=threads)
+    # warm-up (model load, first-call allocations) outside the timed region
+    deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
+    stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
+    if mode == "cnn_only":
+        from workers.decode import decode_image
+
+        decoded = [decode_image(b) for b in blobs]
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            t1 = time.perf_counter()
+            deduper.extractor.embedder.embed(decoded[i : i + batch])
+            stage_ms["embed"].append((time.perf_counter() - t1) * 1e3 / len(decoded[i:i+batch]))
+        elapsed = time.perf_counter() - t0
+    else:
+        if mode == "hash_fast_path":  # index once, then time the byte-identical re-uploads
+            for i in range(0, n, batch):
+                deduper.process([Upload(f"orig{i + j}", b) for j, b in
+                                 enumerate(blobs[i : i + batch])])
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            ups = [Upload(f"{mode}{i + j}", b) for j, b in enumerate(blobs[i : i + batch])]
+            for v in deduper.process(ups):
+                for s in STAGES:
+                    if s in v.timings_ms:
+                        stage_ms[s].append(v.timings_ms[s])
+        elapsed = time.perf_counter() - t0
+    gpu_mb = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:
+        pass
+    return {
+        "mode": mode, "images": n, "batch": batch, "threads": threads,
+        "images_per_s": round(n / elapsed, 2),
+        "stages_ms": {s: _percentiles(v) for s, v in stage_ms.items() if v},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "gpu_peak_mb": gpu_mb,
+    }
+
+
+def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
+    lines = [f"Machine: {machine}", "",
+             "| mode | batch | images/s | decode p50/p99 | hash | embed | detect | graph | "
+             "search | total p50/p99 (ms/img) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        def cell(stage, r=r):
+            s = r["stages_ms"].get(stage)
+            return f"{s['p50']}/{s['p99']}" if s else "–"
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['images_per_s']} | {cell('decode')} | "
+                     f"{cell('hash')} | {cell('embed')} | {cell('detect')} | {cell('graph')} | "
+                     f"{cell('search')} | {cell('total')} | {r['peak_rss_mb']} |")
+    by = {(r["mode"], r["batch"]): r["images_per_s"] for r in results}
+    lines.append("")
+    for b in sorted({r["batch"] for r in results}):
+        full, vis, cnn = (by.get((m, b)) for m in ("full_semantic", "visual_only", "cnn_only"))
+        if full and vis:
+            lines.append(f"- batch {b}: full semantic costs {vis / full:.2f}x visual-only"
+                         + (f", {cnn / full:.2f}x a CNN-only scan" if cnn else ""))
+    if e2e:
+        lines += ["", f"End to end through the broker (event → verdict, {e2e['events']} events "
+                  f"offered at {e2e['rate_per_s']}/s, mode {e2e['mode']}): "
+                  f"p50 {e2e['latency_ms']['p50']} ms, p99 {e2e['latency_ms']['p99']} ms, "
+                  f"throughput {e2e['throughput_per_s']}/s"]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {gpu}, Python {platform.python_version()}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--e2e", action="store_true", help="also event→verdict through the broker")
+    p.add_argument("--e2e-rate", type=float, default=10.0, help="offered events/s for --e2e")
+    p.add_argument("--out", default="results/pipeline")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one mode:batch here
+    args = p.parse_args(argv)
+    if args.one:
+        mode, batch = args.one.split(":")
+        print(json.dumps(run_mode(mode, args.images, int(batch), args.threads)))
+        return 0
+    results = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for mode in args.modes.split(","):
+            out = subprocess.run([sys.executable, "-m", "bench.pipeline", "--one",
+                                  f"{mode}:{batch}", "--images", str(args.images),
+                                  "--threads", str(args.threads)],
+                                 check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            results.append(r)
+            print(f"{mode:15s} batch {batch:3d}: {r['images_per_s']:8.2f} img/s  "
+                  f"total p50 {r['stages_ms'].get('total', {}).get('p50', '-')} ms  "
+                  f"peak RSS {r['peak_rss_mb']} MB", flush=True)
+    e2e = None
+    if args.e2e:
+        from bench.e2e import run_e2e
+
+        e2e = run_e2e(events=args.images, rate=args.e2e_rate)
+        print(f"e2e: p50 {e2e['latency_ms']['p50']} ms p99 {e2e['latency_ms']['p99']} ms")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mach = machine()
+    out.with_suffix(".json").write_text(json.dumps({"machine": mach, "results": results,
+                                                    "e2e": e2e}, indent=1))
+    out.with_suffix(".md").write_text(markdown(results, e2e, mach))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
