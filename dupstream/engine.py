@@ -106,7 +106,7 @@ class Deduper:
             if ref is None:
                 continue
             score = score_pair(feat, ref)
-            p = self.policy.p_copy(score)
+            p = self.policy.p_copy(score, tenant=tenant)
             if best is None or (p, score.fused) > (best[1], best[2].fused):
                 best = (cid, p, score)
         if best is None:

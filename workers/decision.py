@@ -2,7 +2,8 @@
 
 Two small artefacts, versioned with the model in ``workers/assets``:
 
-* ``calibration.json``: the ``Calibrator`` that maps the fused score S to P(copy);
+* ``calibration.json``: the ``Calibrator`` that maps the fused score S to P(copy) (a domain
+  can carry its own in ``decision.json``);
 * ``decision.json`` (optional): the cut-offs on P(copy) fitted by ``dupstream eval`` on the
   validation splits - per preference (``balanced`` = max F1, ``precision`` = the lowest cut-off
   with validation precision >= 0.99, ``recall`` = the highest with recall >= 0.99), per domain
@@ -90,15 +91,24 @@ class DecisionModel:
 
     default: Cutoffs = field(default_factory=Cutoffs)
     domains: dict[str, Cutoffs] = field(default_factory=dict)
+    #: per-domain calibrators (``Calibrator`` JSON objects); the default is calibration.json
+    calibrators: dict[str, dict] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
     def for_domain(self, domain: str | None) -> Cutoffs:
         return self.domains.get(domain, self.default) if domain else self.default
 
+    def calibrator(self, domain: str | None) -> Calibrator | None:
+        d = self.calibrators.get(domain) if domain else None
+        if d is None:
+            return None
+        return Calibrator(method=d["method"], params=d["params"], threshold=d["threshold"],
+                          meta=d.get("meta", {}))
+
     def to_json(self) -> str:
         return json.dumps({"default": asdict(self.default),
                            "domains": {k: asdict(v) for k, v in self.domains.items()},
-                           "meta": self.meta}, indent=1)
+                           "calibrators": self.calibrators, "meta": self.meta}, indent=1)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
@@ -107,7 +117,7 @@ class DecisionModel:
     def from_dict(cls, d: dict) -> DecisionModel:
         return cls(default=Cutoffs(**d.get("default", {})),
                    domains={k: Cutoffs(**v) for k, v in d.get("domains", {}).items()},
-                   meta=d.get("meta", {}))
+                   calibrators=d.get("calibrators", {}), meta=d.get("meta", {}))
 
     @classmethod
     def load(cls, path: str | Path) -> DecisionModel:
@@ -152,16 +162,25 @@ class DecisionPolicy:
     tenant_domains: dict[str, str] = field(default_factory=dict)
     tenant_preferences: dict[str, str] = field(default_factory=dict)
 
-    def p_copy(self, score: PairScore) -> float:
+    def resolve_domain(self, tenant: str | None = None, domain: str | None = None) -> str | None:
+        return domain or self.tenant_domains.get(tenant or "", None) or self.domain
+
+    def p_copy(self, score: PairScore, *, tenant: str | None = None,
+               domain: str | None = None) -> float:
+        """Calibrated P(copy): the domain's calibrator when ``decision.json`` has one, else
+        ``calibrator``; 1 for identical bytes."""
         if score.exact:
             return 1.0
-        return float(self.calibrator(score.fused))
+        cal = None
+        if self.cutoffs is not None:
+            cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
+        return float((cal or self.calibrator)(score.fused))
 
     def cut_off(self, score: PairScore, *, tenant: str | None = None,
                 domain: str | None = None) -> float:
         if self.cutoffs is None:
             return self.p_copy_min
-        dom = domain or self.tenant_domains.get(tenant or "", None) or self.domain
+        dom = self.resolve_domain(tenant, domain)
         pref = self.tenant_preferences.get(tenant or "", self.preference)
         return self.cutoffs.for_domain(dom).cut(pref, score_difficulty(score),
                                                 adaptive=self.adaptive)
@@ -169,7 +188,7 @@ class DecisionPolicy:
     def decide(self, score: PairScore, *, tenant: str | None = None,
                domain: str | None = None) -> tuple[Kind, float, bool]:
         """(verdict, P(verdict is right), review flag)."""
-        p = self.p_copy(score)
+        p = self.p_copy(score, tenant=tenant, domain=domain)
         cut = self.cut_off(score, tenant=tenant, domain=domain)
         review = abs(p - cut) < self.review_margin and not score.exact
         if p < cut:

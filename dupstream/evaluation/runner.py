@@ -18,7 +18,8 @@ import numpy as np
 from dupstream.evaluation.dataset import EvalSet
 
 #: default sizes: ``dupstream eval --dataset all`` takes ~10-15 min on 2 CPU cores
-DEFAULT_SIZES = {"mnist": {"n_sources": 400}, "coco": {"half_edits": 4}, "cctv": {}}
+DEFAULT_SIZES = {"mnist": {"n_sources": 300}, "coco": {"half_edits": 2},
+                 "cctv": {"anchor_step": 8}}
 QUICK_SIZES = {"mnist": {"n_sources": 40}, "coco": {"half_edits": 1, "max_photos": 10},
                "cctv": {"max_frames": 120}}
 SCALABILITY_SIZES = (50, 100, 200)
@@ -106,9 +107,13 @@ def run(cfg: EvalConfig) -> Path:
     from dupstream.evaluation.document import write_report
     from dupstream.evaluation.evaluate import evaluate_set
     from dupstream.evaluation.signals import build_image_table
+    from dupstream.evaluation.sources import packaged_dir
 
     t_start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.datasets and not (packaged_dir() / ".complete").exists():
+        log(f"{packaged_dir()} is missing: the COCO-style and CCTV sets use pip-packaged images "
+            "only (run `bash scripts/eval_data.sh` for the Debian-packaged ones)")
     extractor = make_extractor(cfg)
     default_det, all_dets = detector_names(extractor)
     results, tables = [], {}
@@ -259,12 +264,17 @@ def detector_swap(res, cfg: EvalConfig, default_det: str, backends: list[str],
             try:
                 sub = _subset(ds, ("val", "test"))
                 ex = make_extractor(cfg, detector=backend)
+                if hasattr(ex.detector, "load"):
+                    ex.detector.load()  # missing weights: say so before any work
                 log(f"detector swap: {backend} on {len(sub.images)} images")
                 table = build_image_table(sub, ex, seed=cfg.seed, progress=cfg.progress)
                 table = _expand(table, ds, sub)
             except Exception as exc:  # a backend whose weights are missing: say so, go on
                 rows.append({"detector": backend, "note": f"not available: {exc}"})
                 continue
+        if table.n_objects is None or not (table.n_objects >= 0).any():
+            rows.append({"detector": backend, "note": "the detector failed on every image"})
+            continue
         cols = pair_signals(table, arr["a"], arr["b"])
         ss = semantic_score(cols)
         alpha, cut, _ = grid_alpha(cols["visual"][sp["val"]], ss[sp["val"]],

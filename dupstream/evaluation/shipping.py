@@ -5,6 +5,8 @@ evaluation data sets; then the policy they make, measured on each test split."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from dupstream.evaluation import metrics as M
@@ -42,8 +44,11 @@ def fit_shipping(results: list[SetResult], *, meta: dict) -> tuple[Calibrator, D
         **meta, "fitted_on": "validation splits of the data sets named in calibration.json",
         "precision_target": 0.99, "recall_target": 0.99})
     for r in results:
-        va = r.split == "val"
-        model.domains[r.ds.domain] = fit_cutoffs(_p(cal, r, va), r.label[va], _keys(r, va))
+        tr, va = r.split == "train", r.split == "val"
+        dcal = fit_calibrator(r.cols["fused"][tr], r.label[tr], r.cols["fused"][va],
+                              r.label[va], meta={"domain": r.ds.domain, "data": r.ds.name})
+        model.calibrators[r.ds.domain] = json.loads(dcal.to_json())
+        model.domains[r.ds.domain] = fit_cutoffs(_p(dcal, r, va), r.label[va], _keys(r, va))
     return cal, model
 
 
@@ -58,7 +63,7 @@ def evaluate_policy(res: SetResult, cal: Calibrator, model: DecisionModel | None
         if m:
             kind, _, review = policy.decide(s)
             kinds.append(kind)
-            probs.append(policy.p_copy(s))
+            probs.append(policy.p_copy(s, domain=domain))
             reviews.append(review)
     pred = np.asarray([k != "unique" for k in kinds])
     p = np.asarray(probs)
