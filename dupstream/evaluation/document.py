@@ -162,7 +162,7 @@ def _decision(doc, out, results, shipped):
     doc.h(2, "Decisions: calibration, cut-offs, adaptive thresholds")
     if shipped:
         cal, model = shipped["calibrator"], shipped["model"]
-        doc.p(f"Fitted this run (pooled train/val of {', '.join(r.ds.name for r in results)}): "
+        doc.p(f"Fitted this run ({cal.meta.get('data')}): "
               f"calibrator `{cal.method}` (validation log-loss {cal.meta.get('val_log_loss')}), "
               f"cut-offs on P(copy): default balanced {fmt(model.default.balanced)}, precision "
               f"{fmt(model.default.precision)}, recall {fmt(model.default.recall)}; per domain "

@@ -1,7 +1,7 @@
 """The shipped decision artefacts, fitted here: ``calibration.json`` (Platt vs isotonic on the
-production fused score S, by validation log-loss) and ``decision.json`` (cut-offs per
-preference, domain and difficulty), both from the pooled train / validation splits of the
-evaluation data sets; then the policy they make, measured on each test split."""
+production fused score S, fitted on train, chosen by validation log-loss) and ``decision.json``
+(cut-offs per preference, domain and difficulty, and a calibrator per domain), from the train /
+validation splits of the evaluation data sets; then the policy they make, on each test split."""
 
 from __future__ import annotations
 
@@ -25,7 +25,14 @@ def _keys(res: SetResult, mask: np.ndarray) -> np.ndarray:
     return np.asarray([score_difficulty(s) for s, m in zip(res.scores, mask, strict=True) if m])
 
 
-def fit_shipping(results: list[SetResult], *, meta: dict) -> tuple[Calibrator, DecisionModel]:
+def fit_shipping(results: list[SetResult], *, meta: dict,
+                 default_domain: str = "photos") -> tuple[Calibrator, DecisionModel]:
+    """Default calibrator and cut-offs: fitted on the ``default_domain`` data sets (a tenant
+    without a domain is a photo service) when there are any, else on all of them pooled; every
+    domain also gets its own calibrator and cut-offs."""
+    everything = results
+    results = [r for r in results if r.ds.domain == default_domain] or results
+
     def pooled(split: str, col: str) -> np.ndarray:
         return np.concatenate([r.cols[col][r.split == split] if col != "label"
                                else r.label[r.split == split] for r in results])
@@ -43,7 +50,7 @@ def fit_shipping(results: list[SetResult], *, meta: dict) -> tuple[Calibrator, D
     model = DecisionModel(default=fit_cutoffs(p_val, y_val, k_val), meta={
         **meta, "fitted_on": "validation splits of the data sets named in calibration.json",
         "precision_target": 0.99, "recall_target": 0.99})
-    for r in results:
+    for r in everything:
         tr, va = r.split == "train", r.split == "val"
         dcal = fit_calibrator(r.cols["fused"][tr], r.label[tr], r.cols["fused"][va],
                               r.label[va], meta={"domain": r.ds.domain, "data": r.ds.name})
