@@ -134,8 +134,10 @@ def fit_cutoffs(p, labels, keys=None, *, target: float = 0.99, shrink: float = 5
     p = np.asarray(p, np.float64)
     y = np.asarray(labels, np.int64)
     balanced, _ = max_f1_cut(p, y)
-    out = Cutoffs(balanced=balanced, precision=cut_for_precision(p, y, target),
-                  recall=cut_for_recall(p, y, target))
+    prec, rec = cut_for_precision(p, y, target), cut_for_recall(p, y, target)
+    out = Cutoffs(balanced=balanced,  # a preference never moves the cut the wrong way
+                  precision=None if prec is None else max(prec, balanced),
+                  recall=None if rec is None else min(rec, balanced))
     if keys is not None:
         keys = np.asarray(keys)
         for k in sorted(set(keys.tolist())):

@@ -92,9 +92,9 @@ def _main_table(doc, results):
                     if m.available else ["n/a"] * 3)
         rows.append(row)
     doc.table(header, rows)
-    notes = {f"{m.name}: {m.note}" for r in results for m in r.methods if m.note}
+    notes = [f"{r.ds.name}, {m.name}: {m.note}" for r in results for m in r.methods if m.note]
     if notes:
-        doc.p("Notes: " + "; ".join(sorted(notes)) + ".")
+        doc.p("Notes: " + "; ".join(notes) + ".")
     doc.p("The paper's claims (its own data sets, for reference): " + "; ".join(
         f"{k}: F1 MNIST {v[0]}, mAP {v[1]}, F1 COCO {v[2]}, mAP {v[3]}, AUC WID {v[4]}"
         for k, v in PAPER.items()) + ".")
