@@ -10,7 +10,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 lint:
 	$(VENV)/bin/ruff check .

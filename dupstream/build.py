@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dupstream.engine import Deduper
-from state.index import FaissIndex
+from state.index import IndexSpec
+from state.memory import Memory, MemoryConfig
 from workers.calibration import Calibrator
 from workers.decision import DecisionPolicy, default_calibrator, default_decision_model
 from workers.detector import build_detector
@@ -49,13 +50,17 @@ def build_deduper(
     max_side: int = 20_000,
     calibration: str | Path | None = None,
     candidates: int = 10,
+    memory: Memory | None = None,
 ) -> Deduper:
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side)
     calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
+    if memory is None:
+        spec = IndexSpec(dim=extractor.embedder.dim)
+        memory = Memory(MemoryConfig(vectors={"vector": spec}))
     return Deduper(
         extractor=extractor,
-        index=FaissIndex(dim=extractor.embedder.dim),
+        memory=memory,
         policy=DecisionPolicy(calibrator=calibrator, cutoffs=default_decision_model()),
         candidates=candidates,
     )

@@ -232,6 +232,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="leave the GCN graph similarity out of Ss")
 
 
+# -- bench ---------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.pipeline import main as pipeline_main
+
+    argv = ["--images", str(args.images), "--batches", args.batches, "--modes", args.modes,
+            "--threads", str(args.threads), "--out", args.out, "--e2e-rate", str(args.e2e_rate)]
+    if args.e2e:
+        argv.append("--e2e")
+    return pipeline_main(argv)
+
+
 # -- train ---------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
@@ -309,6 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
     tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
     tr.set_defaults(func=cmd_train)
+
+    be = sub.add_parser(
+        "bench", help="pipeline benchmark: images/s and per-stage p50/p99 (JSON + Markdown)",
+        description="Run the pipeline over N real images (made from packaged photos) at several "
+        "batch sizes in four modes - hash fast path (byte-identical re-uploads), visual only, "
+        "full semantic, CNN-only scan - each in its own process; print and write images/s, "
+        "per-stage latency p50/p99, peak RSS and GPU memory. --e2e adds event->verdict latency "
+        "through a real local broker at a fixed offered load.")
+    be.add_argument("--images", type=int, default=64)
+    be.add_argument("--batches", default="1,8,32")
+    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,cnn_only")
+    be.add_argument("--threads", type=int, default=2)
+    be.add_argument("--e2e", action="store_true")
+    be.add_argument("--e2e-rate", type=float, default=2.0)
+    be.add_argument("--out", default="results/pipeline")
+    be.set_defaults(func=cmd_bench)
 
     ev = sub.add_parser(
         "eval", help="the paper's evaluation: data sets, baselines, ablations, statistics",

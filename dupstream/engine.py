@@ -2,23 +2,29 @@
 
 Used identically by the streaming service, ``dupstream scan`` and the evaluation. Images of one
 batch are matched against each other too: each is judged, then added, in order.
+
+State lives in a ``state.memory.Memory``: candidates come from its exact, PDQ and vector lookups
+(tenant-scoped, plus reference banks), and are re-scored with their compact records (a bounded
+LRU over an optional stored form). ``on_add`` is called with every record this engine adds, for
+the stream to publish to the index-updates topic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dupstream import __version__
 from dupstream.errors import DupstreamError
+from dupstream.records import features_to_record, record_to_features
 from dupstream.verdict import Evidence, Verdict
-from state.hashes import ExactHashStore, PDQStore
-from state.index import VectorIndex
+from state.memory import Applied, Memory, MemoryConfig
+from state.records import ImageRecord
 from workers.decision import DecisionPolicy
 from workers.features import FeatureExtractor, ImageFeatures
-from workers.similarity import score_pair
+from workers.similarity import PairScore, score_pair
 
 
 @dataclass(frozen=True)
@@ -40,17 +46,16 @@ class Deduper:
         self,
         *,
         extractor: FeatureExtractor,
-        index: VectorIndex,
         policy: DecisionPolicy,
+        memory: Memory | None = None,
         candidates: int = 10,
+        on_add: Callable[[ImageRecord], None] | None = None,
     ) -> None:
         self.extractor = extractor
-        self.index = index
+        self.memory = memory if memory is not None else Memory(MemoryConfig())
         self.policy = policy
         self.candidates = candidates
-        self.exact = ExactHashStore()
-        self.pdq = PDQStore()
-        self._features: dict[tuple[str, str | None], ImageFeatures] = {}
+        self.on_add = on_add
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
         det = extractor.detector.name if extractor.detector is not None else "nodet"
         graph = "gcn" if extractor.graph_encoder is not None else "nogcn"
@@ -59,7 +64,7 @@ class Deduper:
         )
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.memory)
 
     def process(self, uploads: Sequence[Upload], *, add: bool = True) -> list[Verdict | Failed]:
         """Judge each upload against everything seen before it (earlier batch members included)."""
@@ -82,33 +87,27 @@ class Deduper:
             out.append(verdict)
         return out
 
-    def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> None:
-        self.index.add(image_id, tenant, feat.vector)
-        self.exact.add(feat.digest, tenant, image_id)
-        self.pdq.add(image_id, tenant, feat.pdq.bits)
-        self._features.setdefault((image_id, tenant), feat)
+    def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord | None:
+        """Remember an image; returns its record when new (and hands it to ``on_add``)."""
+        rec = features_to_record(image_id, tenant, feat)
+        if not self.memory.add(rec):
+            return None
+        if self.on_add is not None:
+            self.on_add(rec)
+        return rec
 
     def judge(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> Verdict:
-        ids: list[str] = []
-        exact_id = self.exact.lookup(feat.digest, tenant)
-        if exact_id is not None:
-            ids.append(exact_id)
-        hit = self.pdq.nearest(feat.pdq.variants, tenant)
-        if hit is not None:
-            ids.append(hit.image_id)
-        ids.extend(h.image_id for h in self.index.search(feat.vector, self.candidates + 1,
-                                                          tenant=tenant))
+        query = features_to_record(image_id, tenant, feat)
         best = None
-        for cid in dict.fromkeys(ids):
-            if cid == image_id:  # a replay of the same event: never match yourself
-                continue
-            ref = self._features.get((cid, tenant))
+        for cand in self.memory.candidates(query, k=self.candidates):
+            # the query's own key is never a candidate: a replayed event does not match itself
+            ref = self.memory.record(cand.key)
             if ref is None:
                 continue
-            score = score_pair(feat, ref)
+            score = score_pair(feat, record_to_features(ref))
             p = self.policy.p_copy(score, tenant=tenant)
             if best is None or (p, score.fused) > (best[1], best[2].fused):
-                best = (cid, p, score)
+                best = (cand, p, score)
         if best is None:
             return Verdict(
                 image_id=image_id,
@@ -118,20 +117,57 @@ class Deduper:
                 evidence=Evidence(notes=["no candidate in the index"]),
                 model_version=self.model_version,
             )
-        cid, _, score = best
+        cand, _, score = best
+        return self._verdict(image_id, tenant, cand.image_id, cand.tenant, cand.bank, score)
+
+    def _verdict(
+        self,
+        image_id: str,
+        tenant: str | None,
+        match_id: str,
+        match_tenant: str | None,
+        bank: str | None,
+        score: PairScore,
+        notes: Sequence[str] = (),
+    ) -> Verdict:
         kind, probability, review = self.policy.decide(score, tenant=tenant)
+        evidence = score.evidence()
+        evidence["notes"] = [*evidence.get("notes", []), *notes]
+        if bank is not None:
+            evidence["bank"] = bank
         return Verdict(
             image_id=image_id,
             tenant=tenant,
             verdict=kind,
-            match_id=cid if kind != "unique" else None,
-            match_tenant=tenant if kind != "unique" else None,
+            match_id=match_id if kind != "unique" else None,
+            match_tenant=match_tenant if kind != "unique" else None,
             score=round(score.fused, 6),
             probability=round(probability, 6),
             review=review,
-            evidence=Evidence(**score.evidence(), nearest_id=cid),
+            evidence=Evidence(**evidence, nearest_id=match_id),
             model_version=self.model_version,
         )
+
+    def late_matches(self, applied: Applied) -> list[Verdict]:
+        """Corrected verdicts for own uploads judged before ``applied`` (a replicated image
+        added earlier elsewhere) reached this replica, when they turn out to be its copies."""
+        if not applied.missed:
+            return []
+        original = record_to_features(applied.record)
+        out = []
+        for key in applied.missed:
+            rec = self.memory.record(key)
+            if rec is None:
+                continue
+            score = score_pair(record_to_features(rec), original)
+            v = self._verdict(
+                rec.image_id, rec.tenant, applied.record.image_id, applied.record.tenant, None,
+                score, notes=["late match: the original reached this replica after this image "
+                              "was judged (replication window)"],
+            )
+            if v.verdict != "unique":
+                out.append(v)
+        return out
 
     def compare(self, a: bytes, b: bytes) -> dict:
         """Score one pair of image blobs (no state involved)."""

@@ -1,0 +1,90 @@
+"""``workers.features.ImageFeatures`` <-> ``state.records.ImageRecord``, generically.
+
+Every numpy field of the features becomes a record array and every scalar field a meta entry,
+under its field name; nested dataclasses are flattened as ``field.sub``. So a feature field added
+later (detections, a semantic vector, a graph embedding, ...) travels through the LRU, the
+replication feed and snapshots without a change here, as long as it is made of arrays and scalars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import numpy as np
+
+from dupstream.errors import StateError
+from state.records import ImageRecord
+from workers.features import ImageFeatures
+from workers.hashing import PDQ
+
+_SKIP = {"digest", "pdq", "timings_ms"}
+_SCALARS = (bool, int, float, str)
+
+
+def _flatten(name: str, value: Any, arrays: dict, meta: dict) -> None:
+    if isinstance(value, np.ndarray):
+        arrays[name] = value
+    elif value is None or isinstance(value, _SCALARS):
+        meta[name] = value
+    elif isinstance(value, np.generic):
+        meta[name] = value.item()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _flatten(f"{name}.{f.name}", getattr(value, f.name), arrays, meta)
+    elif isinstance(value, list | tuple) and all(
+        v is None or isinstance(v, _SCALARS) for v in value
+    ):
+        meta[name] = list(value)
+    else:
+        raise StateError(f"feature field {name!r} of type {type(value).__name__} has no "
+                         "record form: use numpy arrays and scalars")
+
+
+def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord:
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"pdq_quality": int(feat.pdq.quality)}
+    for f in dataclasses.fields(feat):
+        if f.name not in _SKIP:
+            _flatten(f.name, getattr(feat, f.name), arrays, meta)
+    return ImageRecord(
+        image_id=image_id, tenant=tenant, digest=feat.digest, pdq=feat.pdq.variants,
+        arrays=arrays, meta=meta,
+    )
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass named by a hint: ``X``, ``X | None`` or ``Optional[X]``."""
+    for t in (hint, *typing.get_args(hint)):
+        if isinstance(t, type) and dataclasses.is_dataclass(t):
+            return t
+    return None
+
+
+def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        name = f"{prefix}{f.name}"
+        nested = _dataclass_of(hints.get(f.name))
+        if name in rec.arrays:
+            kwargs[f.name] = rec.arrays[name]
+        elif name in rec.meta:
+            kwargs[f.name] = rec.meta[name]
+        elif nested is not None and any(
+            k.startswith(name + ".") for k in (*rec.arrays, *rec.meta)
+        ):
+            kwargs[f.name] = _build(nested, name + ".", rec)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise StateError(f"record {rec.image_id!r} lacks the feature field {name!r}")
+    return cls(**kwargs)
+
+
+def record_to_features(rec: ImageRecord) -> ImageFeatures:
+    pdq = PDQ(variants=rec.pdq, quality=int(rec.meta.get("pdq_quality", 100)))
+    shadow = ImageRecord(rec.image_id, rec.tenant, rec.digest, rec.pdq, rec.arrays,
+                         {**rec.meta, "digest": rec.digest, "pdq": pdq})
+    return _build(ImageFeatures, "", shadow)

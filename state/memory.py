@@ -1,0 +1,493 @@
+"""``Memory``: everything a consumer remembers about images, behind one facade.
+
+- *Collections*: the uploads, and one per reference bank. A collection's rows are shared by its
+  id map, exact-hash store, PDQ store and one vector index per indexed record array.
+- *Records*: the compact per-image records, in a bounded LRU over an optional stored form.
+- *Replication*: ``add`` a record locally, publish ``encode_update(record)`` under
+  ``update_key(record)`` to the compacted index-updates topic, and ``apply`` every update read
+  back from that topic, own ones included. ``apply`` is idempotent (a key already present is a
+  no-op), so replicas that applied the same set of updates hold the same images.
+
+Tenant scoping: with ``scope="tenant"`` (the default) a lookup matches only images of the query's
+tenant; ``scope="global"`` matches across tenants. Reference banks are matched for every tenant
+and are only ever filled by ``add`` of records whose ``bank`` is set, never by uploads.
+
+The replication window: an image added on replica A is matchable on replica B only once B has
+applied its update, ``lag = publish + broker + poll + apply`` later. A copy judged on B within
+that window misses the original. ``apply`` measures the lag of every remote update
+(``stats()["replication_lag_s"]``, to export as a metric) and returns, as ``missed``, B's own
+uploads of the same scope that were added after the remote image (by the origin's clock) and so
+were judged without it: the caller re-judges them against the applied record and corrects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from dupstream.errors import StateError
+from state.codec import pack, unpack
+from state.hashes import ExactHashStore, PDQStore, as_pdq
+from state.idmap import Allowed, IdMap
+from state.index import IndexSpec, VectorIndex, as_matrix, build_index, load_index, omp_threads
+from state.records import (
+    ImageRecord,
+    RecordCache,
+    RecordKey,
+    RecordStore,
+    record_from_wire,
+    record_to_wire,
+)
+
+UPDATE_VERSION = 1
+Scope = Literal["tenant", "global"]
+Source = Literal["exact", "pdq", "vector"]
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    #: record array name -> index spec; each named array is indexed in every collection
+    vectors: dict[str, IndexSpec] = field(
+        default_factory=lambda: {"vector": IndexSpec(dim=512)}
+    )
+    scope: Scope = "tenant"
+    #: PDQ matches further than this (bits of 256) are not candidates
+    pdq_max_distance: int = 31
+    #: records whose ``meta["pdq_quality"]`` is below this never match by PDQ
+    pdq_min_quality: int = 50
+    #: PDQ store: exact up to this many hashes, then a binary IVF (lists, lists probed)
+    pdq_switch_at: int = 200_000
+    pdq_nlist: int = 1024
+    pdq_nprobe: int = 32
+    records_max_items: int = 100_000
+    records_max_bytes: int = 512 * 1024 * 1024
+    #: how long own uploads are remembered for the ``missed`` check of remote updates
+    replication_window_s: float = 60.0
+    #: index specs for reference banks (default: exact flat, banks are curated and smaller)
+    bank_kind: str = "flat"
+    #: OpenMP threads FAISS uses for lookups and adds (in the calling thread); 0 = FAISS default
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vectors": {k: v.to_dict() for k, v in self.vectors.items()},
+            "scope": self.scope,
+            "pdq_max_distance": self.pdq_max_distance,
+            "pdq_min_quality": self.pdq_min_quality,
+            "pdq_switch_at": self.pdq_switch_at,
+            "pdq_nlist": self.pdq_nlist,
+            "pdq_nprobe": self.pdq_nprobe,
+            "records_max_items": self.records_max_items,
+            "records_max_bytes": self.records_max_bytes,
+            "replication_window_s": self.replication_window_s,
+            "bank_kind": self.bank_kind,
+            "threads": self.threads,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MemoryConfig:
+        d = dict(d)
+        d["vectors"] = {k: IndexSpec.from_dict(v) for k, v in d.get("vectors", {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    image_id: str
+    tenant: str | None
+    bank: str | None
+    source: Source
+    score: float  # cosine for "vector", 1.0 for "exact", 1 - distance/256 for "pdq"
+    field: str | None = None  # the record array a "vector" candidate was found by
+    pdq_distance: int | None = None
+    pdq_variant: int | None = None
+
+    @property
+    def key(self) -> RecordKey:
+        return (self.bank, self.tenant, self.image_id)
+
+
+@dataclass(frozen=True)
+class Applied:
+    record: ImageRecord
+    new: bool  # False: already present (a replay, or our own update coming back)
+    lag_s: float | None  # now - record.ts, for updates from other replicas
+    missed: list[RecordKey]  # own uploads judged without this record: re-judge them
+
+
+def _index_for(spec: IndexSpec) -> VectorIndex:
+    return build_index(**spec.to_dict())
+
+
+class Collection:
+    """One searchable set of images: uploads, or one reference bank."""
+
+    def __init__(
+        self, *, name: str | None, specs: dict[str, IndexSpec], pdq: dict[str, int] | None = None
+    ) -> None:
+        self.name = name
+        self.specs = dict(specs)
+        self.ids = IdMap()
+        self.exact = ExactHashStore()
+        self.pdq = PDQStore(**(pdq or {}))
+        self.indexes: dict[str, VectorIndex] = {f: _index_for(s) for f, s in specs.items()}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _vectors(self, rec: ImageRecord) -> dict[str, np.ndarray]:
+        out = {}
+        for f, index in self.indexes.items():
+            if f not in rec.arrays:
+                raise StateError(f"record {rec.image_id!r} has no array {f!r} to index")
+            out[f] = as_matrix(rec.arrays[f], index.dim)
+        return out
+
+    def add_many(self, recs: list[ImageRecord], *, usable: list[bool]) -> list[bool]:
+        """Add the records not present yet (validated first, so a bad one changes nothing)."""
+        fresh: list[int] = []
+        seen: set[tuple[str, str | None]] = set()
+        vecs: dict[str, list[np.ndarray]] = {f: [] for f in self.indexes}
+        pdqs = []
+        for i, rec in enumerate(recs):
+            key = (rec.image_id, rec.tenant)
+            if key in seen or self.ids.row(*key) is not None:
+                continue
+            v = self._vectors(rec)
+            pdqs.append(as_pdq(rec.pdq)[:1])
+            for f in vecs:
+                vecs[f].append(v[f])
+            fresh.append(i)
+            seen.add(key)
+        if not fresh:
+            return [False] * len(recs)
+        for i, p in zip(fresh, pdqs, strict=True):
+            rec = recs[i]
+            row = self.ids.append(rec.image_id, rec.tenant)
+            self.exact.add(row, rec.digest)
+            self.pdq.add(row, p, usable=usable[i])
+        for f, index in self.indexes.items():
+            index.add(np.concatenate(vecs[f]))
+        n = len(self.ids)
+        if len(self.exact) != n or len(self.pdq) != n or any(
+            len(x) != n for x in self.indexes.values()
+        ):
+            raise StateError(f"collection {self.name!r} rows out of step")
+        new = [False] * len(recs)
+        for i in fresh:
+            new[i] = True
+        return new
+
+    def allowed(self, tenant: str | None, scope: Scope) -> Allowed | None:
+        return None if scope == "global" else self.ids.allowed(tenant)
+
+    def candidates(
+        self,
+        query: ImageRecord,
+        *,
+        k: int,
+        allowed: Allowed | None,
+        tenant_filter: str | None | Literal[False],
+        pdq_max_distance: int,
+        use_pdq: bool,
+    ) -> list[Candidate]:
+        if not len(self.ids):
+            return []
+        out: list[Candidate] = []
+        bank = self.name
+        code = None if tenant_filter is False else self.ids.tenant_code(tenant_filter)
+        if tenant_filter is False or code is not None:
+            for row in self.exact.rows(query.digest):
+                if tenant_filter is False or self.ids.tenant(row) == tenant_filter:
+                    image_id, t = self.ids.key(row)
+                    out.append(Candidate(image_id, t, bank, "exact", 1.0))
+                    break
+        if use_pdq:
+            hit = self.pdq.nearest(query.pdq, allowed=allowed, max_distance=pdq_max_distance)
+            if hit is not None:
+                row, dist, variant = hit
+                image_id, t = self.ids.key(row)
+                out.append(
+                    Candidate(image_id, t, bank, "pdq", 1.0 - dist / 256.0, None, dist, variant)
+                )
+        for f, index in self.indexes.items():
+            if f not in query.arrays:
+                continue
+            scores, rows = index.search(query.arrays[f], k, allowed=allowed)
+            for s, r in zip(scores[0], rows[0], strict=True):
+                if r >= 0:
+                    image_id, t = self.ids.key(int(r))
+                    out.append(Candidate(image_id, t, bank, "vector", float(s), f))
+        return out
+
+    def nbytes(self) -> dict[str, int]:
+        return {
+            "ids": self.ids.nbytes(),
+            "exact": self.exact.nbytes(),
+            "pdq": self.pdq.nbytes(),
+            **{f"index.{f}": x.nbytes() for f, x in self.indexes.items()},
+        }
+
+    # -- serialisation (used by state.snapshot) ----------------------------------------------
+    def rows_state(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "specs": {f: s.to_dict() for f, s in self.specs.items()},
+            "ids": self.ids.to_state(),
+            "exact": self.exact.to_state(),
+            "pdq": self.pdq.to_state(),
+        }
+
+    @classmethod
+    def restore(
+        cls, rows: dict[str, Any], indexes: dict[str, bytes], *, gpu: bool | None = None
+    ) -> Collection:
+        specs = {f: IndexSpec.from_dict(s) for f, s in rows["specs"].items()}
+        self = cls.__new__(cls)
+        self.name = rows["name"]
+        self.specs = specs
+        self.ids = IdMap.from_state(rows["ids"])
+        self.exact = ExactHashStore.from_state(rows["exact"])
+        self.pdq = PDQStore.from_state(rows["pdq"])
+        if set(indexes) != set(specs):
+            raise StateError(f"collection {self.name!r}: index blobs do not match its specs")
+        self.indexes = {f: load_index(b, gpu=gpu) for f, b in indexes.items()}
+        n = len(self.ids)
+        sizes = [len(self.exact), len(self.pdq), *(len(x) for x in self.indexes.values())]
+        if any(s != n for s in sizes):
+            raise StateError(f"collection {self.name!r}: {n} ids but stores of sizes {sizes}")
+        return self
+
+
+def update_key(rec: ImageRecord) -> bytes:
+    """Kafka key of a record's update on the compacted topic: unique per (bank, tenant, id)."""
+    return pack([rec.bank, rec.tenant, rec.image_id])
+
+
+def encode_update(rec: ImageRecord) -> bytes:
+    return pack({"v": UPDATE_VERSION, "op": "add", "r": record_to_wire(rec)})
+
+
+def decode_update(data: bytes) -> ImageRecord:
+    msg = unpack(data)
+    if not isinstance(msg, dict) or msg.get("v") != UPDATE_VERSION or msg.get("op") != "add":
+        raise StateError("not a version-1 index update")
+    return record_from_wire(msg["r"])
+
+
+class Memory:
+    """Index + exact + PDQ + records + reference banks of one replica (thread-safe)."""
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        replica_id: str | None = None,
+        record_store: RecordStore | None = None,
+        loader: Any = None,
+    ) -> None:
+        self.config = config or MemoryConfig()
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.lock = threading.RLock()
+        self.uploads = Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
+        self.banks: dict[str, Collection] = {}
+        self.records = RecordCache(
+            max_items=self.config.records_max_items,
+            max_bytes=self.config.records_max_bytes,
+            backing=record_store,
+            loader=loader,
+        )
+        #: feed position: "topic/partition" -> next offset to read
+        self.positions: dict[str, int] = {}
+        self._recent: deque[tuple[float, RecordKey]] = deque()
+        self._lag_last: float | None = None
+        self._lag_max: float = 0.0
+        self._lag_ewma: float | None = None
+        self._applied = 0
+        self._replayed = 0
+
+    # -- collections -------------------------------------------------------------------------
+    def _pdq_params(self) -> dict[str, int]:
+        c = self.config
+        return {"switch_at": c.pdq_switch_at, "nlist": c.pdq_nlist, "nprobe": c.pdq_nprobe}
+
+    def _bank_specs(self) -> dict[str, IndexSpec]:
+        kind = self.config.bank_kind
+        return {f: replace(s, kind=kind) for f, s in self.config.vectors.items()}
+
+    def _collection(self, bank: str | None, *, create: bool) -> Collection | None:
+        if bank is None:
+            return self.uploads
+        col = self.banks.get(bank)
+        if col is None and create:
+            col = self.banks[bank] = Collection(
+                name=bank, specs=self._bank_specs(), pdq=self._pdq_params()
+            )
+        return col
+
+    def __len__(self) -> int:
+        return len(self.uploads)
+
+    def __contains__(self, key: RecordKey) -> bool:
+        bank, tenant, image_id = key
+        col = self._collection(bank, create=False)
+        return col is not None and col.ids.row(image_id, tenant) is not None
+
+    # -- adding ------------------------------------------------------------------------------
+    def _usable(self, rec: ImageRecord) -> bool:
+        q = rec.meta.get("pdq_quality")
+        return q is None or q >= self.config.pdq_min_quality
+
+    def _add_many(self, recs: list[ImageRecord], *, local: bool) -> list[bool]:
+        by_bank: dict[str | None, list[int]] = {}
+        for i, r in enumerate(recs):
+            by_bank.setdefault(r.bank, []).append(i)
+        new = [False] * len(recs)
+        for bank, idx in by_bank.items():
+            col = self._collection(bank, create=True)
+            assert col is not None
+            sub = [recs[i] for i in idx]
+            for i, flag in zip(idx, col.add_many(sub, usable=[self._usable(r) for r in sub]),
+                               strict=True):
+                new[i] = flag
+        if local:
+            self._prune_recent(time.time())
+        for r, flag in zip(recs, new, strict=True):
+            if flag:
+                self.records.put(r, persist=local)
+                if local and r.bank is None:
+                    self._recent.append((r.ts, r.key))
+        return new
+
+    def add(self, rec: ImageRecord) -> bool:
+        """Add a record produced on this replica. Returns False when its key is already present.
+
+        Stamps ``origin``/``ts`` when unset. After a True, publish ``encode_update(rec)``.
+        """
+        if not rec.origin:
+            rec.origin = self.replica_id
+        if not rec.ts:
+            rec.ts = time.time()
+        with self.lock, omp_threads(self.config.threads):
+            return self._add_many([rec], local=True)[0]
+
+    def add_to_bank(self, bank: str, recs: list[ImageRecord]) -> list[bool]:
+        """Load images into a reference bank (publish their updates too, to replicate it)."""
+        now = time.time()
+        for r in recs:
+            r.bank = bank
+            r.origin = r.origin or self.replica_id
+            r.ts = r.ts or now
+        with self.lock, omp_threads(self.config.threads):
+            return self._add_many(recs, local=True)
+
+    def apply(self, data: bytes, *, position: tuple[str, int, int] | None = None) -> Applied:
+        """Apply one update from the index-updates topic (idempotent; own updates are no-ops).
+
+        ``position`` = (topic, partition, offset) of the message: remembered for snapshots.
+        """
+        return self.apply_many([data], positions=[position] if position else None)[0]
+
+    def apply_many(
+        self, batch: list[bytes], *, positions: list[tuple[str, int, int]] | None = None
+    ) -> list[Applied]:
+        recs = [decode_update(d) for d in batch]
+        now = time.time()
+        with self.lock, omp_threads(self.config.threads):
+            new = self._add_many(recs, local=False)
+            out = []
+            self._prune_recent(now)
+            for rec, flag in zip(recs, new, strict=True):
+                remote = rec.origin != self.replica_id
+                lag = max(0.0, now - rec.ts) if remote and rec.ts else None
+                if lag is not None:
+                    self._lag_last = lag
+                    self._lag_max = max(self._lag_max, lag)
+                    self._lag_ewma = lag if self._lag_ewma is None else (
+                        0.9 * self._lag_ewma + 0.1 * lag
+                    )
+                missed: list[RecordKey] = []
+                if flag and remote and rec.bank is None:
+                    missed = [
+                        k for ts, k in self._recent
+                        if ts > rec.ts and (self.config.scope == "global" or k[1] == rec.tenant)
+                    ]
+                self._applied += 1
+                self._replayed += 0 if flag else 1
+                out.append(Applied(rec, flag, lag, missed))
+            for topic, partition, offset in positions or []:
+                key = f"{topic}/{partition}"
+                self.positions[key] = max(self.positions.get(key, 0), offset + 1)
+        return out
+
+    def _prune_recent(self, now: float) -> None:
+        horizon = now - self.config.replication_window_s
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+
+    # -- lookups -----------------------------------------------------------------------------
+    def candidates(self, query: ImageRecord, *, k: int = 10) -> list[Candidate]:
+        """Images that may be copies of ``query``: exact, then PDQ, then ``k`` nearest vectors
+        per indexed array, from the uploads (tenant-scoped) and every reference bank.
+
+        Deduplicated by key (first occurrence kept); the query's own key is never returned.
+        """
+        scope = self.config.scope
+        tenant_filter: str | None | Literal[False] = False if scope == "global" else query.tenant
+        use_pdq = self._usable(query)
+        found: list[Candidate] = []
+        with self.lock, omp_threads(self.config.threads):
+            cols = [self.uploads, *self.banks.values()]
+            for col in cols:
+                is_bank = col is not self.uploads
+                found += col.candidates(
+                    query,
+                    k=k + 1,
+                    allowed=None if is_bank else col.allowed(query.tenant, scope),
+                    tenant_filter=False if is_bank else tenant_filter,
+                    pdq_max_distance=self.config.pdq_max_distance,
+                    use_pdq=use_pdq,
+                )
+        out: dict[RecordKey, Candidate] = {}
+        for c in found:
+            if c.key != query.key and c.key not in out:
+                out[c.key] = c
+        return list(out.values())
+
+    def record(self, key: RecordKey) -> ImageRecord | None:
+        """The full record of a stored image: LRU, then the stored form, then the loader."""
+        return self.records.get(key)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            cs = self.records.stats
+            return {
+                "replica_id": self.replica_id,
+                "images": len(self.uploads),
+                "banks": {name: len(c) for name, c in self.banks.items()},
+                "indexes": {f: x.describe() for f, x in self.uploads.indexes.items()},
+                "bytes": self.uploads.nbytes(),
+                "records": {
+                    "items": len(self.records),
+                    "bytes": self.records.nbytes,
+                    "hits": cs.hits,
+                    "misses": cs.misses,
+                    "fetched": cs.fetched,
+                    "recomputed": cs.recomputed,
+                    "lost": cs.lost,
+                    "evicted": cs.evicted,
+                },
+                "updates_applied": self._applied,
+                "updates_replayed": self._replayed,
+                "replication_lag_s": self._lag_last,
+                "replication_lag_max_s": self._lag_max,
+                "replication_lag_ewma_s": self._lag_ewma,
+                "positions": dict(self.positions),
+            }

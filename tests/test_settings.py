@@ -1,0 +1,51 @@
+import pytest
+
+from dupstream.errors import ConfigError
+from dupstream.settings import Settings
+from stream.blobs import MinioStore
+from stream.kafka import consumer_config, producer_config
+
+
+def test_env_overrides_yaml(tmp_path, monkeypatch):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("kafka:\n  input_topic: from-yaml\n  group_id: g-yaml\nbatch:\n"
+                   "  max_events: 7\n")
+    monkeypatch.setenv("DUPSTREAM_KAFKA__GROUP_ID", "g-env")
+    monkeypatch.setenv("DUPSTREAM_S3__SECRET_KEY", "s3cr3t-value")
+    s = Settings.load(cfg)
+    assert s.kafka.input_topic == "from-yaml"
+    assert s.kafka.group_id == "g-env"
+    assert s.batch.max_events == 7
+    assert s.s3.secret_key.get_secret_value() == "s3cr3t-value"
+
+
+def test_secrets_never_appear_in_reprs(monkeypatch):
+    monkeypatch.setenv("DUPSTREAM_S3__SECRET_KEY", "s3cr3t-value")
+    monkeypatch.setenv("DUPSTREAM_KAFKA__SASL_PASSWORD", "kafka-pass-value")
+    s = Settings.load()
+    for text in (repr(s), str(s), s.model_dump_json()):
+        assert "s3cr3t-value" not in text and "kafka-pass-value" not in text
+    store = MinioStore(endpoint="127.0.0.1:1", access_key="AK", secret_key="s3cr3t-value")
+    assert "s3cr3t-value" not in repr(store)
+
+
+def test_sasl_and_tls_reach_librdkafka():
+    extra = {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+             "ssl.ca.location": "/etc/ca.pem"}
+    c = consumer_config(bootstrap_servers="b:9093", group_id="g", extra=extra,
+                        sasl_username="u", sasl_password="p")
+    p = producer_config(bootstrap_servers="b:9093", extra=extra, sasl_username="u",
+                        sasl_password="p")
+    for conf in (c, p):
+        assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.password"] == "p"
+    assert c["enable.auto.commit"] is False and c["enable.auto.offset.store"] is False
+    assert p["enable.idempotence"] is True and p["acks"] == "all"
+
+
+def test_bad_settings_file_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError):
+        Settings.load(bad)
+    with pytest.raises(ConfigError):
+        Settings.load(tmp_path / "missing.yaml")
