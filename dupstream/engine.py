@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from dupstream import __version__
 from dupstream.errors import DupstreamError
 from dupstream.records import features_to_record, record_to_features
@@ -24,6 +26,7 @@ from state.memory import Applied, Memory, MemoryConfig
 from state.records import ImageRecord
 from workers.decision import DecisionPolicy
 from workers.features import FeatureExtractor, ImageFeatures
+from workers.hashing import content_hash
 from workers.similarity import PairScore, score_pair
 
 
@@ -69,10 +72,24 @@ class Deduper:
     def process(self, uploads: Sequence[Upload], *, add: bool = True) -> list[Verdict | Failed]:
         """Judge each upload against everything seen before it (earlier batch members included)."""
         t0 = time.perf_counter()
-        features = self.extractor.extract([u.data for u in uploads])
-        per_image_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(uploads))
+        fast = {i: hit for i, u in enumerate(uploads) if (hit := self._fast_path(u)) is not None}
+        t_fast = time.perf_counter()
+        rest = [i for i in range(len(uploads)) if i not in fast]
+        extracted = self.extractor.extract([uploads[i].data for i in rest]) if rest else []
+        per_image_ms = (time.perf_counter() - t_fast) * 1e3 / max(1, len(rest))
+        features: list = [None] * len(uploads)
+        for i, feat in zip(rest, extracted, strict=True):
+            features[i] = feat
         out: list[Verdict | Failed] = []
-        for upload, feat in zip(uploads, features, strict=True):
+        for i, (upload, feat) in enumerate(zip(uploads, features, strict=True)):
+            if i in fast:
+                verdict, ref_feat = fast[i]
+                verdict.timings_ms["hash"] = round((t_fast - t0) * 1e3 / len(uploads), 3)
+                verdict.timings_ms["total"] = verdict.timings_ms["hash"]
+                if add:  # the same bytes: the same features, no model needed
+                    self.add(upload.image_id, upload.tenant, ref_feat)
+                out.append(verdict)
+                continue
             if isinstance(feat, DupstreamError):
                 out.append(Failed(upload.image_id, upload.tenant, feat))
                 continue
@@ -86,6 +103,26 @@ class Deduper:
                 self.add(upload.image_id, upload.tenant, feat)
             out.append(verdict)
         return out
+
+    def _fast_path(self, upload: Upload) -> tuple[Verdict, ImageFeatures] | None:
+        """Byte-identical to an indexed image: answer from the stored record, skip the models."""
+        if not upload.data:
+            return None
+        probe = ImageRecord(upload.image_id, upload.tenant, content_hash(upload.data),
+                            np.zeros((0, 32), np.uint8), meta={"pdq_quality": 0})
+        for cand in self.memory.candidates(probe, k=1):
+            if cand.source != "exact":
+                continue
+            ref = self.memory.record(cand.key)
+            if ref is None:
+                continue
+            feat = record_to_features(ref)
+            verdict = self._verdict(
+                upload.image_id, upload.tenant, cand.image_id, cand.tenant, cand.bank,
+                score_pair(feat, feat),
+                notes=["fast path: byte-identical to an indexed image, models skipped"])
+            return verdict, feat
+        return None
 
     def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord | None:
         """Remember an image; returns its record when new (and hands it to ``on_add``)."""
