@@ -123,8 +123,12 @@ def test_every_event_gets_exactly_one_verdict_or_dead_letter(
         assert v["verdict"] in {"duplicate", "near_duplicate"}, v
         assert v["match_id"] == f"orig-{src}"
         assert v["model_version"].startswith("dupstream-")
-        assert "fetch" in v["timings_ms"] and "embed" in v["timings_ms"]
-    assert by_key["copy-rocket-reupload"][0]["evidence"]["exact_hash"] is True
+        assert "fetch" in v["timings_ms"]
+        # byte-identical re-uploads take the hash fast path: no model runs for them
+        assert ("embed" in v["timings_ms"]) == (image_id != "copy-rocket-reupload")
+    reupload = by_key["copy-rocket-reupload"][0]
+    assert reupload["evidence"]["exact_hash"] is True and reupload["verdict"] == "duplicate"
+    assert any("fast path" in n for n in reupload["evidence"]["notes"])
     assert by_key["copy-astronaut-resized"][0]["verdict"] == "duplicate"
     assert by_key["copy-chelsea-crop"][0]["verdict"] == "near_duplicate"
 
