@@ -75,6 +75,18 @@ def build_deduper(
     )
 
 
+def memory_config(state: StateSettings, *, dim: int = 512) -> MemoryConfig:
+    return MemoryConfig(
+        vectors={"vector": IndexSpec(dim=dim, kind=state.index_kind,
+                                     switch_at=state.index_switch_at, nlist=state.index_nlist,
+                                     nprobe=state.index_nprobe)},
+        scope=state.scope,
+        records_max_items=state.records_max_items,
+        records_max_bytes=state.records_max_bytes,
+        replication_window_s=state.replication_window_s,
+    )
+
+
 def build_memory(
     *,
     state: StateSettings,
@@ -84,15 +96,7 @@ def build_memory(
     """The replica's memory: the latest snapshot from ``blobstore`` when there is one (and
     ``state.restore``), else empty. Returns (memory, snapshot id or None)."""
     replica_id = state.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    config = MemoryConfig(
-        vectors={"vector": IndexSpec(dim=dim, kind=state.index_kind,
-                                     switch_at=state.index_switch_at, nlist=state.index_nlist,
-                                     nprobe=state.index_nprobe)},
-        scope=state.scope,
-        records_max_items=state.records_max_items,
-        records_max_bytes=state.records_max_bytes,
-        replication_window_s=state.replication_window_s,
-    )
+    config = memory_config(state, dim=dim)
     records = (BlobRecordStore(blobstore, prefix=state.prefix)
                if blobstore is not None and state.record_store else None)
     if blobstore is not None and state.restore:

@@ -195,8 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_poll_interval_ms=k.max_poll_interval_ms,
         assignment_strategy=k.assignment_strategy, extra=k.extra,
         sasl_username=k.sasl_username, sasl_password=secret)
-    feed = (FeedFollower(consumer_conf=cconf, topic=st.updates_topic, deduper=deduper)
-            if st.replication else None)
+    feed = (FeedFollower(consumer_conf=cconf, topic=st.updates_topic, memory=memory,
+                         deduper=deduper) if st.replication else None)
     snapshotter = Snapshotter(memory=memory, store=blobstore, prefix=st.prefix,
                               interval_s=st.snapshot_interval_s, keep=st.snapshot_keep)
     service = StreamService(
@@ -265,6 +265,60 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "faster_rcnn needs its weights in the torch cache; none: visual only)")
     p.add_argument("--no-graph", action="store_true",
                    help="leave the GCN graph similarity out of Ss")
+
+
+# -- index ---------------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    from dupstream.build import build_memory
+    from dupstream.settings import Settings
+    from state.blobstore import MinioBlobStore
+    from state.snapshot import list_snapshots, load_snapshot, write_snapshot
+    from stream.blobs import MinioStore
+    from stream.kafka import consumer_config
+    from stream.replication import FeedFollower
+
+    settings = Settings.load(args.config)
+    k, s3, st = settings.kafka, settings.s3, settings.state
+    store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
+                       secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
+                       region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries)
+    blobs = MinioBlobStore(store.client, st.bucket)
+    out: dict = {"bucket": st.bucket, "prefix": st.prefix}
+    if args.action == "list":
+        out["snapshots"] = list_snapshots(blobs, prefix=st.prefix)
+        print(json.dumps(out, indent=1))
+        return 0
+    if args.action == "restore" and args.snapshot:
+        from dupstream.build import memory_config
+
+        restored = load_snapshot(blobs, args.snapshot, prefix=st.prefix,
+                                 config=memory_config(st))  # verifies every blob
+        blobs.put_bytes(f"{st.prefix.strip('/')}/snapshots/LATEST", args.snapshot.encode())
+        memory, snap = restored.memory, restored.snapshot_id
+        out["restored"] = snap
+    else:
+        memory, snap = build_memory(state=st, blobstore=blobs)
+        out["loaded"] = snap
+    if args.action in ("snapshot", "stats") and (args.replay or args.action == "snapshot"):
+        secret = k.sasl_password.get_secret_value() if k.sasl_password else None
+        feed = FeedFollower(
+            consumer_conf=consumer_config(bootstrap_servers=k.bootstrap_servers,
+                                          group_id=k.group_id, extra=k.extra,
+                                          sasl_username=k.sasl_username, sasl_password=secret),
+            topic=st.updates_topic, memory=memory)
+        try:
+            out["replayed_updates"] = feed.start(timeout_s=args.timeout)
+            out["feed_caught_up"] = feed.caught_up
+        finally:
+            feed.close()
+    if args.action == "snapshot":
+        info = write_snapshot(memory, blobs, prefix=st.prefix, keep=st.snapshot_keep)
+        out["written"] = info.snapshot_id
+        out["bytes"] = info.bytes
+        out["seconds"] = round(info.seconds, 3)
+    out["stats"] = memory.stats()
+    print(json.dumps(out, indent=1, default=str))
+    return 0
 
 
 # -- bench ---------------------------------------------------------------------------------------
@@ -355,6 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
     tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
     tr.set_defaults(func=cmd_train)
+
+    ix = sub.add_parser(
+        "index", help="the shared index: snapshot | restore | stats | list",
+        description="Operate on the index every replica shares (object storage + the "
+        "index-updates topic; settings as for 'run'). snapshot: load the latest snapshot, "
+        "replay the feed to its end, write a new snapshot (the snapshot-writer job). restore "
+        "[--snapshot ID]: verify a snapshot (every blob's SHA-256 and the manifest fingerprint) "
+        "and make it the one replicas start from. stats [--replay]: load (and optionally replay) "
+        "and print sizes, index kinds and replication figures. list: snapshots, newest first.")
+    ix.add_argument("action", choices=["snapshot", "restore", "stats", "list"])
+    ix.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
+    ix.add_argument("--snapshot", help="restore: the snapshot id to roll back to")
+    ix.add_argument("--replay", action="store_true", help="stats: also replay the feed")
+    ix.add_argument("--timeout", type=float, default=300.0, help="feed catch-up limit (s)")
+    ix.set_defaults(func=cmd_index)
 
     be = sub.add_parser(
         "bench", help="pipeline benchmark: images/s and per-stage p50/p99 (JSON + Markdown)",

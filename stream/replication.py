@@ -30,10 +30,11 @@ class FeedFollower:
     """Reads every partition of the index-updates topic (no consumer group: each replica needs
     the whole feed) and applies it to the memory."""
 
-    def __init__(self, *, consumer_conf: dict, topic: str, deduper: Deduper) -> None:
+    def __init__(self, *, consumer_conf: dict, topic: str, memory: Memory,
+                 deduper: Deduper | None = None) -> None:
         self.topic = topic
-        self.deduper = deduper
-        self.memory: Memory = deduper.memory
+        self.deduper = deduper  # for late-match corrections; None: apply only
+        self.memory = memory
         conf = {k: v for k, v in consumer_conf.items()
                 if k not in ("partition.assignment.strategy", "stats_cb",
                              "statistics.interval.ms")}
@@ -91,7 +92,8 @@ class FeedFollower:
                             m.offset(), exc)
                 continue
             self.applied += 1
-            corrected.extend(self.deduper.late_matches(applied))
+            if self.deduper is not None:
+                corrected.extend(self.deduper.late_matches(applied))
         return corrected
 
     def close(self) -> None:

@@ -156,3 +156,17 @@ def test_replacement_consumer_restores_from_snapshot_and_feed(
         v = got[f"copy-{n}"]
         assert v["verdict"] in {"duplicate", "near_duplicate"}, v
         assert v["match_id"] == f"orig-{n}"
+
+    # the snapshot writer: latest snapshot + the whole feed -> a new snapshot, then a rollback
+    def index(*argv):
+        out = subprocess.run([sys.executable, "-m", "dupstream", "index", *argv], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    snap = index("snapshot")
+    assert snap["feed_caught_up"] is True and snap["stats"]["images"] == 2 * len(names)
+    listed = index("list")["snapshots"]
+    assert listed[0] == snap["written"] and len(listed) >= 2
+    rolled = index("restore", "--snapshot", listed[1])
+    assert rolled["restored"] == listed[1]
+    assert index("stats")["loaded"] == listed[1]  # replicas now start from the rollback
