@@ -68,6 +68,7 @@ RUN apt-get update \
 COPY --from=build /opt/dupstream /opt/dupstream
 ENV PATH=/opt/dupstream/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    OMP_WAIT_POLICY=PASSIVE \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
