@@ -51,6 +51,8 @@ def run_demo(bootstrap: str, s3: str) -> int:
         "flower_flipped.png": ("flower.jpg", edits.encode(edits.hflip(photos["flower"], rng))),
         "grace_hopper_screenshot.png": ("grace_hopper.jpg", edits.encode(
             edits.screenshot(photos["grace_hopper"], rng))),
+        "motorcycle_object_pasted.png": ("motorcycle_left.jpg", edits.encode(
+            edits.paste(photos["motorcycle_left"], rng, donor=photos["coffee"]))),
     }
     print(f"demo: uploading {len(originals)} originals to s3://demo-uploads and producing "
           f"their events to {topics['uploads']}")
@@ -106,9 +108,20 @@ def run_demo(bootstrap: str, s3: str) -> int:
             ok = False
             continue
         ev = v["evidence"]
-        note = "exact bytes" if ev.get("exact_hash") else (
-            f"pdq {ev.get('pdq_distance')} ({ev.get('pdq_transform')}), "
-            f"changed {ev.get('changed_area')}" if ev.get("visual") is not None else "")
+        if ev.get("exact_hash"):
+            note = "exact bytes"
+        elif ev.get("visual") is None:
+            note = ""
+        else:
+            note = (f"pdq {ev.get('pdq_distance')} ({ev.get('pdq_transform')}), "
+                    f"changed {ev.get('changed_area')}")
+            if ev.get("semantic") is not None:
+                note += f", Ss {ev['semantic']:.2f}"
+            objs = [*ev.get("objects_matched", []),
+                    *(f"{o} added" for o in ev.get("objects_added", [])),
+                    *(f"{o} missing" for o in ev.get("objects_missing", []))]
+            if objs and v["verdict"] != "unique":
+                note += f", objects: {', '.join(objs)}"
         print(f"{key:30s} {v['verdict']:15s} {str(v['match_id']):18s} {v['probability']:6.3f} "
               f"{(ev.get('visual') or 0):6.3f}  {note}")
         want_copy = key in copies
