@@ -39,7 +39,9 @@ class FeedFollower:
                 if k not in ("partition.assignment.strategy", "stats_cb",
                              "statistics.interval.ms")}
         conf.update({"group.id": f"{conf.get('group.id', 'dupstream')}.feed",
-                     "enable.auto.commit": False, "enable.partition.eof": True})
+                     "enable.auto.commit": False, "enable.partition.eof": True,
+                     # the feed is latency-bound (add -> matchable elsewhere): short fetch waits
+                     "fetch.wait.max.ms": 50})
         self._consumer = Consumer(conf)
         self._partitions: list[int] = []
         self.caught_up = False
