@@ -9,8 +9,10 @@ multiplies the number of good events (CI runs the short version, scale 1).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,7 +110,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
     events: list[tuple[bytes, bytes]] = []  # (key, payload)
     good: set[str] = set()
     names = list(photos)
-    for i in range(30 * SCALE):
+    for i in range(60 * SCALE):
         src = photos[names[i % len(names)]]
         edit = [edits.jpeg, edits.crop, edits.caption, edits.recolour][(i // len(names)) % 4]
         big = cv2.resize(edit(src, rng), (1600, 1200), interpolation=cv2.INTER_CUBIC)
@@ -176,20 +178,43 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         while done() < n and time.monotonic() < deadline:
             time.sleep(0.2)
 
+    def owned(name: str) -> set[int]:
+        """Partitions the consumer holds now, from its assign/revoke log lines."""
+        held: set[int] = set()
+        for kind, parts in re.findall(r"(assigned|revoked|lost) (\[.*\])",
+                                      (tmp_path / f"{name}.log").read_text()):
+            got = {p for _, p in ast.literal_eval(parts)}
+            held = got if kind == "assigned" else held - got
+        return held
+
+    def wait_stable(live: set[str], timeout: float = 90) -> None:
+        """Membership changes one at a time: wait until the live consumers own every partition
+        between them (the Tansu broker's group coordinator stalls on overlapping changes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            held = [owned(n) for n in live]
+            if set().union(*held) == {0, 1, 2} and sum(map(len, held)) == 3:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"group did not settle: { {n: owned(n) for n in live} }")
+
     total = len(good) + len(bad)
     killed = []
     try:
         start("a")
         start("b")
+        wait_stable({"a", "b"})
         wait_for(6)
         time.sleep(0.4)  # land inside the next batch
         procs["a"].send_signal(signal.SIGKILL)  # mid-stream, probably mid-batch
         killed.append("a")
         start("c")
         proxied_s3.block(5.0)  # S3 stalls: fetches time out and are retried
+        wait_stable({"b", "c"})
         wait_for(total // 3)
         proxied_kafka.drop()  # every broker connection reset
         start("d")  # rebalance: a third consumer joins
+        wait_stable({"b", "c", "d"})
         wait_for(total // 2)
         proxied_kafka.block(2.0)
         time.sleep(0.3)
@@ -197,9 +222,11 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         killed.append("b")
         start("e")
         proxied_s3.drop()
+        wait_stable({"c", "d", "e"})
         wait_for(2 * total // 3)
         procs["d"].send_signal(signal.SIGTERM)  # rebalance: a consumer leaves gracefully
         assert procs["d"].wait(60) == 0
+        wait_stable({"c", "e"})
         wait_for(total, timeout=150)
     finally:
         for p in procs.values():
