@@ -22,7 +22,7 @@ from workers.gcn import GraphEncoder
 from workers.semantic import DEFAULT_TOP_K
 
 if TYPE_CHECKING:
-    from dupstream.settings import StateSettings
+    from dupstream.settings import PolicySettings, StateSettings
 
 
 def build_extractor(
@@ -60,6 +60,7 @@ def build_deduper(
     calibration: str | Path | None = None,
     candidates: int = 10,
     memory: Memory | None = None,
+    policy: PolicySettings | None = None,
 ) -> Deduper:
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side)
@@ -70,7 +71,18 @@ def build_deduper(
     return Deduper(
         extractor=extractor,
         memory=memory,
-        policy=DecisionPolicy(calibrator=calibrator, cutoffs=default_decision_model()),
+        policy=DecisionPolicy(
+            calibrator=calibrator,
+            cutoffs=default_decision_model(),
+            **({} if policy is None else {
+                "domain": policy.domain,
+                "preference": policy.preference,
+                "adaptive": policy.adaptive,
+                "tenant_domains": dict(policy.tenant_domains),
+                "tenant_preferences": dict(policy.tenant_preferences),
+                "review_margin": policy.review_margin,
+            }),
+        ),
         candidates=candidates,
     )
 

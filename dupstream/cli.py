@@ -187,7 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             graph=settings.model.graph, top_k=settings.model.top_k,
                             threads=settings.model.threads,
                             max_pixels=settings.image.max_pixels,
-                            max_side=settings.image.max_side, memory=memory)
+                            max_side=settings.image.max_side, memory=memory,
+                            policy=settings.policy)
     metrics = Metrics()
     cconf = consumer_config(
         bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,

@@ -91,6 +91,23 @@ class StateSettings(BaseModel):
     replica_id: str | None = None
 
 
+class PolicySettings(BaseModel):
+    """Decision policy: which calibrator and cut-off apply (``workers/assets/decision.json``)."""
+
+    #: default domain of uploads (``photos``, ``digits``, ``cctv``; unset = the default model)
+    domain: str | None = None
+    #: ``balanced`` (max F1), ``precision`` (>= 0.99 on validation) or ``recall``
+    preference: Literal["balanced", "precision", "recall"] = "balanced"
+    #: move the cut-off by the pair's difficulty (objects in the query, visual/semantic spread)
+    adaptive: bool = True
+    #: per-tenant overrides, e.g. {"cams-eu": "cctv"} / {"copyright-desk": "recall"}
+    tenant_domains: dict[str, str] = Field(default_factory=dict)
+    tenant_preferences: dict[str, Literal["balanced", "precision", "recall"]] = Field(
+        default_factory=dict)
+    #: half-width of the band around the cut-off in which verdicts are flagged for review
+    review_margin: float = 0.15
+
+
 class BatchSettings(BaseModel):
     max_events: int = 16
     max_wait_ms: int = 200
@@ -109,6 +126,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     metrics_port: int = 0
 
     @classmethod

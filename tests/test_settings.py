@@ -49,3 +49,21 @@ def test_bad_settings_file_is_a_config_error(tmp_path):
         Settings.load(bad)
     with pytest.raises(ConfigError):
         Settings.load(tmp_path / "missing.yaml")
+
+
+def test_policy_settings_reach_the_decision(monkeypatch):
+    from dupstream.build import build_deduper
+
+    monkeypatch.setenv("DUPSTREAM_POLICY__TENANT_DOMAINS", '{"cams": "cctv"}')
+    monkeypatch.setenv("DUPSTREAM_POLICY__TENANT_PREFERENCES", '{"desk": "recall"}')
+    monkeypatch.setenv("DUPSTREAM_POLICY__PREFERENCE", "precision")
+    s = Settings.load()
+    policy = build_deduper(detector="none", policy=s.policy).policy
+    assert policy.resolve_domain("cams") == "cctv" and policy.resolve_domain("other") is None
+    assert policy.preference == "precision" and policy.tenant_preferences == {"desk": "recall"}
+    # the cut-off really depends on them: a recall-preferring tenant never has a higher one
+    from workers.similarity import PairScore
+
+    score = PairScore(exact=False, visual=0.6, pdq_distance=120, pdq_variant=0, fused=0.6,
+                      changed_area=None)
+    assert policy.cut_off(score, tenant="desk") <= policy.cut_off(score, tenant="other")
