@@ -81,6 +81,7 @@ def build_deduper(
                 "tenant_domains": dict(policy.tenant_domains),
                 "tenant_preferences": dict(policy.tenant_preferences),
                 "review_margin": policy.review_margin,
+                "scene_change_tenants": frozenset(policy.scene_change_tenants),
             }),
         ),
         candidates=candidates,

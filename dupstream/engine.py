@@ -171,6 +171,9 @@ class Deduper:
         kind, probability, review = self.policy.decide(score, tenant=tenant)
         evidence = score.evidence()
         evidence["notes"] = [*evidence.get("notes", []), *notes]
+        if kind == "near_duplicate" and self.policy.scene_changed(score, tenant):
+            evidence["notes"].append("policy: an object entered the scene, which breaks the "
+                                     "duplicate for this tenant")
         if bank is not None:
             evidence["bank"] = bank
         return Verdict(

@@ -104,6 +104,9 @@ class PolicySettings(BaseModel):
     tenant_domains: dict[str, str] = Field(default_factory=dict)
     tenant_preferences: dict[str, Literal["balanced", "precision", "recall"]] = Field(
         default_factory=dict)
+    #: tenants for which an object entering the scene breaks the duplicate (the ``cctv``
+    #: domain always has this policy)
+    scene_change_tenants: list[str] = Field(default_factory=list)
     #: half-width of the band around the cut-off in which verdicts are flagged for review
     review_margin: float = 0.15
 

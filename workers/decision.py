@@ -161,6 +161,10 @@ class DecisionPolicy:
     adaptive: bool = True
     tenant_domains: dict[str, str] = field(default_factory=dict)
     tenant_preferences: dict[str, str] = field(default_factory=dict)
+    #: domains (and tenants) whose policy is that an object entering the scene breaks the
+    #: duplicate (CCTV: a new person in an otherwise identical frame is an event to keep)
+    scene_change_domains: frozenset[str] = frozenset({"cctv"})
+    scene_change_tenants: frozenset[str] = frozenset()
 
     def resolve_domain(self, tenant: str | None = None, domain: str | None = None) -> str | None:
         return domain or self.tenant_domains.get(tenant or "", None) or self.domain
@@ -200,4 +204,13 @@ class DecisionPolicy:
             and score.changed_area is not None
             and score.changed_area <= self.duplicate_changed_max
         )
+        if same_picture and not score.exact and self.scene_changed(score, tenant, domain):
+            same_picture = False
         return ("duplicate" if same_picture else "near_duplicate"), p, review
+
+    def scene_changed(self, score: PairScore, tenant: str | None = None,
+                      domain: str | None = None) -> bool:
+        """Under a scene-change policy (CCTV), did an object enter the picture?"""
+        strict = (tenant in self.scene_change_tenants
+                  or self.resolve_domain(tenant, domain) in self.scene_change_domains)
+        return strict and bool(score.semantic.get("objects_added"))
