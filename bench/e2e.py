@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,35 +18,29 @@ from stream.kafka import ensure_topics
 
 def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
     from bench.pipeline import make_images
-    from dupstream.devservers import local_servers
+    from dupstream.devservers import local_servers, service_env
 
     blobs = make_images(events, seed=1)
     with local_servers("bench") as (bootstrap, s3):
-        topics = {"in": "bench.uploads", "out": "bench.verdicts", "dlq": "bench.dlq",
+        topics = {"uploads": "bench.uploads", "verdicts": "bench.verdicts", "dlq": "bench.dlq",
                   "updates": "bench.index-updates"}
         ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in topics.values()},
                       compacted={topics["updates"]})
         store = MinioStore(endpoint=s3, access_key="bench", secret_key="bench")
         for i, b in enumerate(blobs):
             store.put("bench", f"img{i}.jpg", b)
-        env = {**os.environ, "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-               "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["in"],
-               "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["out"],
-               "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
-               "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-               "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-               "DUPSTREAM_S3__ENDPOINT": s3, "DUPSTREAM_MODEL__DETECTOR": detector,
-               "DUPSTREAM_BATCH__MAX_WAIT_MS": "20",
-               "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
-               "DUPSTREAM_STATE__BUCKET": "bench-state"}
+        env = service_env(bootstrap=bootstrap, s3=s3, topics=topics, group="bench",
+                          state_bucket="bench-state",
+                          overrides={"DUPSTREAM_MODEL__DETECTOR": detector,
+                                     "DUPSTREAM_BATCH__MAX_WAIT_MS": "20"})
         proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",
                                  str(events + 1)], env=env, stderr=subprocess.DEVNULL)
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         # one warm-up event, answered before the clock starts
         warm = ImageUploaded(image_id="warm", bucket="bench", key="img0.jpg")
-        producer.produce(topics["in"], key=b"warm", value=warm.model_dump_json().encode())
+        producer.produce(topics["uploads"], key=b"warm", value=warm.model_dump_json().encode())
         producer.flush(10)
-        read_topic(bootstrap_servers=bootstrap, topic=topics["out"], expect=1, timeout_s=120)
+        read_topic(bootstrap_servers=bootstrap, topic=topics["verdicts"], expect=1, timeout_s=120)
         sent: dict[str, float] = {}
         t0 = time.perf_counter()
         for i in range(events):
@@ -56,13 +49,13 @@ def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
                 time.sleep(0.001)
             ev = ImageUploaded(image_id=f"e{i}", bucket="bench", key=f"img{i}.jpg")
             sent[ev.image_id] = time.time()
-            producer.produce(topics["in"], key=ev.image_id.encode(),
+            producer.produce(topics["uploads"], key=ev.image_id.encode(),
                              value=ev.model_dump_json().encode())
             producer.poll(0)
         producer.flush(10)
         proc.wait(timeout=600)
         elapsed = time.perf_counter() - t0
-        recs = read_topic(bootstrap_servers=bootstrap, topic=topics["out"], expect=events + 1,
+        recs = read_topic(bootstrap_servers=bootstrap, topic=topics["verdicts"], expect=events + 1,
                           timeout_s=60)
     # latency: the verdict record's broker timestamp minus the send time
     lat = []

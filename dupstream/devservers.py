@@ -39,3 +39,32 @@ def local_servers(name: str = "dev") -> Iterator[tuple[str, str]]:
         yield f"127.0.0.1:{kport}", f"127.0.0.1:{sport}"
     finally:
         subprocess.run([script, "stop"], env=env, check=False)
+
+
+def service_env(
+    *,
+    bootstrap: str,
+    s3: str,
+    topics: dict[str, str],
+    group: str,
+    state_bucket: str,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a ``dupstream run`` child on local servers: connections, the four
+    topics (``uploads``, ``verdicts``, ``dlq``, ``updates``), the group, the state bucket, short
+    group timeouts (a join on Tansu takes about half the session timeout), then ``overrides``
+    (full ``DUPSTREAM_*`` names)."""
+    return {
+        **os.environ,
+        "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
+        "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
+        "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
+        "DUPSTREAM_KAFKA__GROUP_ID": group,
+        "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "DUPSTREAM_S3__ENDPOINT": s3,
+        "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
+        "DUPSTREAM_STATE__BUCKET": state_bucket,
+        **(overrides or {}),
+    }

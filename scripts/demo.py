@@ -8,7 +8,6 @@ the verdicts read back from the output topic, stop the servers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from confluent_kafka import Producer
 
 from dupstream.data import edits
 from dupstream.data.photos import load_photos
-from dupstream.devservers import local_servers
+from dupstream.devservers import local_servers, service_env
 from stream.blobs import MinioStore
 from stream.client import read_topic, submit
 from stream.events import ImageUploaded
@@ -61,21 +60,10 @@ def run_demo(bootstrap: str, s3: str) -> int:
                event=ImageUploaded(image_id=key, bucket="demo-uploads", key=key, tenant="demo"))
     producer.flush(10)
     n_events = len(originals) + len(copies)
-    env = {
-        **os.environ,
-        "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
-        "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
-        "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
-        "DUPSTREAM_KAFKA__GROUP_ID": "demo",
-        "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "DUPSTREAM_S3__ENDPOINT": s3,
-        "DUPSTREAM_S3__ACCESS_KEY": "demo",
-        "DUPSTREAM_S3__SECRET_KEY": "demo-secret",
-        "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
-        "DUPSTREAM_STATE__BUCKET": "demo-state",
-    }
+    env = service_env(bootstrap=bootstrap, s3=s3, topics=topics, group="demo",
+                      state_bucket="demo-state",
+                      overrides={"DUPSTREAM_S3__ACCESS_KEY": "demo",
+                                 "DUPSTREAM_S3__SECRET_KEY": "demo-secret"})
     print("demo: starting the consumer: dupstream run")
     proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",
                              str(n_events)], env=env)

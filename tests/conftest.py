@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from dupstream.devservers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SRV = Path(os.environ.get("SRV_DIR", ROOT / ".servers"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(check, what: str, timeout: float = 30.0) -> None:

@@ -25,6 +25,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from dupstream.data import edits
+from dupstream.devservers import service_env
 from stream.blobs import MinioStore
 from stream.events import ImageUploaded
 from stream.kafka import ensure_topics
@@ -143,24 +144,15 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         producer.produce(topics["uploads"], key=events[i][0], value=events[i][1])
     assert producer.flush(30) == 0
 
-    env = {**os.environ,
-           "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-           "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
-           "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
-           "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
-           "DUPSTREAM_KAFKA__GROUP_ID": f"{unique_name}-svc",
-           "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-           "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-           "DUPSTREAM_S3__ENDPOINT": f"127.0.0.1:{proxied_s3.port}",
-           "DUPSTREAM_S3__TIMEOUT_S": "2",
-           "DUPSTREAM_S3__RETRIES": "1",
-           "DUPSTREAM_S3__MAX_BLOB_BYTES": str(MAX_BLOB_BYTES),
-           "DUPSTREAM_IMAGE__MAX_SIDE": str(MAX_SIDE),
-           "DUPSTREAM_BATCH__MAX_EVENTS": "4",
-           "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": STRATEGY,
-           "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
-           "DUPSTREAM_STATE__BUCKET": f"{unique_name}-state",
-           "DUPSTREAM_MODEL__THREADS": "1"}
+    env = service_env(bootstrap=bootstrap, s3=f"127.0.0.1:{proxied_s3.port}", topics=topics,
+                      group=f"{unique_name}-svc", state_bucket=f"{unique_name}-state",
+                      overrides={"DUPSTREAM_S3__TIMEOUT_S": "2",
+                                 "DUPSTREAM_S3__RETRIES": "1",
+                                 "DUPSTREAM_S3__MAX_BLOB_BYTES": str(MAX_BLOB_BYTES),
+                                 "DUPSTREAM_IMAGE__MAX_SIDE": str(MAX_SIDE),
+                                 "DUPSTREAM_BATCH__MAX_EVENTS": "4",
+                                 "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": STRATEGY,
+                                 "DUPSTREAM_MODEL__THREADS": "1"})
     procs: dict[str, subprocess.Popen] = {}
 
     def start(name: str) -> None:

@@ -5,7 +5,6 @@ the index-updates feed."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from dupstream.data import edits
+from dupstream.devservers import service_env
 from stream.blobs import MinioStore
 from stream.client import read_topic
 from stream.events import ImageUploaded
@@ -26,20 +26,10 @@ pytestmark = pytest.mark.integration
 
 
 def _env(bootstrap, s3, topics, name, **extra):
-    return {**os.environ,
-            "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
-            "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
-            "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
-            "DUPSTREAM_KAFKA__GROUP_ID": f"{name}-svc",
-            "DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": "range",
-            "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            "DUPSTREAM_S3__ENDPOINT": s3,
-            "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
-            "DUPSTREAM_STATE__BUCKET": f"{name}-state",
-            "DUPSTREAM_MODEL__DETECTOR": "none",
-            **extra}
+    return service_env(bootstrap=bootstrap, s3=s3, topics=topics, group=f"{name}-svc",
+                       state_bucket=f"{name}-state",
+                       overrides={"DUPSTREAM_KAFKA__ASSIGNMENT_STRATEGY": "range",
+                                  "DUPSTREAM_MODEL__DETECTOR": "none", **extra})
 
 
 @pytest.fixture()

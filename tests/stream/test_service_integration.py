@@ -4,7 +4,6 @@ S3 server started by the test setup."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dupstream.data import edits
+from dupstream.devservers import service_env
 from stream.blobs import MinioStore
 from stream.client import read_topic, submit
 from stream.events import ImageUploaded
@@ -32,22 +32,11 @@ def topics(kafka_bootstrap, unique_name):
 
 
 def _service_env(kafka_bootstrap, s3_endpoint, topics, group):
-    return {
-        **os.environ,
-        "DUPSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DUPSTREAM_KAFKA__INPUT_TOPIC": topics["uploads"],
-        "DUPSTREAM_KAFKA__OUTPUT_TOPIC": topics["verdicts"],
-        "DUPSTREAM_KAFKA__DLQ_TOPIC": topics["dlq"],
-        "DUPSTREAM_KAFKA__GROUP_ID": group,
-        "DUPSTREAM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "DUPSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "DUPSTREAM_S3__ENDPOINT": s3_endpoint,
-        "DUPSTREAM_S3__ACCESS_KEY": "test-access",
-        "DUPSTREAM_S3__SECRET_KEY": "test-secret-do-not-log",
-        "DUPSTREAM_BATCH__MAX_EVENTS": "4",
-        "DUPSTREAM_STATE__UPDATES_TOPIC": topics["updates"],
-        "DUPSTREAM_STATE__BUCKET": f"{group.lower()}-state",
-    }
+    return service_env(bootstrap=kafka_bootstrap, s3=s3_endpoint, topics=topics, group=group,
+                       state_bucket=f"{group.lower()}-state",
+                       overrides={"DUPSTREAM_S3__ACCESS_KEY": "test-access",
+                                  "DUPSTREAM_S3__SECRET_KEY": "test-secret-do-not-log",
+                                  "DUPSTREAM_BATCH__MAX_EVENTS": "4"})
 
 
 def test_every_event_gets_exactly_one_verdict_or_dead_letter(
