@@ -10,10 +10,12 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	bash scripts/lint_imports.sh
 	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 lint:
 	$(VENV)/bin/ruff check .
+	bash scripts/lint_imports.sh
 
 servers-start:
 	bash scripts/servers.sh start

@@ -10,15 +10,15 @@ import time
 import numpy as np
 from confluent_kafka import Producer
 
-from stream.blobs import MinioStore
-from stream.client import read_topic
-from stream.events import ImageUploaded
-from stream.kafka import ensure_topics
+from dupstream.core.events import ImageUploaded
+from dupstream.stream.blobs import MinioStore
+from dupstream.stream.client import read_topic
+from dupstream.stream.kafka import ensure_topics
 
 
 def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
-    from bench.pipeline import make_images
-    from dupstream.devservers import local_servers, service_env
+    from dupstream.bench.pipeline import make_images
+    from dupstream.lab.devservers import local_servers, service_env
 
     blobs = make_images(events, seed=1)
     with local_servers("bench") as (bootstrap, s3):

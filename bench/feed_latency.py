@@ -2,7 +2,8 @@
 index-updates topic; replica B's feed follower (polled at the service loop's cadence) applies it,
 and B can then find it. Prints and writes p50/p99 of (B finds it) − (A added it).
 
-    python -m bench.feed_latency [--updates 200] [--cadence-ms 200] [--out results/feed_latency]
+    python -m dupstream.bench.feed_latency [--updates 200] [--cadence-ms 200] \
+        [--out results/feed_latency]
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Producer
 
-from state.memory import Memory, MemoryConfig, encode_update, update_key
-from state.records import ImageRecord
-from stream.kafka import consumer_config, ensure_topics
-from stream.replication import FeedFollower
+from dupstream.state.memory import Memory, MemoryConfig, encode_update, update_key
+from dupstream.state.records import ImageRecord
+from dupstream.stream.kafka import consumer_config, ensure_topics
+from dupstream.stream.replication import FeedFollower
 
 
 def _record(i: int, rng: np.random.Generator) -> ImageRecord:
@@ -30,7 +31,7 @@ def _record(i: int, rng: np.random.Generator) -> ImageRecord:
 
 
 def run(*, updates: int, cadence_s: float, interval_s: float) -> dict:
-    from dupstream.devservers import local_servers
+    from dupstream.lab.devservers import local_servers
 
     rng = np.random.default_rng(0)
     with local_servers("feedbench") as (bootstrap, _s3):

@@ -1,6 +1,6 @@
 """Index benchmark (not a test): memory per vector, search latency, recall vs the flat oracle.
 
-    OMP_NUM_THREADS=2 python -m bench.index_bench [--sizes 100000 1000000] [--out FILE]
+    OMP_NUM_THREADS=2 python -m dupstream.bench.index_bench [--sizes 100000 1000000] [--out FILE]
 
 For each size it builds every index kind the way the service does (exact flat up to
 ``switch_at``, then trained on those vectors and filled incrementally), and measures:
@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from state.hashes import ExactHashStore, PDQStore
-from state.idmap import IdMap
-from state.index import FaissIndex, IndexSpec
-from state.memory import Collection, Memory, MemoryConfig, encode_update
-from state.records import ImageRecord
+from dupstream.state.hashes import ExactHashStore, PDQStore
+from dupstream.state.idmap import IdMap
+from dupstream.state.index import FaissIndex, IndexSpec
+from dupstream.state.memory import Collection, Memory, MemoryConfig, encode_update
+from dupstream.state.records import ImageRecord
 
 DIM = 512
 K = 10
@@ -111,7 +111,7 @@ def recall_at(approx: np.ndarray, truth: np.ndarray, k: int = K) -> float:
 
 
 def tenant_bitmap(n: int, share: float, rng: np.random.Generator):
-    from state.idmap import Allowed
+    from dupstream.state.idmap import Allowed
 
     mask = rng.random(n) < share
     return Allowed(np.packbits(mask, bitorder="little"), n), mask

@@ -2,7 +2,8 @@
 only, the full semantic pipeline and a CNN-only scan of the same images, at several batch sizes;
 peak RSS (and GPU memory when CUDA is present); optionally end to end through the real broker.
 
-    python -m bench.pipeline [--images 64] [--batches 1,8,32] [--e2e] [--out results/pipeline]
+    python -m dupstream.bench.pipeline [--images 64] [--batches 1,8,32] [--e2e] \
+        [--out results/pipeline]
 
 Each mode runs in a fresh subprocess so its peak RSS is its own. Writes JSON and Markdown.
 """
@@ -27,8 +28,8 @@ STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "total")
 
 def make_images(n: int, seed: int = 0) -> list[bytes]:
     """n distinct JPEGs (~640 px) made from the packaged photos by random crops and edits."""
-    from dupstream.data import edits
-    from dupstream.data.photos import load_photos
+    from dupstream.lab.data import edits
+    from dupstream.lab.data.photos import load_photos
 
     rng = np.random.default_rng(seed)
     photos = list(load_photos().values())
@@ -56,8 +57,8 @@ def _percentiles(values: list[float]) -> dict:
 
 def run_mode(mode: str, n: int, batch: int, threads: int) -> dict:
     """One mode in this process (called in a subprocess by ``main``)."""
-    from dupstream.build import build_deduper
     from dupstream.engine import Upload
+    from dupstream.engine.build import build_deduper
 
     blobs = make_images(n)
     detector = "yolov3_tiny" if mode == "full_semantic" else "none"
@@ -66,7 +67,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int) -> dict:
     deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
     stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
     if mode == "cnn_only":
-        from workers.decode import decode_image
+        from dupstream.workers.decode import decode_image
 
         decoded = [decode_image(b) for b in blobs]
         t0 = time.perf_counter()
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for mode in args.modes.split(","):
-            out = subprocess.run([sys.executable, "-m", "bench.pipeline", "--one",
+            out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
                                   f"{mode}:{batch}", "--images", str(args.images),
                                   "--threads", str(args.threads)],
                                  check=True, capture_output=True, text=True).stdout
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
                   f"peak RSS {r['peak_rss_mb']} MB", flush=True)
     e2e = None
     if args.e2e:
-        from bench.e2e import run_e2e
+        from dupstream.bench.e2e import run_e2e
 
         e2e = run_e2e(events=args.images, rate=args.e2e_rate)
         print(f"e2e: p50 {e2e['latency_ms']['p50']} ms p99 {e2e['latency_ms']['p99']} ms")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import enum
 import json
 import logging
 import os
@@ -18,7 +19,35 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dupstream import __version__
-from dupstream.errors import DupstreamError
+from dupstream.core.errors import ConfigError, DupstreamError, ModelError, StateError
+
+
+class ExitCode(enum.IntEnum):
+    """The documented exit codes of every ``dupstream`` command (README: "Exit codes")."""
+
+    OK = 0
+    #: the command ran, but some inputs failed (compare/scan rows with an ``error``)
+    INPUT_ERRORS = 1
+    #: bad command-line usage (argparse's own code)
+    USAGE = 2
+    #: invalid or missing settings (environment, YAML)
+    CONFIG = 3
+    #: a model's weights or artefacts are missing, corrupt or fail their sha256 check
+    MODEL = 4
+    #: persisted state cannot be used (e.g. a snapshot of another embedder)
+    STATE = 5
+    #: any other dupstream error (servers unreachable after the start-up budget, ...)
+    ERROR = 6
+
+
+def exit_code_for(exc: DupstreamError) -> ExitCode:
+    if isinstance(exc, ConfigError):
+        return ExitCode.CONFIG
+    if isinstance(exc, ModelError):
+        return ExitCode.MODEL
+    if isinstance(exc, StateError):
+        return ExitCode.STATE
+    return ExitCode.ERROR
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -48,8 +77,8 @@ def _read(path: Path) -> bytes:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dupstream.build import build_deduper
     from dupstream.engine import Failed, Upload
+    from dupstream.engine.build import build_deduper
 
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
@@ -77,39 +106,39 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     print(f"scanned {len(paths)} images: {json.dumps(counts)}", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 # -- compare -------------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dupstream.build import build_deduper
+    from dupstream.engine.build import build_deduper
 
     if bool(args.pairs) == bool(args.images):
         print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
     if args.images:
         if len(args.images) != 2:
             print("compare: exactly two images A B", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         a, b = args.images
         try:
             row = {"a": a, "b": b, **deduper.compare(_read(Path(a)), _read(Path(b)))}
         except DupstreamError as exc:
             print(f"compare: {exc.reason}: {exc}", file=sys.stderr)
-            return 1
+            return ExitCode.INPUT_ERRORS
         out = _open_out(args.out)
         out.write(json.dumps(row, indent=None if args.out else 2) + "\n")
         if out is not sys.stdout:
             out.close()
-        return 0
-    rc = 0
+        return ExitCode.OK
+    rc = ExitCode.OK
     with open(args.pairs, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"a", "b"} <= set(reader.fieldnames):
             print("compare: the CSV needs a header with columns a,b", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         out = _open_out(args.out)
         try:
             for rec in reader:
@@ -119,7 +148,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 except DupstreamError as exc:
                     row = {"a": a, "b": b, "probability": None, "verdict": None,
                            "error": exc.reason, "message": str(exc)}
-                    rc = 1
+                    rc = ExitCode.INPUT_ERRORS
                 out.write(json.dumps(row) + "\n")
         finally:
             if out is not sys.stdout:
@@ -128,21 +157,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # -- run -----------------------------------------------------------------------------------------
-def _with_retries(fn, *, what: str, log: logging.Logger, budget_s: float):
-    """Call ``fn``, retrying transient failures (storage starting up or briefly down)."""
-    deadline = time.monotonic() + budget_s
-    delay = 0.5
-    while True:
-        try:
-            return fn()
-        except DupstreamError as exc:
-            if not exc.transient or time.monotonic() > deadline:
-                raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
-            delay = min(10.0, delay * 2)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     # SIGTERM/SIGINT during start-up must still mean "stop cleanly", not a crash
     stop_requested: list[int] = []
@@ -153,69 +167,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
 
-    from dupstream.build import build_deduper, build_memory
-    from dupstream.settings import Settings
-    from state.blobstore import MinioBlobStore
-    from stream.blobs import MinioStore
-    from stream.kafka import consumer_config, ensure_topics, producer_config
-    from stream.metrics import HealthServer, Metrics
-    from stream.replication import FeedFollower, Snapshotter
-    from stream.service import StreamService
+    from dupstream.app.root import build_service
+    from dupstream.app.settings import Settings
+    from dupstream.stream.metrics import HealthServer
 
-    settings = Settings.load(args.config)
-    k, s3 = settings.kafka, settings.s3
-    secret = k.sasl_password.get_secret_value() if k.sasl_password else None
-    st = settings.state
-    if args.create_topics:
-        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
-                      topics={k.input_topic: args.partitions, k.output_topic: args.partitions,
-                              k.dlq_topic: args.partitions, st.updates_topic: args.partitions},
-                      compacted={st.updates_topic})
-    store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
-                       secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
-                       region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
-                       max_pool=s3.fetch_workers * 2)
-    blobstore = MinioBlobStore(store.client, st.bucket)
     log = logging.getLogger("dupstream")
-    memory, snapshot_id = _with_retries(lambda: build_memory(state=st, blobstore=blobstore),
-                                        what="loading the index snapshot", log=log,
-                                        budget_s=s3.transient_budget_s)
-    log.info("replica %s: %s", memory.replica_id,
-             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
-             else "no snapshot: empty index")
-    deduper = build_deduper(embedder=settings.model.embedder, detector=settings.model.detector,
-                            graph=settings.model.graph, top_k=settings.model.top_k,
-                            threads=settings.model.threads,
-                            max_pixels=settings.image.max_pixels,
-                            max_side=settings.image.max_side, memory=memory,
-                            policy=settings.policy)
-    metrics = Metrics()
-    cconf = consumer_config(
-        bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
-        session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
-        max_poll_interval_ms=k.max_poll_interval_ms,
-        assignment_strategy=k.assignment_strategy, extra=k.extra,
-        sasl_username=k.sasl_username, sasl_password=secret)
-    feed = (FeedFollower(consumer_conf=cconf, topic=st.updates_topic, memory=memory,
-                         deduper=deduper) if st.replication else None)
-    snapshotter = Snapshotter(memory=memory, store=blobstore, prefix=st.prefix,
-                              interval_s=st.snapshot_interval_s, keep=st.snapshot_keep)
-    service = StreamService(
-        consumer_conf=cconf,
-        producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
-                                      sasl_username=k.sasl_username, sasl_password=secret),
-        updates_topic=st.updates_topic if st.replication else None,
-        feed=feed, snapshotter=snapshotter,
-        input_topic=k.input_topic, output_topic=k.output_topic, dlq_topic=k.dlq_topic,
-        store=store, deduper=deduper, metrics=metrics,
-        max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
-        batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
-        transient_budget_s=s3.transient_budget_s,
-    )
+    built = build_service(Settings.load(args.config), create_topics=args.create_topics,
+                          partitions=args.partitions)
+    service = built.service
     health = None
-    if settings.metrics_port:
-        health = HealthServer(metrics=metrics, ready=service.readiness,
-                              port=settings.metrics_port).start()
+    if built.metrics_port:
+        health = HealthServer(metrics=built.metrics, ready=service.readiness,
+                              port=built.metrics_port).start()
         log.info("metrics on :%d", health.port)
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
@@ -225,14 +188,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if health is not None:
         health.stop()
     print(f"processed {n} events", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 # -- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    import time
 
-    from dupstream.evaluation.runner import EvalConfig, run
+    from dupstream.lab.evaluation.runner import EvalConfig, run
 
     datasets = [] if args.pairs and not args.dataset else (
         ["mnist", "coco", "cctv"] if (args.dataset or "all") == "all" else [args.dataset])
@@ -249,9 +211,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         md = run(cfg)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"eval: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.INPUT_ERRORS
     print(md)
-    return 0
+    return ExitCode.OK
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -270,28 +232,25 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 # -- index ---------------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
-    from dupstream.build import build_memory
-    from dupstream.settings import Settings
-    from state.blobstore import MinioBlobStore
-    from state.snapshot import list_snapshots, load_snapshot, write_snapshot
-    from stream.blobs import MinioStore
-    from stream.kafka import consumer_config
-    from stream.replication import FeedFollower
+    from dupstream.app.root import (
+        build_feed_replayer,
+        build_memory,
+        build_object_store,
+        build_state_store,
+        memory_config,
+    )
+    from dupstream.app.settings import Settings
+    from dupstream.state.snapshot import list_snapshots, load_snapshot, write_snapshot
 
     settings = Settings.load(args.config)
-    k, s3, st = settings.kafka, settings.s3, settings.state
-    store = MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
-                       secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
-                       region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries)
-    blobs = MinioBlobStore(store.client, st.bucket)
+    st = settings.state
+    blobs = build_state_store(settings, build_object_store(settings, pool=False))
     out: dict = {"bucket": st.bucket, "prefix": st.prefix}
     if args.action == "list":
         out["snapshots"] = list_snapshots(blobs, prefix=st.prefix)
         print(json.dumps(out, indent=1))
-        return 0
+        return ExitCode.OK
     if args.action == "restore" and args.snapshot:
-        from dupstream.build import memory_config
-
         restored = load_snapshot(blobs, args.snapshot, prefix=st.prefix,
                                  config=memory_config(st))  # verifies every blob
         blobs.put_bytes(f"{st.prefix.strip('/')}/snapshots/LATEST", args.snapshot.encode())
@@ -301,12 +260,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         memory, snap = build_memory(state=st, blobstore=blobs)
         out["loaded"] = snap
     if args.action in ("snapshot", "stats") and (args.replay or args.action == "snapshot"):
-        secret = k.sasl_password.get_secret_value() if k.sasl_password else None
-        feed = FeedFollower(
-            consumer_conf=consumer_config(bootstrap_servers=k.bootstrap_servers,
-                                          group_id=k.group_id, extra=k.extra,
-                                          sasl_username=k.sasl_username, sasl_password=secret),
-            topic=st.updates_topic, memory=memory)
+        feed = build_feed_replayer(settings, memory)
         try:
             out["replayed_updates"] = feed.start(timeout_s=args.timeout)
             out["feed_caught_up"] = feed.caught_up
@@ -319,12 +273,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         out["seconds"] = round(info.seconds, 3)
     out["stats"] = memory.stats()
     print(json.dumps(out, indent=1, default=str))
-    return 0
+    return ExitCode.OK
 
 
 # -- bench ---------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.pipeline import main as pipeline_main
+    from dupstream.bench.pipeline import main as pipeline_main
 
     argv = ["--images", str(args.images), "--batches", args.batches, "--modes", args.modes,
             "--threads", str(args.threads), "--out", args.out, "--e2e-rate", str(args.e2e_rate)]
@@ -337,12 +291,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from dupstream.train import train
+    from dupstream.lab.train import train
 
     torch.set_num_threads(args.threads)
     train(out_dir=args.out, seed=args.seed, epochs=args.epochs, lr=args.lr,
           embedder=args.embedder, log=lambda m: print(m, file=sys.stderr))
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DupstreamError as exc:
         print(f"dupstream: {exc.reason}: {exc}", file=sys.stderr)
-        return 1
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ import sys
 import numpy as np
 from confluent_kafka import Producer
 
-from dupstream.data import edits
-from dupstream.data.photos import load_photos
-from dupstream.devservers import local_servers, service_env
-from stream.blobs import MinioStore
-from stream.client import read_topic, submit
-from stream.events import ImageUploaded
-from stream.kafka import ensure_topics
+from dupstream.core.events import ImageUploaded
+from dupstream.lab.data import edits
+from dupstream.lab.data.photos import load_photos
+from dupstream.lab.devservers import local_servers, service_env
+from dupstream.stream.blobs import MinioStore
+from dupstream.stream.client import read_topic, submit
+from dupstream.stream.kafka import ensure_topics
 
 
 def main() -> int:

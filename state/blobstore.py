@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from dupstream.errors import BlobNotFound, BlobUnavailable, StateError
+from dupstream.core.errors import BlobNotFound, BlobUnavailable, StateError
 
 
 @runtime_checkable

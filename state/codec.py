@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from dupstream.errors import StateError
+from dupstream.core.errors import StateError
 
 _EXT_NDARRAY = 42
 _ALLOWED_KINDS = frozenset("biuf")  # bool, signed, unsigned, float

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from dupstream.errors import StateError
-from state.idmap import Allowed
-from state.index import cores, omp_threads
-from state.keyindex import KeyIndex
+from dupstream.core.errors import StateError
+from dupstream.state.idmap import Allowed
+from dupstream.state.index import cores, omp_threads
+from dupstream.state.keyindex import KeyIndex
 
 PDQ_BYTES = 32  # 256 bits, packed
 

@@ -18,8 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from dupstream.errors import StateError
-from state.keyindex import KeyIndex
+from dupstream.core.errors import StateError
+from dupstream.state.keyindex import KeyIndex
 
 Key = tuple[str, str | None]  # (image_id, tenant)
 

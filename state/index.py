@@ -37,9 +37,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from dupstream.errors import StateError
-from state.codec import pack, unpack
-from state.idmap import Allowed
+from dupstream.core.errors import StateError
+from dupstream.state.codec import pack, unpack
+from dupstream.state.idmap import Allowed
 
 Kind = Literal["auto", "flat", "ivf", "ivfpq", "hnsw", "numpy"]
 KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw", "numpy")

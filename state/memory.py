@@ -31,12 +31,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dupstream.errors import StateError
-from state.codec import pack, unpack
-from state.hashes import ExactHashStore, PDQStore, as_pdq
-from state.idmap import Allowed, IdMap
-from state.index import IndexSpec, VectorIndex, as_matrix, build_index, load_index, omp_threads
-from state.records import (
+from dupstream.core.errors import StateError
+from dupstream.state.codec import pack, unpack
+from dupstream.state.hashes import ExactHashStore, PDQStore, as_pdq
+from dupstream.state.idmap import Allowed, IdMap
+from dupstream.state.index import (
+    IndexSpec,
+    VectorIndex,
+    as_matrix,
+    build_index,
+    load_index,
+    omp_threads,
+)
+from dupstream.state.records import (
     ImageRecord,
     RecordCache,
     RecordKey,

@@ -21,10 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dupstream.errors import BlobNotFound, DupstreamError, StateError
-from state.blobstore import BlobStore
-from state.codec import pack, unpack
-from state.idmap import key64
+from dupstream.core.errors import BlobNotFound, DupstreamError, StateError
+from dupstream.state.blobstore import BlobStore
+from dupstream.state.codec import pack, unpack
+from dupstream.state.idmap import key64
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from dupstream.errors import BlobNotFound, StateError
-from state.blobstore import BlobStore
-from state.codec import pack, unpack
-from state.index import FaissIndex
-from state.memory import Collection, Memory, MemoryConfig
-from state.records import RecordStore, record_from_wire, record_to_wire
+from dupstream.core.errors import BlobNotFound, StateError
+from dupstream.state.blobstore import BlobStore
+from dupstream.state.codec import pack, unpack
+from dupstream.state.index import FaissIndex
+from dupstream.state.memory import Collection, Memory, MemoryConfig
+from dupstream.state.records import RecordStore, record_from_wire, record_to_wire
 
 SNAPSHOT_FORMAT = 1
 

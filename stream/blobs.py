@@ -10,7 +10,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from dupstream.errors import BlobError, BlobNotFound, BlobTooLarge, BlobUnavailable
+from dupstream.core.errors import BlobError, BlobNotFound, BlobTooLarge, BlobUnavailable
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NotFound", "InvalidBucketName"}
 

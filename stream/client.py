@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from stream.blobs import ObjectStore
-from stream.events import ImageUploaded, encode_event
+from dupstream.core.events import ImageUploaded, encode_event
+from dupstream.stream.blobs import ObjectStore
 
 
 @dataclass(frozen=True)

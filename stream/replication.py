@@ -17,11 +17,11 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from dupstream.core.verdict import Verdict
 from dupstream.engine import Deduper
-from dupstream.verdict import Verdict
-from state.blobstore import BlobStore
-from state.memory import Memory
-from state.snapshot import write_snapshot
+from dupstream.state.blobstore import BlobStore
+from dupstream.state.memory import Memory
+from dupstream.state.snapshot import write_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from dupstream.core.errors import BlobUnavailable, DeliveryError, DupstreamError, ModelError
+from dupstream.core.events import ImageUploaded, decode_event
+from dupstream.core.verdict import Verdict
 from dupstream.engine import Deduper, Failed, Upload
-from dupstream.errors import BlobUnavailable, DeliveryError, DupstreamError, ModelError
-from dupstream.verdict import Verdict
-from state.memory import encode_update, update_key
-from state.records import ImageRecord
-from stream.blobs import ObjectStore
-from stream.events import ImageUploaded, decode_event
-from stream.metrics import Metrics
-from stream.replication import FeedFollower, Snapshotter
+from dupstream.state.memory import encode_update, update_key
+from dupstream.state.records import ImageRecord
+from dupstream.stream.blobs import ObjectStore
+from dupstream.stream.metrics import Metrics
+from dupstream.stream.replication import FeedFollower, Snapshotter
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dupstream.devservers import free_port
+from dupstream.lab.devservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SRV = Path(os.environ.get("SRV_DIR", ROOT / ".servers"))
@@ -110,6 +110,6 @@ def unique_name() -> str:
 
 @pytest.fixture(scope="session")
 def photos():
-    from dupstream.data.photos import load_photos
+    from dupstream.lab.data.photos import load_photos
 
     return load_photos(["astronaut", "chelsea", "coffee", "rocket", "china", "grace_hopper"])

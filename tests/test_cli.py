@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from dupstream.data import edits
+from dupstream.lab.data import edits
 
 CLI = [sys.executable, "-m", "dupstream"]
 

@@ -7,16 +7,16 @@ identical bytes give identical vectors, which is all these tests need.
 import numpy as np
 import pytest
 
-from dupstream.data import edits
 from dupstream.engine import Deduper, Upload
-from dupstream.records import features_to_record, record_to_features
-from state.blobstore import MemoryBlobStore
-from state.index import IndexSpec
-from state.memory import Memory, MemoryConfig
-from state.records import BlobRecordStore
-from workers.decision import DecisionPolicy, default_calibrator
-from workers.embedder import l2_normalise
-from workers.features import FeatureExtractor
+from dupstream.engine.records import features_to_record, record_to_features
+from dupstream.lab.data import edits
+from dupstream.state.blobstore import MemoryBlobStore
+from dupstream.state.index import IndexSpec
+from dupstream.state.memory import Memory, MemoryConfig
+from dupstream.state.records import BlobRecordStore
+from dupstream.workers.decision import DecisionPolicy, default_calibrator
+from dupstream.workers.embedder import l2_normalise
+from dupstream.workers.features import FeatureExtractor
 
 
 class TinyEmbedder:
@@ -55,8 +55,8 @@ def test_features_survive_the_record_round_trip(blobs):
 
 
 def test_semantic_fields_survive_the_record_round_trip_through_the_wire(blobs):
-    from state.records import decode_record, encode_record
-    from workers.semantic import Objects
+    from dupstream.state.records import decode_record, encode_record
+    from dupstream.workers.semantic import Objects
 
     feat = FeatureExtractor(embedder=TinyEmbedder()).extract([blobs["rocket"]])[0]
     rng = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def test_tenants_are_kept_apart(blobs):
 
 
 def test_replicas_see_each_other_through_the_update_feed_and_correct_late_matches(blobs):
-    from state.memory import encode_update
+    from dupstream.state.memory import encode_update
 
     feed: list[bytes] = []
     a = _deduper(on_add=lambda rec: feed.append(encode_update(rec)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dupstream.build import build_deduper
-from dupstream.data import edits
-from dupstream.data.photos import load_photos
+from dupstream.engine.build import build_deduper
+from dupstream.lab.data import edits
+from dupstream.lab.data.photos import load_photos
 
 
 @pytest.fixture(scope="module")

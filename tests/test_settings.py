@@ -1,9 +1,9 @@
 import pytest
 
-from dupstream.errors import ConfigError
-from dupstream.settings import Settings
-from stream.blobs import MinioStore
-from stream.kafka import consumer_config, producer_config
+from dupstream.app.settings import Settings
+from dupstream.core.errors import ConfigError
+from dupstream.stream.blobs import MinioStore
+from dupstream.stream.kafka import consumer_config, producer_config
 
 
 def test_env_overrides_yaml(tmp_path, monkeypatch):
@@ -52,7 +52,7 @@ def test_bad_settings_file_is_a_config_error(tmp_path):
 
 
 def test_policy_settings_reach_the_decision(monkeypatch):
-    from dupstream.build import build_deduper
+    from dupstream.engine.build import build_deduper
 
     monkeypatch.setenv("DUPSTREAM_POLICY__TENANT_DOMAINS", '{"cams": "cctv"}')
     monkeypatch.setenv("DUPSTREAM_POLICY__TENANT_PREFERENCES", '{"desk": "recall"}')
@@ -62,7 +62,7 @@ def test_policy_settings_reach_the_decision(monkeypatch):
     assert policy.resolve_domain("cams") == "cctv" and policy.resolve_domain("other") is None
     assert policy.preference == "precision" and policy.tenant_preferences == {"desk": "recall"}
     # the cut-off really depends on them: a recall-preferring tenant never has a higher one
-    from workers.similarity import PairScore
+    from dupstream.workers.similarity import PairScore
 
     score = PairScore(exact=False, visual=0.6, pdq_distance=120, pdq_variant=0, fused=0.6,
                       changed_area=None)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dupstream.errors import WeightsError
+from dupstream.core.errors import WeightsError
 
 
 def parse_cfg(path: str | Path) -> list[dict[str, str]]:

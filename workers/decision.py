@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from workers.calibration import Calibrator
-from workers.similarity import PairScore
+from dupstream.workers.calibration import Calibrator
+from dupstream.workers.similarity import PairScore
 
 Kind = Literal["duplicate", "near_duplicate", "unique"]
 Preference = Literal["balanced", "precision", "recall"]
@@ -35,7 +35,7 @@ CUT_RANGE = (0.02, 0.98)
 
 
 def default_calibrator() -> Calibrator:
-    ref = resources.files("workers") / "assets" / "calibration.json"
+    ref = resources.files("dupstream.workers") / "assets" / "calibration.json"
     with resources.as_file(ref) as path:
         return Calibrator.load(path)
 
@@ -125,7 +125,7 @@ class DecisionModel:
 
 
 def default_decision_model() -> DecisionModel | None:
-    ref = resources.files("workers") / "assets" / "decision.json"
+    ref = resources.files("dupstream.workers") / "assets" / "decision.json"
     if not ref.is_file():
         return None
     return DecisionModel.from_dict(json.loads(ref.read_text()))

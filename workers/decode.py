@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dupstream.errors import DecompressionBomb, ImageError, ImageTooLarge
+from dupstream.core.errors import DecompressionBomb, ImageError, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_SIDE = 20_000

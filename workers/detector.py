@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from dupstream.errors import ConfigError
-from workers.coco import COCO_CLASSES
+from dupstream.core.errors import ConfigError
+from dupstream.workers.coco import COCO_CLASSES
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,15 @@ def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
     if kind == "none":
         return None
     if kind == "yolov3_tiny":
-        from workers.yolo import TorchYoloDetector
+        from dupstream.workers.yolo import TorchYoloDetector
 
         return TorchYoloDetector(**kwargs)
     if kind == "yolov3_tiny_cv2":
-        from workers.yolo import OpenCVYoloDetector
+        from dupstream.workers.yolo import OpenCVYoloDetector
 
         return OpenCVYoloDetector(**kwargs)
     if kind == "faster_rcnn":
-        from workers.frcnn import FasterRCNNDetector
+        from dupstream.workers.frcnn import FasterRCNNDetector
 
         return FasterRCNNDetector(**kwargs)
     raise ConfigError(f"unknown detector {kind!r}; known: {', '.join(DETECTORS)}")

@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from dupstream.errors import ModelError, WeightsError
-from workers.weights import WeightsDescriptor
+from dupstream.core.errors import ModelError, WeightsError
+from dupstream.workers.weights import WeightsDescriptor
 
 SSCD_WEIGHTS = {
     "sscd": WeightsDescriptor(

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from dupstream.errors import DupstreamError, ModelError
-from workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
-from workers.detector import Detections, Detector
-from workers.embedder import Embedder
-from workers.hashing import PDQ, content_hash, pdq_hash
-from workers.semantic import DEFAULT_TOP_K, Objects, select_objects, semantic_vector
+from dupstream.core.errors import DupstreamError, ModelError
+from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from dupstream.workers.detector import Detections, Detector
+from dupstream.workers.embedder import Embedder
+from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
+from dupstream.workers.semantic import DEFAULT_TOP_K, Objects, select_objects, semantic_vector
 
 if TYPE_CHECKING:
-    from workers.gcn import GraphEncoder
+    from dupstream.workers.gcn import GraphEncoder
 
 THUMB = 64
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dupstream.errors import ModelError, WeightsError
-from workers.coco import COCO_CLASSES
-from workers.detector import Detections
-from workers.weights import WeightsDescriptor
+from dupstream.core.errors import ModelError, WeightsError
+from dupstream.workers.coco import COCO_CLASSES
+from dupstream.workers.detector import Detections
+from dupstream.workers.weights import WeightsDescriptor
 
 FRCNN_WEIGHTS = {
     "v1": WeightsDescriptor(

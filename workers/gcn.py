@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dupstream.errors import WeightsError
-from workers.coco import NUM_CLASSES
-from workers.graph import NODE_DIM, ObjectGraph, build_graph
-from workers.semantic import Objects
-from workers.weights import WeightsDescriptor
+from dupstream.core.errors import WeightsError
+from dupstream.workers.coco import NUM_CLASSES
+from dupstream.workers.graph import NODE_DIM, ObjectGraph, build_graph
+from dupstream.workers.semantic import Objects
+from dupstream.workers.weights import WeightsDescriptor
 
 GCN_FILE = "gcn.safetensors"
 GCN_META = "gcn.json"
@@ -80,7 +80,7 @@ def save_gcn(model: ObjectGCN, prior: np.ndarray, path: str | Path) -> str:
     """Write the model + prior as safetensors; returns the file's sha256."""
     from safetensors.torch import save_file
 
-    from workers.weights import sha256_file
+    from dupstream.workers.weights import sha256_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["prior"] = torch.from_numpy(np.ascontiguousarray(prior, np.float32))
@@ -89,7 +89,7 @@ def save_gcn(model: ObjectGCN, prior: np.ndarray, path: str | Path) -> str:
 
 
 def default_assets() -> Path:
-    return Path(str(resources.files("workers") / "assets"))
+    return Path(str(resources.files("dupstream.workers") / "assets"))
 
 
 class GraphEncoder:

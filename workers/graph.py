@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.coco import NUM_CLASSES, SUPERCATEGORY
-from workers.semantic import Objects
+from dupstream.workers.coco import NUM_CLASSES, SUPERCATEGORY
+from dupstream.workers.semantic import Objects
 
 NODE_DIM = 16
 SPATIAL, PRIOR = 1, 2

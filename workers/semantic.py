@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from workers.coco import COCO_CLASSES, NUM_CLASSES, NUM_SUPERCATEGORIES, SUPERCATEGORY
-from workers.detector import Detections
+from dupstream.workers.coco import COCO_CLASSES, NUM_CLASSES, NUM_SUPERCATEGORIES, SUPERCATEGORY
+from dupstream.workers.detector import Detections
 
 COLOUR_NAMES = ("red", "yellow", "green", "cyan", "blue", "magenta", "black", "grey", "white")
 NUM_COLOURS = len(COLOUR_NAMES)

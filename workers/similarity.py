@@ -10,8 +10,8 @@ from importlib import resources
 
 import numpy as np
 
-from workers.features import ImageFeatures
-from workers.hashing import DIHEDRAL
+from dupstream.workers.features import ImageFeatures
+from dupstream.workers.hashing import DIHEDRAL
 
 NO_OBJECTS_NOTE = "no objects detected: visual evidence only"
 NO_DETECTOR_NOTE = "object detection not run: visual evidence only"
@@ -39,7 +39,7 @@ class Fusion:
 def default_fusion() -> Fusion:
     """The fusion fitted with the shipped GCN (``workers/assets/gcn.json``), else the defaults."""
     try:
-        ref = resources.files("workers") / "assets" / "gcn.json"
+        ref = resources.files("dupstream.workers") / "assets" / "gcn.json"
         return Fusion.from_dict(json.loads(ref.read_text()).get("fusion", {}))
     except (OSError, ValueError):
         return Fusion()

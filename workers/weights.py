@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dupstream.errors import WeightsError
+from dupstream.core.errors import WeightsError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dupstream.errors import ModelError, WeightsError
-from workers.detector import Detections
-from workers.weights import WeightsDescriptor
+from dupstream.core.errors import ModelError, WeightsError
+from dupstream.workers.detector import Detections
+from dupstream.workers.weights import WeightsDescriptor
 
 YOLO_SIZE = 416
 YOLOV3_TINY_WEIGHTS = WeightsDescriptor(
@@ -133,7 +133,7 @@ class TorchYoloDetector(_YoloBase):
             if self._model is None:
                 import torch
 
-                from workers.darknet import Darknet, parse_cfg
+                from dupstream.workers.darknet import Darknet, parse_cfg
 
                 cfg, weights = yolo_files(self.weights_dir)
                 device = torch.device(

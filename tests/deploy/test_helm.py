@@ -334,7 +334,7 @@ def test_values_yaml_documents_every_field():
 
 
 def _settings_cls():
-    settings = pytest.importorskip("dupstream.settings")
+    settings = pytest.importorskip("dupstream.app.settings")
     return settings.Settings
 
 

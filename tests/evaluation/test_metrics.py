@@ -3,9 +3,9 @@
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from dupstream.evaluation import metrics as M
-from dupstream.evaluation.stats import bootstrap_ci, mcnemar
-from dupstream.fit import fit_cutoffs, fuse_columns, grid_alpha, max_f1_cut
+from dupstream.lab.evaluation import metrics as M
+from dupstream.lab.evaluation.stats import bootstrap_ci, mcnemar
+from dupstream.lab.fit import fit_cutoffs, fuse_columns, grid_alpha, max_f1_cut
 
 rng = np.random.default_rng(0)
 Y = rng.integers(0, 2, 400)

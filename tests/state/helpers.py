@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from state.records import ImageRecord
+from dupstream.state.records import ImageRecord
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

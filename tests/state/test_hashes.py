@@ -1,7 +1,7 @@
 import numpy as np
 
-from state.hashes import ExactHashStore, PDQStore
-from state.idmap import IdMap
+from dupstream.state.hashes import ExactHashStore, PDQStore
+from dupstream.state.idmap import IdMap
 
 
 def _hamming(a, b):

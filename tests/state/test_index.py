@@ -1,9 +1,16 @@
 import numpy as np
 import pytest
 
-from dupstream.errors import StateError
-from state.idmap import IdMap
-from state.index import FaissIndex, IndexSpec, NumpyIndex, build_index, gpu_available, load_index
+from dupstream.core.errors import StateError
+from dupstream.state.idmap import IdMap
+from dupstream.state.index import (
+    FaissIndex,
+    IndexSpec,
+    NumpyIndex,
+    build_index,
+    gpu_available,
+    load_index,
+)
 from tests.state.helpers import near, unit
 
 

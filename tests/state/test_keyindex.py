@@ -1,8 +1,8 @@
 import numpy as np
 
-import state.idmap
-from state.idmap import IdMap
-from state.keyindex import KeyIndex
+import dupstream.state.idmap
+from dupstream.state.idmap import IdMap
+from dupstream.state.keyindex import KeyIndex
 
 
 def test_keyindex_matches_a_dict_of_lists_across_merges():
@@ -20,7 +20,7 @@ def test_keyindex_matches_a_dict_of_lists_across_merges():
 
 
 def test_idmap_tells_colliding_key_hashes_apart(monkeypatch):
-    monkeypatch.setattr(state.idmap, "key64", lambda image_id, tenant: 42)
+    monkeypatch.setattr(dupstream.state.idmap, "key64", lambda image_id, tenant: 42)
     ids = IdMap()
     for i in range(50):
         ids.append(f"img{i}", "t" if i % 2 else None)

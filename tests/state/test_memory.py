@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dupstream.errors import StateError
-from state.index import IndexSpec
-from state.memory import Memory, MemoryConfig, decode_update, encode_update, update_key
+from dupstream.core.errors import StateError
+from dupstream.state.index import IndexSpec
+from dupstream.state.memory import Memory, MemoryConfig, decode_update, encode_update, update_key
 from tests.state.helpers import make_record, near, unit
 
 DIM = 16

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from dupstream.errors import StateError
-from state.blobstore import MemoryBlobStore
-from state.codec import pack, unpack
-from state.records import BlobRecordStore, RecordCache, decode_record, encode_record
+from dupstream.core.errors import StateError
+from dupstream.state.blobstore import MemoryBlobStore
+from dupstream.state.codec import pack, unpack
+from dupstream.state.records import BlobRecordStore, RecordCache, decode_record, encode_record
 from tests.state.helpers import make_record, unit
 
 

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from dupstream.errors import StateError
-from state.blobstore import FileBlobStore, MemoryBlobStore, MinioBlobStore
-from state.index import IndexSpec
-from state.memory import Memory, MemoryConfig, encode_update
-from state.snapshot import list_snapshots, load_latest_snapshot, write_snapshot
+from dupstream.core.errors import StateError
+from dupstream.state.blobstore import FileBlobStore, MemoryBlobStore, MinioBlobStore
+from dupstream.state.index import IndexSpec
+from dupstream.state.memory import Memory, MemoryConfig, encode_update
+from dupstream.state.snapshot import list_snapshots, load_latest_snapshot, write_snapshot
 from tests.state.helpers import make_record, near, unit
 
 DIM = 16

@@ -3,8 +3,8 @@ import json
 import msgpack
 import pytest
 
-from dupstream.errors import EventError
-from stream.events import ImageUploaded, decode_event, encode_event
+from dupstream.core.errors import EventError
+from dupstream.core.events import ImageUploaded, decode_event, encode_event
 
 
 def test_json_and_msgpack_decode_to_the_same_event():

@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from dupstream.data import edits
-from dupstream.devservers import service_env
-from stream.blobs import MinioStore
-from stream.events import ImageUploaded
-from stream.kafka import ensure_topics
+from dupstream.core.events import ImageUploaded
+from dupstream.lab.data import edits
+from dupstream.lab.devservers import service_env
+from dupstream.stream.blobs import MinioStore
+from dupstream.stream.kafka import ensure_topics
 from tests.badinputs import MAX_BLOB_BYTES, MAX_SIDE, catalogue
 from tests.conftest import SRV, Server, _port_open, _wait, free_port
 from tests.proxy import TcpProxy

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from dupstream.data import edits
-from dupstream.devservers import service_env
-from stream.blobs import MinioStore
-from stream.client import read_topic, submit
-from stream.events import ImageUploaded
-from stream.kafka import ensure_topics
+from dupstream.core.events import ImageUploaded
+from dupstream.lab.data import edits
+from dupstream.lab.devservers import service_env
+from dupstream.stream.blobs import MinioStore
+from dupstream.stream.client import read_topic, submit
+from dupstream.stream.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
 

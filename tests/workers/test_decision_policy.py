@@ -1,8 +1,8 @@
 """Product policy on top of the calibrated score: CCTV-style tenants, where an object entering
 the scene breaks the duplicate."""
 
-from workers.decision import DecisionPolicy, default_calibrator
-from workers.similarity import PairScore
+from dupstream.workers.decision import DecisionPolicy, default_calibrator
+from dupstream.workers.similarity import PairScore
 
 
 def _same_picture(objects_added):

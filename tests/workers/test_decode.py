@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dupstream.data.edits import encode
-from dupstream.errors import DecompressionBomb, ImageError, ImageTooLarge
-from workers.decode import decode_image
+from dupstream.core.errors import DecompressionBomb, ImageError, ImageTooLarge
+from dupstream.lab.data.edits import encode
+from dupstream.workers.decode import decode_image
 
 
 def test_decodes_png_and_jpeg_to_rgb(photos):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dupstream.data.photos import load_photos
-from dupstream.errors import ConfigError, WeightsError
-from workers.detector import Detections, build_detector
+from dupstream.core.errors import ConfigError, WeightsError
+from dupstream.lab.data.photos import load_photos
+from dupstream.workers.detector import Detections, build_detector
 
 torch = pytest.importorskip("torch")
 
@@ -88,7 +88,7 @@ def test_factory():
 
 
 def test_faster_rcnn_shapes_and_missing_weights(tmp_path, monkeypatch):
-    from workers.frcnn import FasterRCNNDetector, _torchvision_label_map, build_model
+    from dupstream.workers.frcnn import FasterRCNNDetector, _torchvision_label_map, build_model
 
     model = build_model()  # random init: weights=None, weights_backbone=None, nothing downloaded
     assert model.roi_heads.box_predictor.cls_score.out_features == 91

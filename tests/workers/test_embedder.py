@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dupstream.data import edits
-from dupstream.errors import WeightsError
-from workers.embedder import SSCDEmbedder
+from dupstream.core.errors import WeightsError
+from dupstream.lab.data import edits
+from dupstream.workers.embedder import SSCDEmbedder
 
 
 @pytest.fixture(scope="module")

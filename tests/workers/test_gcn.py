@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from dupstream.errors import WeightsError
-from workers.coco import class_index
-from workers.gcn import GraphEncoder, ObjectGCN, default_assets, save_gcn, to_batch
-from workers.graph import build_graph, structural_prior
-from workers.semantic import Objects
+from dupstream.core.errors import WeightsError
+from dupstream.workers.coco import class_index
+from dupstream.workers.gcn import GraphEncoder, ObjectGCN, default_assets, save_gcn, to_batch
+from dupstream.workers.graph import build_graph, structural_prior
+from dupstream.workers.semantic import Objects
 
 torch = pytest.importorskip("torch")
 
@@ -70,7 +70,7 @@ def test_tampered_or_missing_weights_raise(tmp_path):
         GraphEncoder(weights_path=tmp_path / "absent.safetensors",
                      meta_path=tmp_path / "gcn.json").load()
     meta = json.loads((tmp_path / "gcn.json").read_text())
-    from workers.weights import sha256_file
+    from dupstream.workers.weights import sha256_file
 
     meta["sha256"] = sha256_file(tmp_path / "gcn.safetensors")
     (tmp_path / "gcn.json").write_text(json.dumps(meta))

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.coco import class_index
-from workers.detector import Detections
-from workers.graph import PRIOR, SPATIAL, build_graph, cooccurrence_prior, structural_prior
-from workers.semantic import (
+from dupstream.workers.coco import class_index
+from dupstream.workers.detector import Detections
+from dupstream.workers.graph import (
+    PRIOR,
+    SPATIAL,
+    build_graph,
+    cooccurrence_prior,
+    structural_prior,
+)
+from dupstream.workers.semantic import (
     BLOCK_DIMS,
     COLOUR_NAMES,
     SEMANTIC_DIM,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.coco import class_index
-from workers.features import ImageFeatures
-from workers.hashing import pdq_hash
-from workers.semantic import NUM_COLOURS, Objects, semantic_vector
-from workers.similarity import NO_DETECTOR_NOTE, NO_OBJECTS_NOTE, Fusion, score_pair
+from dupstream.workers.coco import class_index
+from dupstream.workers.features import ImageFeatures
+from dupstream.workers.hashing import pdq_hash
+from dupstream.workers.semantic import NUM_COLOURS, Objects, semantic_vector
+from dupstream.workers.similarity import NO_DETECTOR_NOTE, NO_OBJECTS_NOTE, Fusion, score_pair
 
 RNG = np.random.default_rng(0)
 IMG = RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)

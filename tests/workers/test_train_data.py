@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dupstream.data.scenes import _overlap, make_scenes, scene_pairs
+from dupstream.lab.data.scenes import _overlap, make_scenes, scene_pairs
 
 torch = pytest.importorskip("torch")
 
@@ -36,7 +36,7 @@ def test_scenes_and_pairs_never_call_overlapping_scenes_different():
 
 
 def test_contrastive_loss():
-    from dupstream.train import contrastive_loss
+    from dupstream.lab.train import contrastive_loss
 
     sim = torch.tensor([1.0, 0.2, 0.9, 0.4])
     y = torch.tensor([1.0, 1.0, 0.0, 0.0])

@@ -7,9 +7,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dupstream.errors import DupstreamError
-from dupstream.evaluation.dataset import EvalSet
-from workers.features import FeatureExtractor
+from dupstream.core.errors import DupstreamError
+from dupstream.lab.evaluation.dataset import EvalSet
+from dupstream.workers.features import FeatureExtractor
 
 
 def load_user_pairs(path: str | Path, extractor: FeatureExtractor) -> EvalSet:

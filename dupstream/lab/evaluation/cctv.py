@@ -18,8 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dupstream.evaluation.dataset import EvalSet, fit_max_side, split_groups
-from dupstream.evaluation.sources import read_frames, video_paths
+from dupstream.lab.evaluation.dataset import EvalSet, fit_max_side, split_groups
+from dupstream.lab.evaluation.sources import read_frames, video_paths
 
 PIXEL_LEVEL = 30.0
 

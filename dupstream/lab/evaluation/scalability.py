@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dupstream.data.edits import encode
+from dupstream.lab.data.edits import encode
 
 
 def measure(images: list[np.ndarray], sizes: tuple[int, ...], *, threads: int = 2) -> list[dict]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from dupstream.data.edits import DUPLICATE_EDITS, NEAR_DUPLICATE_EDITS, paste
-from dupstream.data.pairs import Pair
+from dupstream.lab.data.edits import DUPLICATE_EDITS, NEAR_DUPLICATE_EDITS, paste
+from dupstream.lab.data.pairs import Pair
 
 
 @dataclass(frozen=True)

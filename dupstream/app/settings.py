@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dupstream.errors import ConfigError
+from dupstream.core.errors import ConfigError
 
 
 class KafkaSettings(BaseModel):

@@ -17,10 +17,10 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from dupstream.evaluation.bovw import BoVW, sift_descriptors
-from dupstream.evaluation.dataset import EvalSet
-from workers.features import FeatureExtractor, ImageFeatures
-from workers.similarity import score_pair
+from dupstream.lab.evaluation.bovw import BoVW, sift_descriptors
+from dupstream.lab.evaluation.dataset import EvalSet
+from dupstream.workers.features import FeatureExtractor, ImageFeatures
+from dupstream.workers.similarity import score_pair
 
 NUM_CLASSES = 80
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dupstream.evaluation.dataset import EvalSet, split_groups
-from dupstream.evaluation.sources import load_mnist, pixel_digest
+from dupstream.lab.evaluation.dataset import EvalSet, split_groups
+from dupstream.lab.evaluation.sources import load_mnist, pixel_digest
 
 TRANSFORMS = ("rotate", "scale", "translate", "combined")
 

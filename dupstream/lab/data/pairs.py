@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dupstream.data.edits import DUPLICATE_EDITS, NEAR_DUPLICATE_EDITS, paste
+from dupstream.lab.data.edits import DUPLICATE_EDITS, NEAR_DUPLICATE_EDITS, paste
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dupstream.evaluation import metrics as M
-from dupstream.evaluation.dataset import EvalSet
-from dupstream.evaluation.methods import METHODS, OURS, available, caveat, semantic_score
-from dupstream.evaluation.signals import ImageTable, pair_signals, product_signals
-from dupstream.evaluation.stats import bootstrap_ci, mcnemar
-from dupstream.fit import fit_calibrator, fit_cutoffs, grid_alpha, max_f1_cut
-from workers.decision import difficulty_key
+from dupstream.lab.evaluation import metrics as M
+from dupstream.lab.evaluation.dataset import EvalSet
+from dupstream.lab.evaluation.methods import METHODS, OURS, available, caveat, semantic_score
+from dupstream.lab.evaluation.signals import ImageTable, pair_signals, product_signals
+from dupstream.lab.evaluation.stats import bootstrap_ci, mcnemar
+from dupstream.lab.fit import fit_calibrator, fit_cutoffs, grid_alpha, max_f1_cut
+from dupstream.workers.decision import difficulty_key
 
 
 @dataclass
@@ -142,7 +142,7 @@ def adaptive_study(res: SetResult, ours: MethodResult) -> dict:
     """Ours with cut-offs on calibrated P fitted on validation: balanced vs difficulty-adaptive,
     precision- and recall-preferring; share of test pairs flagged for review."""
     cols, y, split = res.cols, res.label, res.split
-    from dupstream.evaluation.methods import by_name
+    from dupstream.lab.evaluation.methods import by_name
 
     m = by_name(OURS)
     s = m.score(cols, ours.alpha or 1.0)

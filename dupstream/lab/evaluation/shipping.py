@@ -9,11 +9,11 @@ import json
 
 import numpy as np
 
-from dupstream.evaluation import metrics as M
-from dupstream.evaluation.evaluate import SetResult
-from dupstream.fit import fit_calibrator, fit_cutoffs
-from workers.calibration import Calibrator
-from workers.decision import DecisionModel, DecisionPolicy, score_difficulty
+from dupstream.lab.evaluation import metrics as M
+from dupstream.lab.evaluation.evaluate import SetResult
+from dupstream.lab.fit import fit_calibrator, fit_cutoffs
+from dupstream.workers.calibration import Calibrator
+from dupstream.workers.decision import DecisionModel, DecisionPolicy, score_difficulty
 
 
 def _p(cal: Calibrator, res: SetResult, mask: np.ndarray) -> np.ndarray:

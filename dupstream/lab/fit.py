@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import log_loss, precision_recall_curve
 
-from workers.calibration import Calibrator
+from dupstream.workers.calibration import Calibrator
 
 
 def max_f1_threshold(scores, labels) -> tuple[float, float]:
@@ -32,8 +32,8 @@ def fit_calibrator(train_scores, train_labels, val_scores, val_labels, *, meta=N
 
 def score_pairs(extractor, pairs) -> tuple[np.ndarray, np.ndarray]:
     """Fused scores and labels of labelled pairs (images encoded as high-quality JPEG)."""
-    from dupstream.data.edits import encode
-    from workers.similarity import score_pair
+    from dupstream.lab.data.edits import encode
+    from dupstream.workers.similarity import score_pair
 
     scores, labels = [], []
     for p in pairs:
@@ -45,8 +45,8 @@ def score_pairs(extractor, pairs) -> tuple[np.ndarray, np.ndarray]:
 
 def calibrate_on_packaged_photos(extractor, *, seed: int = 0) -> Calibrator:
     """Fit the calibrator on pairs made from the packaged photos (train/val split by source)."""
-    from dupstream.data.pairs import make_pairs, split_sources
-    from dupstream.data.photos import load_photos
+    from dupstream.lab.data.pairs import make_pairs, split_sources
+    from dupstream.lab.data.photos import load_photos
 
     photos = load_photos()
     splits = split_sources(list(photos), seed=seed, fractions=(0.6, 0.4, 0.0))
@@ -56,7 +56,8 @@ def calibrate_on_packaged_photos(extractor, *, seed: int = 0) -> Calibrator:
         sets[name] = score_pairs(extractor, make_pairs(subset, seed=seed))
     meta = {
         "seed": seed,
-        "data": "packaged photos (dupstream.data.photos), every edit in dupstream.data.edits, "
+        "data": "packaged photos (dupstream.lab.data.photos), every edit in "
+        "dupstream.lab.data.edits, "
         "source-level 60/40 train/val split",
         "embedder": extractor.embedder.name,
         "n_train": int(len(sets["train"][1])),
@@ -129,7 +130,7 @@ def fit_cutoffs(p, labels, keys=None, *, target: float = 0.99, shrink: float = 5
     recall-preferring, and per difficulty key an offset (that key's max-F1 cut minus the global
     one, shrunk by n / (n + shrink); keys with fewer than ``min_pairs`` pairs or one class get
     none)."""
-    from workers.decision import Cutoffs
+    from dupstream.workers.decision import Cutoffs
 
     p = np.asarray(p, np.float64)
     y = np.asarray(labels, np.int64)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dupstream.fit import fuse_columns
+from dupstream.lab.fit import fuse_columns
 
 Columns = dict[str, np.ndarray]
 
@@ -23,7 +23,7 @@ Columns = dict[str, np.ndarray]
 def fusion_weights() -> tuple[float, float, float]:
     """(w_jaccard, w_cosine, w_graph) of the production fusion, when the engine has one."""
     try:
-        from workers.similarity import default_fusion
+        from dupstream.workers.similarity import default_fusion
     except ImportError:
         return 1.0, 1.0, 1.0
     f = default_fusion()

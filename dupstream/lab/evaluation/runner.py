@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dupstream.evaluation.dataset import EvalSet
+from dupstream.lab.evaluation.dataset import EvalSet
 
 #: default sizes: ``dupstream eval --dataset all`` takes ~10-15 min on 2 CPU cores
 DEFAULT_SIZES = {"mnist": {"n_sources": 300}, "coco": {"half_edits": 2},
@@ -49,22 +49,22 @@ class EvalConfig:
 def build_dataset(name: str, cfg: EvalConfig) -> EvalSet:
     sizes = (QUICK_SIZES if cfg.quick else DEFAULT_SIZES)[name]
     if name == "mnist":
-        from dupstream.evaluation.mnist import build_mnist
+        from dupstream.lab.evaluation.mnist import build_mnist
 
         return build_mnist(seed=cfg.seed, **sizes)
     if name == "coco":
-        from dupstream.evaluation.coco import build_coco
+        from dupstream.lab.evaluation.coco import build_coco
 
         return build_coco(seed=cfg.seed, **sizes)
     if name == "cctv":
-        from dupstream.evaluation.cctv import build_cctv
+        from dupstream.lab.evaluation.cctv import build_cctv
 
         return build_cctv(seed=cfg.seed, **sizes)
     raise ValueError(f"unknown data set {name!r}")
 
 
 def make_extractor(cfg: EvalConfig, detector: str | None = None):
-    from dupstream.build import build_extractor
+    from dupstream.engine.build import build_extractor
 
     kwargs = {"embedder": cfg.embedder, "threads": cfg.threads}
     params = inspect.signature(build_extractor).parameters
@@ -79,7 +79,7 @@ def detector_names(extractor) -> tuple[str | None, list[str]]:
     """(the default extractor's detector, every detector backend the engine knows)."""
     det = getattr(extractor, "detector", None)
     try:
-        from workers.detector import DETECTORS
+        from dupstream.workers.detector import DETECTORS
     except ImportError:
         return None, []
     return (getattr(det, "name", None) if det is not None else None,
@@ -104,10 +104,10 @@ def log(msg: str) -> None:
 
 
 def run(cfg: EvalConfig) -> Path:
-    from dupstream.evaluation.document import write_report
-    from dupstream.evaluation.evaluate import evaluate_set
-    from dupstream.evaluation.signals import build_image_table
-    from dupstream.evaluation.sources import packaged_dir
+    from dupstream.lab.evaluation.document import write_report
+    from dupstream.lab.evaluation.evaluate import evaluate_set
+    from dupstream.lab.evaluation.signals import build_image_table
+    from dupstream.lab.evaluation.sources import packaged_dir
 
     t_start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def run(cfg: EvalConfig) -> Path:
                              default_det, cfg.detectors or all_dets, tables["coco"])
     scal = []
     if cfg.scalability and results:
-        from dupstream.evaluation.scalability import measure
+        from dupstream.lab.evaluation.scalability import measure
 
         src = next((r for r in results if r.ds.name == "coco"), results[0])
         log(f"scalability: dupstream scan over {cfg.scalability} images")
@@ -175,7 +175,7 @@ def _cell(v):
 
 
 def ship_artefacts(results, cfg: EvalConfig) -> dict:
-    from dupstream.evaluation.shipping import evaluate_policy, fit_shipping
+    from dupstream.lab.evaluation.shipping import evaluate_policy, fit_shipping
 
     meta = {"seed": cfg.seed, "command": cfg.command or "dupstream eval",
             "embedder": cfg.embedder, "datasets": [r.ds.name for r in results],
@@ -198,12 +198,16 @@ def ship_artefacts(results, cfg: EvalConfig) -> dict:
 
 
 def evaluate_user(cfg: EvalConfig, extractor) -> dict:
-    from dupstream.evaluation import metrics as M
-    from dupstream.evaluation.methods import METHODS, available
-    from dupstream.evaluation.signals import build_image_table, pair_signals, product_signals
-    from dupstream.evaluation.userpairs import load_user_pairs
-    from dupstream.fit import max_f1_cut
-    from workers.decision import DecisionPolicy, default_calibrator, default_decision_model
+    from dupstream.lab.evaluation import metrics as M
+    from dupstream.lab.evaluation.methods import METHODS, available
+    from dupstream.lab.evaluation.signals import build_image_table, pair_signals, product_signals
+    from dupstream.lab.evaluation.userpairs import load_user_pairs
+    from dupstream.lab.fit import max_f1_cut
+    from dupstream.workers.decision import (
+        DecisionPolicy,
+        default_calibrator,
+        default_decision_model,
+    )
 
     ds = load_user_pairs(cfg.pairs, extractor)
     out = {"ds": ds, "rows": [], "pairs": []}
@@ -245,11 +249,11 @@ def detector_swap(res, cfg: EvalConfig, default_det: str, backends: list[str],
                   default_table) -> list[dict]:
     """Full model with each detector backend on the COCO-style validation + test images
     (alpha and the cut on validation; F1, AUC, mAP on test)."""
-    from dupstream.evaluation import metrics as M
-    from dupstream.evaluation.evaluate import ranking_columns
-    from dupstream.evaluation.methods import OURS, by_name, semantic_score
-    from dupstream.evaluation.signals import build_image_table, pair_signals
-    from dupstream.fit import grid_alpha
+    from dupstream.lab.evaluation import metrics as M
+    from dupstream.lab.evaluation.evaluate import ranking_columns
+    from dupstream.lab.evaluation.methods import OURS, by_name, semantic_score
+    from dupstream.lab.evaluation.signals import build_image_table, pair_signals
+    from dupstream.lab.fit import grid_alpha
 
     ds = res.ds
     rows = []

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from dupstream.evaluation.methods import OURS, VISUAL
-from dupstream.evaluation.plots import (
+from dupstream.lab.evaluation.methods import OURS, VISUAL
+from dupstream.lab.evaluation.plots import (
     pair_figure,
     reliability_plot,
     roc_plot,
     scalability_plot,
 )
-from dupstream.evaluation.report import Doc, fmt, fmt_ci, fmt_p
+from dupstream.lab.evaluation.report import Doc, fmt, fmt_ci, fmt_p
 
 PAPER = {  # Table 2 / 3 of the paper: F1 MNIST, mAP MNIST, F1 COCO, mAP COCO, AUC WID
     "pHash": (0.823, 0.801, 0.701, 0.673, 0.867),

@@ -2,10 +2,10 @@
 
 Recipe (all from photos that ship inside installed packages; nothing downloaded):
 
-1. The packaged photos (``dupstream.data.photos.PHOTOS``, de-duplicated by pixels) are split by
+1. The packaged photos (``dupstream.lab.data.photos.PHOTOS``, de-duplicated by pixels) are split by
    source 60/20/20 with the seed (``split_sources``): no source, so no pair, crosses splits.
 2. Per split, scenes = each photo, its two halves, and two-photo collages
-   (``dupstream.data.scenes``); pairs = every duplicate/near-duplicate edit of each scene
+   (``dupstream.lab.data.scenes``); pairs = every duplicate/near-duplicate edit of each scene
    (positives), non-overlapping scenes (negatives) and the two halves of one photo (same-scene
    negatives).
 3. Every image goes through the production feature path (SSCD, YOLOv3-tiny, top-K objects,
@@ -30,15 +30,22 @@ from pathlib import Path
 
 import numpy as np
 
-from dupstream.data.pairs import Pair, split_sources
-from dupstream.data.photos import PHOTOS, SAME_SCENE, load_photos
-from dupstream.data.scenes import make_scenes, scene_pairs
-from dupstream.fit import fit_calibrator, max_f1_threshold
-from workers.features import FeatureExtractor, ImageFeatures
-from workers.gcn import GCN_FILE, GCN_META, GraphEncoder, ObjectGCN, default_assets, save_gcn
-from workers.graph import build_graph, cooccurrence_prior
-from workers.semantic import DEFAULT_TOP_K
-from workers.similarity import Fusion, score_pair
+from dupstream.lab.data.pairs import Pair, split_sources
+from dupstream.lab.data.photos import PHOTOS, SAME_SCENE, load_photos
+from dupstream.lab.data.scenes import make_scenes, scene_pairs
+from dupstream.lab.fit import fit_calibrator, max_f1_threshold
+from dupstream.workers.features import FeatureExtractor, ImageFeatures
+from dupstream.workers.gcn import (
+    GCN_FILE,
+    GCN_META,
+    GraphEncoder,
+    ObjectGCN,
+    default_assets,
+    save_gcn,
+)
+from dupstream.workers.graph import build_graph, cooccurrence_prior
+from dupstream.workers.semantic import DEFAULT_TOP_K
+from dupstream.workers.similarity import Fusion, score_pair
 
 GRAPH_KWARGS = {"iou_min": 0.1, "centre_max": 0.3, "prior_min": 0.25}
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -74,7 +81,7 @@ def train_gcn(
 ) -> tuple[ObjectGCN, list[float]]:
     import torch
 
-    from workers.gcn import to_batch
+    from dupstream.workers.gcn import to_batch
 
     torch.manual_seed(seed)
     model = ObjectGCN()
@@ -134,8 +141,8 @@ def train(
     """
     import torch
 
-    from workers.detector import build_detector
-    from workers.embedder import SSCDEmbedder
+    from dupstream.workers.detector import build_detector
+    from dupstream.workers.embedder import SSCDEmbedder
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_assets()
@@ -204,7 +211,7 @@ def train(
         "data": {
             "photos": sorted(photos), "splits": splits,
             "scenes": scene_count, "same_scene_test": sorted(SAME_SCENE),
-            "recipe": "dupstream.data.scenes: photo + halves + collages per split; "
+            "recipe": "dupstream.lab.data.scenes: photo + halves + collages per split; "
             f"copies_per_edit={copies_per_edit}, negatives_per_scene={negatives_per_scene}, "
             f"collages={collages}",
             "pairs": {k: len(v) for k, v in pairs.items()},
@@ -275,9 +282,3 @@ def train(
         f"{out / 'calibration.json'} in {meta['duration_s']} s")
     return meta
 
-
-
-if __name__ == "__main__":
-    from dupstream.cli import main
-
-    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from dupstream.errors import StateError
-from state.records import ImageRecord
-from workers.features import ImageFeatures
-from workers.hashing import PDQ
+from dupstream.core.errors import StateError
+from dupstream.state.records import ImageRecord
+from dupstream.workers.features import ImageFeatures
+from dupstream.workers.hashing import PDQ
 
 _SKIP = {"digest", "pdq", "timings_ms"}
 _SCALARS = (bool, int, float, str)

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dupstream import __version__
-from dupstream.errors import DupstreamError
-from dupstream.records import features_to_record, record_to_features
-from dupstream.verdict import Evidence, Verdict
-from state.memory import Applied, Memory, MemoryConfig
-from state.records import ImageRecord
-from workers.decision import DecisionPolicy
-from workers.features import FeatureExtractor, ImageFeatures
-from workers.hashing import content_hash
-from workers.similarity import PairScore, score_pair
+from dupstream.core.errors import DupstreamError
+from dupstream.core.verdict import Evidence, Verdict
+from dupstream.engine.records import features_to_record, record_to_features
+from dupstream.state.memory import Applied, Memory, MemoryConfig
+from dupstream.state.records import ImageRecord
+from dupstream.workers.decision import DecisionPolicy
+from dupstream.workers.features import FeatureExtractor, ImageFeatures
+from dupstream.workers.hashing import content_hash
+from dupstream.workers.similarity import PairScore, score_pair
 
 
 @dataclass(frozen=True)

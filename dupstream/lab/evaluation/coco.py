@@ -18,9 +18,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dupstream.data import edits as E
-from dupstream.evaluation.dataset import EvalSet, fit_max_side, split_groups
-from dupstream.evaluation.sources import load_catalogue_photos, load_stamp, stamp_paths
+from dupstream.lab.data import edits as E
+from dupstream.lab.evaluation.dataset import EvalSet, fit_max_side, split_groups
+from dupstream.lab.evaluation.sources import load_catalogue_photos, load_stamp, stamp_paths
 
 
 def hue_shift(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

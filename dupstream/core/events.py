@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dupstream.errors import EventError
+from dupstream.core.errors import EventError
 
 
 class ImageUploaded(BaseModel):

@@ -1,0 +1,188 @@
+"""The composition root: everything the running service (and the ``index`` commands) is made of,
+built from one ``Settings``.
+
+The CLI parses arguments and calls these builders; nothing below this module reads settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from dupstream.app.settings import PolicySettings, Settings, StateSettings
+from dupstream.core.errors import DupstreamError
+from dupstream.engine import Deduper
+from dupstream.engine.build import build_deduper
+from dupstream.state.blobstore import BlobStore, MinioBlobStore
+from dupstream.state.index import IndexSpec
+from dupstream.state.memory import Memory, MemoryConfig
+from dupstream.state.records import BlobRecordStore
+from dupstream.state.snapshot import load_latest_snapshot
+from dupstream.stream.blobs import MinioStore
+
+log = logging.getLogger("dupstream")
+T = TypeVar("T")
+
+
+def policy_options(policy: PolicySettings) -> dict[str, Any]:
+    """``DecisionPolicy`` keyword options from the policy settings."""
+    return {
+        "domain": policy.domain,
+        "preference": policy.preference,
+        "adaptive": policy.adaptive,
+        "tenant_domains": dict(policy.tenant_domains),
+        "tenant_preferences": dict(policy.tenant_preferences),
+        "review_margin": policy.review_margin,
+        "scene_change_tenants": frozenset(policy.scene_change_tenants),
+    }
+
+
+def memory_config(state: StateSettings, *, dim: int = 512) -> MemoryConfig:
+    return MemoryConfig(
+        vectors={"vector": IndexSpec(dim=dim, kind=state.index_kind,
+                                     switch_at=state.index_switch_at, nlist=state.index_nlist,
+                                     nprobe=state.index_nprobe)},
+        scope=state.scope,
+        records_max_items=state.records_max_items,
+        records_max_bytes=state.records_max_bytes,
+        replication_window_s=state.replication_window_s,
+    )
+
+
+def build_memory(
+    *,
+    state: StateSettings,
+    blobstore: BlobStore | None,
+    dim: int = 512,
+) -> tuple[Memory, str | None]:
+    """The replica's memory: the latest snapshot from ``blobstore`` when there is one (and
+    ``state.restore``), else empty. Returns (memory, snapshot id or None)."""
+    replica_id = state.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    config = memory_config(state, dim=dim)
+    records = (BlobRecordStore(blobstore, prefix=state.prefix)
+               if blobstore is not None and state.record_store else None)
+    if blobstore is not None and state.restore:
+        restored = load_latest_snapshot(blobstore, prefix=state.prefix, config=config,
+                                        replica_id=replica_id, record_store=records)
+        if restored is not None:
+            return restored.memory, restored.snapshot_id
+    return Memory(config, replica_id=replica_id, record_store=records), None
+
+
+def with_retries(fn: Callable[[], T], *, what: str, budget_s: float) -> T:
+    """Call ``fn``, retrying transient failures (storage starting up or briefly down)."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except DupstreamError as exc:
+            if not exc.transient or time.monotonic() > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(10.0, delay * 2)
+
+
+def build_object_store(settings: Settings, *, pool: bool = True) -> MinioStore:
+    s3 = settings.s3
+    return MinioStore(endpoint=s3.endpoint, access_key=s3.access_key.get_secret_value(),
+                      secret_key=s3.secret_key.get_secret_value(), secure=s3.secure,
+                      region=s3.region, timeout_s=s3.timeout_s, retries=s3.retries,
+                      **({"max_pool": s3.fetch_workers * 2} if pool else {}))
+
+
+def build_state_store(settings: Settings, store: MinioStore) -> MinioBlobStore:
+    return MinioBlobStore(store.client, settings.state.bucket)
+
+
+def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper:
+    m = settings.model
+    return build_deduper(embedder=m.embedder, detector=m.detector, graph=m.graph, top_k=m.top_k,
+                         threads=m.threads, max_pixels=settings.image.max_pixels,
+                         max_side=settings.image.max_side, memory=memory,
+                         policy=policy_options(settings.policy))
+
+
+def kafka_auth(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    secret = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return {"extra": k.extra, "sasl_username": k.sasl_username, "sasl_password": secret}
+
+
+@dataclass
+class Service:
+    """A built, not yet running, stream service with its health endpoint (if configured)."""
+
+    service: Any  # dupstream.stream.service.StreamService
+    metrics: Any
+    memory: Memory
+    snapshot_id: str | None
+    metrics_port: int | None
+
+
+def build_service(settings: Settings, *, create_topics: bool = False,
+                  partitions: int = 3) -> Service:
+    """The streaming service from settings: object store, the replica's memory (the latest
+    snapshot restored), the engine, the index-updates feed, snapshots, Kafka clients."""
+    from dupstream.stream.kafka import consumer_config, ensure_topics, producer_config
+    from dupstream.stream.metrics import Metrics
+    from dupstream.stream.replication import FeedFollower, Snapshotter
+    from dupstream.stream.service import StreamService
+
+    k, s3, st = settings.kafka, settings.s3, settings.state
+    auth = kafka_auth(settings)
+    if create_topics:
+        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
+                      topics={k.input_topic: partitions, k.output_topic: partitions,
+                              k.dlq_topic: partitions, st.updates_topic: partitions},
+                      compacted={st.updates_topic})
+    store = build_object_store(settings)
+    blobstore = build_state_store(settings, store)
+    memory, snapshot_id = with_retries(lambda: build_memory(state=st, blobstore=blobstore),
+                                       what="loading the index snapshot",
+                                       budget_s=s3.transient_budget_s)
+    log.info("replica %s: %s", memory.replica_id,
+             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
+             else "no snapshot: empty index")
+    deduper = build_engine(settings, memory=memory)
+    metrics = Metrics()
+    cconf = consumer_config(
+        bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,
+        session_timeout_ms=k.session_timeout_ms, heartbeat_interval_ms=k.heartbeat_interval_ms,
+        max_poll_interval_ms=k.max_poll_interval_ms,
+        assignment_strategy=k.assignment_strategy, **auth)
+    feed = (FeedFollower(consumer_conf=cconf, topic=st.updates_topic, memory=memory,
+                         deduper=deduper) if st.replication else None)
+    snapshotter = Snapshotter(memory=memory, store=blobstore, prefix=st.prefix,
+                              interval_s=st.snapshot_interval_s, keep=st.snapshot_keep)
+    service = StreamService(
+        consumer_conf=cconf,
+        producer_conf=producer_config(bootstrap_servers=k.bootstrap_servers, **auth),
+        updates_topic=st.updates_topic if st.replication else None,
+        feed=feed, snapshotter=snapshotter,
+        input_topic=k.input_topic, output_topic=k.output_topic, dlq_topic=k.dlq_topic,
+        store=store, deduper=deduper, metrics=metrics,
+        max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
+        batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
+        transient_budget_s=s3.transient_budget_s,
+    )
+    return Service(service=service, metrics=metrics, memory=memory, snapshot_id=snapshot_id,
+                   metrics_port=settings.metrics_port or None)
+
+
+def build_feed_replayer(settings: Settings, memory: Memory):
+    """A follower of the index-updates feed that applies it to ``memory`` (the index commands)."""
+    from dupstream.stream.kafka import consumer_config
+    from dupstream.stream.replication import FeedFollower
+
+    k = settings.kafka
+    return FeedFollower(
+        consumer_conf=consumer_config(bootstrap_servers=k.bootstrap_servers,
+                                      group_id=k.group_id, **kafka_auth(settings)),
+        topic=settings.state.updates_topic, memory=memory)

@@ -1,0 +1,76 @@
+"""Keyword-only builders that wire workers and state into a ``Deduper``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dupstream.engine import Deduper
+from dupstream.state.index import IndexSpec
+from dupstream.state.memory import Memory, MemoryConfig
+from dupstream.workers.calibration import Calibrator
+from dupstream.workers.decision import DecisionPolicy, default_calibrator, default_decision_model
+from dupstream.workers.detector import build_detector
+from dupstream.workers.embedder import SSCDEmbedder
+from dupstream.workers.features import FeatureExtractor
+from dupstream.workers.gcn import GraphEncoder
+from dupstream.workers.semantic import DEFAULT_TOP_K
+
+
+def build_extractor(
+    *,
+    embedder: str = "sscd",
+    detector: str = "yolov3_tiny",
+    graph: bool = True,
+    top_k: int = DEFAULT_TOP_K,
+    threads: int = 2,
+    max_pixels: int = 50_000_000,
+    max_side: int = 20_000,
+) -> FeatureExtractor:
+    """SSCD visual embedder + a detector backend (``"none"``: visual evidence only) + the shipped
+    GCN (``graph=False``: Ss without the graph term). Nothing is loaded here."""
+    det = build_detector(detector)
+    return FeatureExtractor(
+        embedder=SSCDEmbedder(variant=embedder, threads=threads),
+        detector=det,
+        graph_encoder=GraphEncoder() if graph and det is not None else None,
+        top_k=top_k,
+        max_pixels=max_pixels,
+        max_side=max_side,
+    )
+
+
+def build_deduper(
+    *,
+    embedder: str = "sscd",
+    detector: str = "yolov3_tiny",
+    graph: bool = True,
+    top_k: int = DEFAULT_TOP_K,
+    threads: int = 2,
+    max_pixels: int = 50_000_000,
+    max_side: int = 20_000,
+    calibration: str | Path | None = None,
+    candidates: int = 10,
+    memory: Memory | None = None,
+    policy: Mapping[str, Any] | None = None,
+) -> Deduper:
+    """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
+    tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
+    Nothing is loaded here: models load on first use or at ``warm_up``."""
+    extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
+                                threads=threads, max_pixels=max_pixels, max_side=max_side)
+    calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
+    if memory is None:
+        spec = IndexSpec(dim=extractor.embedder.dim)
+        memory = Memory(MemoryConfig(vectors={"vector": spec}))
+    return Deduper(
+        extractor=extractor,
+        memory=memory,
+        policy=DecisionPolicy(
+            calibrator=calibrator,
+            cutoffs=default_decision_model(),
+            **dict(policy or {}),
+        ),
+        candidates=candidates,
+    )
