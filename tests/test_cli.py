@@ -82,9 +82,56 @@ def test_compare_one_pair_and_a_pairs_file(image_dir, tmp_path):
     assert got[0]["visual"] > got[2]["visual"] > got[1]["visual"]
 
 
+#: every subcommand and options its help must document (a command or option that disappears
+#: from the parser, or loses its help text, fails here)
+COMMANDS = {
+    "run": ["--config", "--create-topics", "--max-events", "--idle-exit", "DUPSTREAM_"],
+    "scan": ["--out", "--tenant", "--batch", "--embedder", "--detector", "--no-graph"],
+    "compare": ["--pairs", "--out", "--embedder", "--detector"],
+    "train": ["--out", "--seed", "--epochs", "--embedder"],
+    "index": ["snapshot", "restore", "stats", "list", "--snapshot", "--replay"],
+    "bench": ["--images", "--batches", "--modes", "--e2e"],
+    "eval": ["--dataset", "--pairs", "--ship", "--quick", "--resamples"],
+}
+
+
 def test_help_explains_every_command():
-    out = subprocess.run([*CLI, "--help"], check=True, capture_output=True, text=True).stdout
-    for cmd in ("run", "scan", "compare"):
-        assert cmd in out
-        sub = subprocess.run([*CLI, cmd, "--help"], check=True, capture_output=True, text=True)
-        assert "usage" in sub.stdout.lower()
+    from dupstream.cli import build_parser
+
+    top = subprocess.run([*CLI, "--help"], check=True, capture_output=True, text=True).stdout
+    sub_action = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub_action.choices) == set(COMMANDS)  # a new command needs its help checked here
+    helps = {a.dest: a.help for a in sub_action._choices_actions}
+    for cmd, options in COMMANDS.items():
+        assert cmd in top and helps[cmd] and helps[cmd] in " ".join(top.split())
+        out = subprocess.run([*CLI, cmd, "--help"], check=True, capture_output=True,
+                             text=True).stdout
+        assert out.startswith(f"usage: dupstream {cmd}"), out[:80]
+        description = sub_action.choices[cmd].description
+        assert description and " ".join(description.split()[:6]) in " ".join(out.split())
+        for opt in options:
+            assert opt in out, (cmd, opt)
+
+
+def test_usage_errors_exit_with_the_documented_code():
+    from dupstream.cli import ExitCode
+
+    bad = subprocess.run([*CLI, "compare", "only-one.png"], capture_output=True, text=True)
+    assert bad.returncode == ExitCode.USAGE == 2 and "exactly two images" in bad.stderr
+    nocmd = subprocess.run([*CLI, "frobnicate"], capture_output=True, text=True)
+    assert nocmd.returncode == ExitCode.USAGE and "invalid choice" in nocmd.stderr
+
+
+def test_a_user_folder_named_like_our_packages_changes_nothing(image_dir, tmp_path):
+    """Decoys in the working directory (state.py, stream.py, a workers/ package) are not imported:
+    the folders at the repository root are installed as dupstream.state etc. only."""
+    d, files, _ = image_dir
+    pair = [str(files["chelsea"]), str(d / "b_chelsea_crop.png")]
+    here = subprocess.run([*CLI, "compare", *pair], check=True, capture_output=True, text=True)
+    decoy = tmp_path / "user"
+    (decoy / "workers").mkdir(parents=True)
+    for name in ("state.py", "stream.py", "workers/__init__.py", "bench.py"):
+        (decoy / name).write_text("raise ImportError('a user file, not dupstream')\n")
+    there = subprocess.run([*CLI, "compare", *pair], check=True, capture_output=True, text=True,
+                           cwd=decoy)
+    assert json.loads(there.stdout) == json.loads(here.stdout)

@@ -61,9 +61,12 @@ def test_policy_settings_reach_the_decision(monkeypatch):
     policy = build_deduper(detector="none", policy=s.policy).policy
     assert policy.resolve_domain("cams") == "cctv" and policy.resolve_domain("other") is None
     assert policy.preference == "precision" and policy.tenant_preferences == {"desk": "recall"}
-    # the cut-off really depends on them: a recall-preferring tenant never has a higher one
+    # the cut-off really depends on them: the recall-preferring tenant gets a strictly lower one
+    # than the others (precision), and a policy that ignored tenant preferences would not
     from dupstream.workers.similarity import PairScore
 
     score = PairScore(exact=False, visual=0.6, pdq_distance=120, pdq_variant=0, fused=0.6,
                       changed_area=None)
-    assert policy.cut_off(score, tenant="desk") <= policy.cut_off(score, tenant="other")
+    assert policy.cut_off(score, tenant="desk") < policy.cut_off(score, tenant="other")
+    plain = build_deduper(detector="none").policy
+    assert plain.cut_off(score, tenant="desk") == plain.cut_off(score, tenant="other")

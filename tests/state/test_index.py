@@ -127,7 +127,10 @@ def test_validation():
         index.add(np.full((1, 4), np.nan, np.float32))
     with pytest.raises(StateError):
         load_index(b"\x93garbage")
-    assert isinstance(NumpyIndex(dim=3), NumpyIndex)
+    oracle = NumpyIndex(dim=3)
+    with pytest.raises(StateError):
+        oracle.add(np.ones((1, 4), np.float32))
+    assert len(oracle) == 0
 
 
 def test_idmap_rows_tenants_bitmaps_and_round_trip():
