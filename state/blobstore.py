@@ -4,20 +4,21 @@
 - ``FileBlobStore``: a directory; ``put_bytes`` is atomic (write to a temp file, then rename).
 - ``MinioBlobStore``: an S3 bucket through the ``minio`` client (MinIO, AWS S3, moto).
 
-Names are ``/``-separated keys. ``get_bytes`` raises ``BlobNotFound`` for a missing name and
-``BlobUnavailable`` when the server cannot be reached.
+Names are ``/``-separated keys. ``get_bytes`` raises ``BlobNotFound`` for a missing name; the S3
+store raises the ``BlobError`` subclasses of the shared mapping (``BlobUnavailable`` only when
+the server cannot be reached, timed out, failed or throttled).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from dupstream.core.errors import BlobNotFound, BlobUnavailable, StateError
+from dupstream.core.errors import BlobNotFound, StateError
+from dupstream.state.objectstore import S3ObjectStore
 
 
 @runtime_checkable
@@ -108,64 +109,39 @@ class FileBlobStore:
         self._path(name).unlink(missing_ok=True)
 
 
-try:  # urllib3 (minio's transport) raises timeouts that are not OSErrors
-    from urllib3.exceptions import HTTPError
-except ImportError:  # pragma: no cover
-    HTTPError = OSError  # noqa: N816
-
-
 class MinioBlobStore:
-    """Blobs in one S3 bucket (created on the first write if missing; no I/O in ``__init__``).
-    ``client`` is a ``minio.Minio``."""
+    """Blobs in one S3 bucket through the shared adapter (``dupstream.state.objectstore``: one
+    error mapping for blob fetch and state I/O). The bucket is created on the first write when
+    missing; no I/O in ``__init__``. ``store`` is an ``S3ObjectStore`` (a bare ``minio.Minio``
+    is wrapped in one)."""
 
-    def __init__(self, client: Any, bucket: str, *, create: bool = True) -> None:
-        self.client = client
+    def __init__(self, store: S3ObjectStore | Any, bucket: str, *, create: bool = True) -> None:
+        self.store = store if isinstance(store, S3ObjectStore) else S3ObjectStore.wrap(store)
         self.bucket = bucket
         self._ensured = not create
 
-    def _ensure_bucket(self) -> None:
-        if not self.client.bucket_exists(self.bucket):
-            self.client.make_bucket(self.bucket)
-        self._ensured = True
+    @property
+    def client(self) -> Any:
+        return self.store.client
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from minio.error import S3Error
-
-        try:
-            return fn(*args, **kwargs)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
-                raise BlobNotFound(f"{self.bucket}: {exc.code}") from exc
-            raise BlobUnavailable(f"S3 error {exc.code}: {exc.message}") from exc
-        except (OSError, ValueError, HTTPError) as exc:  # connection errors, timeouts
-            raise BlobUnavailable(f"S3 unreachable: {exc}") from exc
+    def __repr__(self) -> str:
+        return f"MinioBlobStore({self.store!r}, bucket={self.bucket!r})"
 
     def put_bytes(self, name: str, data: bytes) -> None:
+        name = _check_name(name)
         if not self._ensured:
-            self._call(self._ensure_bucket)
-        self._call(
-            self.client.put_object, self.bucket, _check_name(name), io.BytesIO(data), len(data)
-        )
+            self.store.ensure_bucket(self.bucket)
+            self._ensured = True
+        self.store.put(self.bucket, name, data, create_bucket=False)
 
     def get_bytes(self, name: str) -> bytes:
-        def get() -> bytes:
-            resp = self.client.get_object(self.bucket, name)
-            try:
-                return resp.read()
-            finally:
-                resp.close()
-                resp.release_conn()
-
-        return self._call(get)
+        return self.store.get_all(self.bucket, name)
 
     def list(self, prefix: str) -> list[str]:
         try:
-            objs = self._call(
-                lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
-            )
+            return self.store.list(self.bucket, prefix)
         except BlobNotFound:  # no bucket yet: nothing stored
             return []
-        return sorted(o.object_name for o in objs)
 
     def delete(self, name: str) -> None:
-        self._call(self.client.remove_object, self.bucket, name)
+        self.store.delete(self.bucket, name)

@@ -48,6 +48,32 @@ class BlobNotFound(BlobError):
     reason = "blob_missing"
 
 
+class BlobInvalidKey(BlobError):
+    """The object key cannot name an S3 object (empty, a '.' or '..' path segment, over 1,024
+    UTF-8 bytes, not encodable; or the server answered InvalidObjectName / KeyTooLongError)."""
+
+    reason = "blob_invalid_key"
+
+
+class BlobInvalidBucket(BlobInvalidKey):
+    """The bucket name is not a valid S3 bucket name."""
+
+    reason = "blob_invalid_bucket"
+
+
+class BlobAccessDenied(BlobError):
+    """Object storage refused access (AccessDenied, bad credentials or signature, clock skew)."""
+
+    reason = "blob_access_denied"
+
+
+class BlobRejected(BlobError):
+    """Object storage rejected the request with a client error (4xx) no other class names;
+    retrying the same request will not help."""
+
+    reason = "blob_rejected"
+
+
 class BlobTooLarge(BlobError):
     """The blob is larger than the configured size cap."""
 
@@ -55,7 +81,8 @@ class BlobTooLarge(BlobError):
 
 
 class BlobUnavailable(BlobError):
-    """Object storage could not be reached or answered with a server error (transient)."""
+    """Object storage could not be reached, timed out, answered with a server error (5xx) or
+    asked the client to slow down (transient)."""
 
     reason = "blob_unavailable"
     transient = True
@@ -101,4 +128,12 @@ class DeliveryError(DupstreamError):
     """A verdict or dead-letter record could not be delivered to Kafka (transient)."""
 
     reason = "delivery"
+    transient = True
+
+
+class ServerUnavailable(DupstreamError):
+    """A server the service needs (S3, the Kafka broker) did not answer within the start-up
+    budget."""
+
+    reason = "unavailable"
     transient = True
