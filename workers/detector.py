@@ -103,7 +103,10 @@ DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none")
 def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
     """The backend named ``kind`` (see ``DETECTORS``); ``"none"`` gives no detector (visual only).
 
-    Keyword arguments go to the backend's constructor. Nothing is loaded here.
+    Keyword arguments go to the backend's constructor. ``weights_dir`` (None: the packaged
+    weights) is the folder holding the backend's files under their usual names
+    (``yolov3-tiny.cfg`` + ``yolov3-tiny.weights``; torchvision's ``.pth`` name for Faster
+    R-CNN); they are checked against their sha256 when loaded. Nothing is loaded here.
     """
     if kind == "none":
         return None
@@ -116,7 +119,10 @@ def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
 
         return OpenCVYoloDetector(**kwargs)
     if kind == "faster_rcnn":
-        from dupstream.workers.frcnn import FasterRCNNDetector
+        from dupstream.workers.frcnn import FasterRCNNDetector, weights_file
 
+        weights_dir = kwargs.pop("weights_dir", None)
+        if weights_dir is not None and kwargs.get("weights_path") is None:
+            kwargs["weights_path"] = weights_file(weights_dir, kwargs.get("variant", "v1"))
         return FasterRCNNDetector(**kwargs)
     raise ConfigError(f"unknown detector {kind!r}; known: {', '.join(DETECTORS)}")

@@ -10,12 +10,18 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from dupstream.core.errors import DupstreamError, ModelError
+from dupstream.core.errors import ConfigError, DupstreamError, ModelError, WeightsError
 from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 from dupstream.workers.detector import Detections, Detector
 from dupstream.workers.embedder import Embedder
 from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
-from dupstream.workers.semantic import DEFAULT_TOP_K, Objects, select_objects, semantic_vector
+from dupstream.workers.semantic import (
+    DEFAULT_TOP_K,
+    NUM_COLOURS,
+    Objects,
+    select_objects,
+    semantic_vector,
+)
 
 if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
@@ -48,9 +54,14 @@ class FeatureExtractor:
     """Decode, hash, embed and (optionally) detect objects in a batch of image blobs; one call
     per model per batch.
 
-    Per-image failures (bad bytes, bombs) come back in place as ``DupstreamError`` values so the
-    rest of the batch continues. A detector failure does not fail the image: its semantic fields
-    stay ``None`` and the comparison falls back to visual evidence.
+    Per-image failures (bad bytes, bombs, a model failing on one image) come back in place as
+    ``DupstreamError`` values so the rest of the batch continues. A detector or GCN failure on one
+    image does not fail the image: its semantic fields stay ``None`` and the comparison falls back
+    to visual evidence.
+
+    Deployment faults are never per-image: a ``WeightsError`` (weights missing or failing their
+    sha256 check) or a ``ConfigError`` propagates out of every call, whatever the image. Call
+    ``warm_up()`` at start so they surface before the first event.
     """
 
     def __init__(
@@ -103,7 +114,8 @@ class FeatureExtractor:
         t1 = time.perf_counter()
         try:
             vectors = self.embedder.embed([decoded[i] for i in good])
-        except ModelError:
+        except ModelError as exc:
+            _raise_if_fatal(exc)
             vectors = None
         t2 = time.perf_counter()
         if vectors is None:  # isolate the image that breaks the model, keep the others
@@ -112,6 +124,7 @@ class FeatureExtractor:
                 try:
                     vectors.append(self.embedder.embed([decoded[i]])[0])
                 except ModelError as exc:
+                    _raise_if_fatal(exc)
                     vectors.append(exc)
         images = [decoded[i] for i in good]
         objects = self.detect(images)
@@ -152,20 +165,114 @@ class FeatureExtractor:
             return [None] * len(images)
         try:
             dets: list[Detections | None] = list(self.detector.detect(images))
-        except ModelError:
+        except ModelError as exc:
+            _raise_if_fatal(exc)
             dets = []
             for im in images:  # isolate the image that breaks the detector
                 try:
                     dets.append(self.detector.detect([im])[0])
-                except ModelError:
+                except ModelError as one:
+                    _raise_if_fatal(one)
                     dets.append(None)
         return [
             None if d is None else select_objects(im, d, k=self.top_k)
             for im, d in zip(images, dets, strict=True)
         ]
 
-    def embed_graphs(self, objects: Sequence[Objects | None]) -> np.ndarray | None:
+    def embed_graphs(self, objects: Sequence[Objects | None]) -> list[np.ndarray | None] | None:
+        """One graph embedding per image (one GCN call for the batch); None where it failed."""
         if self.graph_encoder is None:
             return None
-        return self.graph_encoder.embed([o if o is not None else Objects.empty() for o in objects])
+        graphs = [o if o is not None else Objects.empty() for o in objects]
+        try:
+            return list(self.graph_encoder.embed(graphs))
+        except ModelError as exc:
+            _raise_if_fatal(exc)
+        out: list[np.ndarray | None] = []
+        for g in graphs:  # isolate the image that breaks the GCN
+            try:
+                out.append(self.graph_encoder.embed([g])[0])
+            except ModelError as one:
+                _raise_if_fatal(one)
+                out.append(None)
+        return out
+
+    def warm_up(self) -> dict[str, str]:
+        """Load and verify every configured model (weights checked against their sha256) and run
+        each once on a synthetic probe, so a deployment fault fails here, at start.
+
+        Raises ``WeightsError`` / ``ConfigError`` / ``ModelError`` (a model that cannot run even
+        on the probe is broken for every image). Returns ``{component: model name}``."""
+        probe = _probe_image()
+        loaded: dict[str, str] = {}
+        _load("embedder", self.embedder)
+        vec = _run("embedder", self.embedder, lambda: self.embedder.embed([probe]))
+        vec = np.asarray(vec)
+        if vec.shape != (1, self.embedder.dim) or not np.all(np.isfinite(vec)):
+            raise ModelError(f"embedder {self.embedder.name}: probe gave shape {vec.shape}, "
+                             f"expected (1, {self.embedder.dim}) finite values")
+        loaded["embedder"] = self.embedder.name
+        if self.detector is not None:
+            _load("detector", self.detector)
+            _run("detector", self.detector, lambda: self.detector.detect([probe]))
+            loaded["detector"] = self.detector.name
+        if self.graph_encoder is not None:
+            _load("graph encoder", self.graph_encoder)
+            g = _run("graph encoder", self.graph_encoder,
+                     lambda: self.graph_encoder.embed([_probe_objects()]))
+            if not np.all(np.isfinite(np.asarray(g))):
+                raise ModelError(f"graph encoder {self.graph_encoder.name}: non-finite output")
+            loaded["graph"] = self.graph_encoder.name
+        return loaded
+
+
+def _raise_if_fatal(exc: BaseException) -> None:
+    """Deployment faults (weights, configuration) are never an image's fault."""
+    if isinstance(exc, WeightsError | ConfigError):
+        raise exc
+
+
+def _load(what: str, model: object) -> None:
+    """``load()`` the model when it has one (every shipped backend does; test doubles may not).
+    A load that fails other than with a ``DupstreamError`` is reported as a ``WeightsError``."""
+    load = getattr(model, "load", None)
+    if not callable(load):
+        return
+    try:
+        load()
+    except DupstreamError:
+        raise
+    except Exception as exc:
+        name = getattr(model, "name", type(model).__name__)
+        raise WeightsError(f"{what} {name}: weights could not be loaded: "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def _run(what: str, model: object, fn):
+    try:
+        return fn()
+    except DupstreamError:
+        raise
+    except Exception as exc:  # a backend bug or a broken runtime: as fatal as bad weights
+        name = getattr(model, "name", type(model).__name__)
+        raise ModelError(f"{what} {name} failed on the warm-up probe: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _probe_image(size: int = 160) -> np.ndarray:
+    """A deterministic RGB picture with structure (gradients, a disc, a bar)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    rgb = np.stack([x, y, 1.0 - x * y], axis=2) * 255.0
+    img = np.ascontiguousarray(rgb.astype(np.uint8))
+    cv2.circle(img, (size // 3, size // 2), size // 5, (220, 40, 40), -1)
+    cv2.rectangle(img, (size // 2, size // 4), (size - 10, size // 4 + 20), (20, 20, 200), -1)
+    return img
+
+
+def _probe_objects() -> Objects:
+    """Two overlapping objects: enough for a real GCN forward (edges included)."""
+    colours = np.full((2, NUM_COLOURS), 1.0 / NUM_COLOURS, np.float32)
+    return Objects(boxes=np.array([[0.1, 0.1, 0.6, 0.7], [0.4, 0.3, 0.9, 0.9]], np.float32),
+                   labels=np.array([0, 56], np.int64), scores=np.array([0.9, 0.7], np.float32),
+                   colours=colours)
 

@@ -48,6 +48,13 @@ _FILES = {
 }
 
 
+def weights_file(weights_dir: str | Path, variant: str = "v1") -> Path:
+    """The weights of ``variant`` in ``weights_dir``, under torchvision's file name."""
+    if variant not in _FILES:
+        raise ModelError(f"unknown Faster R-CNN variant {variant!r}")
+    return Path(weights_dir) / _FILES[variant]
+
+
 def _torchvision_label_map() -> np.ndarray:
     """torchvision's 91 COCO category slots -> COCO-80 index (-1 for background / N/A)."""
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights

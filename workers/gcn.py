@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dupstream.core.errors import WeightsError
+from dupstream.core.errors import ModelError, WeightsError
 from dupstream.workers.coco import NUM_CLASSES
 from dupstream.workers.graph import NODE_DIM, ObjectGraph, build_graph
 from dupstream.workers.semantic import Objects
@@ -156,7 +156,10 @@ class GraphEncoder:
         out = np.zeros((len(objects), model.out_dim), np.float32)
         idx = [i for i, o in enumerate(objects) if len(o) > 0]
         if idx:
-            batch = to_batch([self.graph(objects[i]) for i in idx], self.device)
-            with torch.inference_mode():
-                out[idx] = model(batch).float().cpu().numpy()
+            try:
+                batch = to_batch([self.graph(objects[i]) for i in idx], self.device)
+                with torch.inference_mode():
+                    out[idx] = model(batch).float().cpu().numpy()
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise ModelError(f"{self.name} inference failed: {exc}") from exc
         return out

@@ -34,11 +34,12 @@ class WeightsDescriptor:
             digest = sha256_file(path)
             if self.sha256 is not None and digest != self.sha256:
                 raise WeightsError(
-                    f"{self.name}: {path} has sha256 {digest}, expected {self.sha256}"
+                    f"{self.name}: weights file {path} has sha256 {digest}, expected {self.sha256}"
                 )
             if self.sha256_prefix is not None and not digest.startswith(self.sha256_prefix):
                 raise WeightsError(
-                    f"{self.name}: {path} has sha256 {digest}, expected {self.sha256_prefix}..."
+                    f"{self.name}: weights file {path} has sha256 {digest}, "
+                    f"expected {self.sha256_prefix}..."
                 )
         return path
 
