@@ -1,0 +1,103 @@
+"""The registered difference map: the reference warped onto the query, a gain/bias fit over the
+overlap, and what differs (residual, changed area, changed boxes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: blur (pixels) applied to both images before differencing: tolerates resampling and JPEG
+BLUR_SIGMA = 1.2
+#: a pixel differs when its residual exceeds this many grey levels ...
+CHANGE_ABS = 28.0
+#: ... and this share of the query's contrast (std) over the overlap
+CHANGE_REL = 0.6
+#: changed components smaller than this share of the overlap are noise
+MIN_REGION = 0.004
+
+
+@dataclass(frozen=True)
+class DiffMap:
+    overlap: np.ndarray  # (h, w) bool, query pixels the reference covers
+    overlap_query: float
+    overlap_ref: float
+    residual: float  # median |q - (a r + b)| / contrast, over the overlap
+    changed_area: float
+    changed_regions: tuple[tuple[float, float, float, float], ...]
+    gain: float
+    bias: float
+
+
+def warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
+    h, w = shape
+    if np.allclose(m[2], [0.0, 0.0, 1.0]):
+        return cv2.warpAffine(img, m[:2], (w, h), flags=interp, borderValue=0)
+    return cv2.warpPerspective(img, m, (w, h), flags=interp, borderValue=0)
+
+
+def overlap_masks(m: np.ndarray, qshape: tuple[int, int], rshape: tuple[int, int]
+                  ) -> tuple[np.ndarray, float, float]:
+    """(query pixels covered by the reference, share of the query, share of the reference)."""
+    ones = np.full(rshape, 255, np.uint8)
+    cover = warp(ones, m, qshape, cv2.INTER_NEAREST) > 0
+    # share of the reference that lands inside the query: the query frame mapped back
+    inv = np.linalg.inv(m)
+    back = warp(np.full(qshape, 255, np.uint8), inv, rshape, cv2.INTER_NEAREST) > 0
+    return cover, float(cover.mean()), float(back.mean())
+
+
+def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray) -> DiffMap:
+    qshape, rshape = query.shape[:2], ref.shape[:2]
+    cover, oq, orf = overlap_masks(m, qshape, rshape)
+    k = max(1, round(min(qshape) / 128))
+    inner = cv2.erode(cover.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
+    if inner.sum() < 16:
+        return DiffMap(cover, oq, orf, 1.0, 1.0, (), 1.0, 0.0)
+    sig = BLUR_SIGMA * max(1.0, min(qshape) / 256)
+    q = cv2.GaussianBlur(query.astype(np.float32), (0, 0), sig)
+    r = cv2.GaussianBlur(warp(ref, m, qshape, cv2.INTER_LINEAR).astype(np.float32), (0, 0), sig)
+    qv, rv = q[inner], r[inner]
+    gain, bias = _gain_bias(qv, rv)
+    d = np.abs(q - (gain * r + bias))
+    contrast = max(float(qv.std()), 8.0)
+    residual = float(np.median(d[inner])) / contrast
+    changed = (d > max(CHANGE_ABS, CHANGE_REL * contrast)) & inner
+    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    changed = changed.astype(bool) & inner
+    n_in = float(inner.sum())
+    boxes = _regions(changed, n_in, qshape)
+    return DiffMap(cover, oq, orf, residual, float(changed.sum()) / n_in, boxes, gain, bias)
+
+
+def _gain_bias(q: np.ndarray, r: np.ndarray) -> tuple[float, float]:
+    """q ~ gain * r + bias, least squares refitted on the better half (edits are outliers)."""
+    keep = np.ones(len(q), bool)
+    gain, bias = 1.0, 0.0
+    for _ in range(2):
+        rv, qv = r[keep], q[keep]
+        var = float(rv.var())
+        if var < 1e-6:
+            gain, bias = 1.0, float(qv.mean() - rv.mean())
+        else:
+            gain = float(np.clip(np.mean((rv - rv.mean()) * (qv - qv.mean())) / var, 0.2, 5.0))
+            bias = float(qv.mean() - gain * rv.mean())
+        res = np.abs(q - (gain * r + bias))
+        keep = res <= np.quantile(res, 0.6)
+    return gain, bias
+
+
+def _regions(changed: np.ndarray, n_in: float, shape: tuple[int, int]
+             ) -> tuple[tuple[float, float, float, float], ...]:
+    h, w = shape
+    n, _, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
+    out = []
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:16] + 1:
+        x, y, bw, bh, area = (int(v) for v in stats[i])
+        if area < MIN_REGION * n_in:
+            continue
+        out.append((round(x / w, 4), round(y / h, 4), round((x + bw) / w, 4),
+                    round((y + bh) / h, 4)))
+    return tuple(out)

@@ -1,0 +1,173 @@
+"""Geometric registration of two registration thumbnails: sparse features + robust fit, and dense
+(ECC) alignment where sparse features are too few.
+
+Every model maps *reference* pixels to *query* pixels (2x3 affine, or 3x3 homography). Mirrored
+copies are found by matching the mirrored query and composing the mirror back in, so the
+returned model may be a reflection; 90-degree turns and arbitrary rotations come from the
+rotation invariance of the features (sparse) or from the initialisations tried (dense).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: ORB features per thumbnail (fast: ~1 ms per 256-px thumb on one core)
+N_FEATURES = 600
+#: Lowe ratio for the nearest / second-nearest descriptor distance
+RATIO = 0.8
+#: reprojection threshold of the robust fit, in query-thumb pixels per 256 px of side
+REPROJ_PX = 3.0
+#: fewer inliers than this: the sparse fit is not trusted and dense alignment is tried
+MIN_INLIERS = 10
+#: dense alignment works on images upscaled to at least this side (digits are 28 px)
+DENSE_MIN_SIDE = 96
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    pts: np.ndarray  # (n, 2) float32, thumb pixels
+    desc: np.ndarray | None  # (n, 32) uint8 ORB descriptors
+
+
+@dataclass(frozen=True)
+class SparseFit:
+    matrix: np.ndarray  # (3, 3) float64 reference -> query
+    src: np.ndarray  # (m, 2) matched reference points (all ratio-test matches)
+    dst: np.ndarray  # (m, 2) matched query points
+    inlier: np.ndarray  # (m,) bool
+    flip: bool
+
+    @property
+    def inliers(self) -> int:
+        return int(self.inlier.sum())
+
+    def errors(self) -> np.ndarray:
+        """Reprojection error (query px) of every match under the model."""
+        if len(self.src) == 0:
+            return np.zeros(0)
+        p = np.hstack([self.src.astype(np.float64), np.ones((len(self.src), 1))]) @ self.matrix.T
+        return np.linalg.norm(p[:, :2] / p[:, 2:3] - self.dst, axis=1)
+
+
+def _orb(side: int) -> cv2.ORB:
+    patch = int(np.clip(side // 10, 9, 31))
+    return cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=patch,
+                          patchSize=patch, fastThreshold=10)
+
+
+def keypoints(grey: np.ndarray) -> Keypoints:
+    kps, desc = _orb(max(grey.shape)).detectAndCompute(grey, None)
+    pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    return Keypoints(pts, desc)
+
+
+def mirror_matrix(width: int) -> np.ndarray:
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _matches(q: Keypoints, r: Keypoints) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches as (reference points, query points)."""
+    empty = np.zeros((0, 2), np.float32)
+    if q.desc is None or r.desc is None or len(q.pts) < 2 or len(r.pts) < 2:
+        return empty, empty
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(r.desc, q.desc, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if not good:
+        return empty, empty
+    src = r.pts[[m.queryIdx for m in good]]
+    dst = q.pts[[m.trainIdx for m in good]]
+    return src, dst
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Similarity by RANSAC (refined), then a full affine if it explains clearly more matches."""
+    if len(src) < 3:
+        return None
+    m, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                          ransacReprojThreshold=thresh, maxIters=2000,
+                                          confidence=0.995, refineIters=10)
+    if m is None:
+        return None
+    inl = mask.ravel().astype(bool)
+    if inl.sum() >= 6 and inl.mean() < 0.8:
+        a, amask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC,
+                                        ransacReprojThreshold=thresh, maxIters=2000,
+                                        confidence=0.995, refineIters=10)
+        if a is not None and amask.sum() > 1.3 * inl.sum() and _anisotropy(a) < 1.5:
+            m, inl = a, amask.ravel().astype(bool)
+    return np.vstack([m, [0.0, 0.0, 1.0]]), inl
+
+
+def _anisotropy(m: np.ndarray) -> float:
+    s = np.linalg.svd(np.asarray(m)[:2, :2], compute_uv=False)
+    return float(s[0] / max(s[1], 1e-9))
+
+
+def sparse_fit(q: Keypoints, qm: Keypoints, r: Keypoints, qshape: tuple[int, int]
+               ) -> SparseFit | None:
+    """Best of the direct and the mirrored fit (``qm``: keypoints of the mirrored query)."""
+    thresh = REPROJ_PX * max(qshape) / 256.0
+    best: SparseFit | None = None
+    for flip, kq in ((False, q), (True, qm)):
+        src, dst = _matches(kq, r)
+        fit = _fit(src, dst, thresh)
+        if fit is None:
+            continue
+        m, inl = fit
+        if flip:
+            mir = mirror_matrix(qshape[1])
+            m = mir @ m
+            dst = dst.copy()
+            dst[:, 0] = qshape[1] - 1.0 - dst[:, 0]
+        cand = SparseFit(m, src, dst, inl, flip)
+        if best is None or cand.inliers > best.inliers:
+            best = cand
+        if not flip and cand.inliers >= 4 * MIN_INLIERS and inl.mean() > 0.5:
+            break  # a clear direct fit: the mirrored one cannot beat it
+    return best
+
+
+def _upscale(img: np.ndarray, f: float) -> np.ndarray:
+    if f == 1.0:
+        return img
+    size = (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
+
+
+def _scale(f: float) -> np.ndarray:
+    return np.diag([f, f, 1.0])
+
+
+def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
+              ) -> tuple[np.ndarray, float] | None:
+    """ECC (affine) of the reference onto the query from each initial reference->query model;
+    returns the best model (thumb pixels) and its correlation coefficient."""
+    f = max(1.0, DENSE_MIN_SIDE / max(1, min(max(query.shape), max(ref.shape))))
+    qf = _upscale(query, f).astype(np.float32)
+    rf = _upscale(ref, f).astype(np.float32)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    best: tuple[np.ndarray, float] | None = None
+    for init in inits:
+        if abs(np.linalg.det(init[:2, :2])) < 1e-6:
+            continue
+        # ECC warps the input (reference) into the template (query): it wants query -> reference
+        m0 = np.linalg.inv(_scale(f) @ init @ _scale(1.0 / f))[:2].astype(np.float32)
+        try:
+            cc, w = cv2.findTransformECC(qf, rf, m0, cv2.MOTION_AFFINE, crit, None, 5)
+        except cv2.error:
+            continue
+        m = _scale(1.0 / f) @ np.linalg.inv(np.vstack([w, [0, 0, 1]])) @ _scale(f)
+        if best is None or cc > best[1]:
+            best = (m.astype(np.float64), float(cc))
+    return best
+
+
+def centred_inits(qshape: tuple[int, int], rshape: tuple[int, int]) -> list[np.ndarray]:
+    """Reference fitted into the query frame, centred: as is and mirrored."""
+    s = min(qshape[0] / rshape[0], qshape[1] / rshape[1])
+    t = np.array([[s, 0.0, (qshape[1] - s * rshape[1]) / 2],
+                  [0.0, s, (qshape[0] - s * rshape[0]) / 2], [0.0, 0.0, 1.0]])
+    return [t, mirror_matrix(qshape[1]) @ t]
