@@ -12,14 +12,19 @@ import enum
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dupstream import __version__
-from dupstream.core.errors import ConfigError, DupstreamError, ModelError, StateError
+from dupstream.core.errors import (
+    ConfigError,
+    DupstreamError,
+    ModelError,
+    ServerUnavailable,
+    StateError,
+)
 
 
 class ExitCode(enum.IntEnum):
@@ -36,11 +41,16 @@ class ExitCode(enum.IntEnum):
     MODEL = 4
     #: persisted state cannot be used (e.g. a snapshot of another embedder)
     STATE = 5
-    #: any other dupstream error (servers unreachable after the start-up budget, ...)
+    #: any other dupstream error
     ERROR = 6
+    #: S3 or the Kafka broker did not answer within the start-up budget
+    #: (``DUPSTREAM_STARTUP__BUDGET_S``), or stayed unreachable through it
+    UNAVAILABLE = 7
 
 
 def exit_code_for(exc: DupstreamError) -> ExitCode:
+    if isinstance(exc, ServerUnavailable) or exc.transient:
+        return ExitCode.UNAVAILABLE
     if isinstance(exc, ConfigError):
         return ExitCode.CONFIG
     if isinstance(exc, ModelError):
@@ -158,35 +168,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    # SIGTERM/SIGINT during start-up must still mean "stop cleanly", not a crash
-    stop_requested: list[int] = []
-
-    def early_stop(signum, _frame) -> None:
-        stop_requested.append(signum)
-
-    signal.signal(signal.SIGTERM, early_stop)
-    signal.signal(signal.SIGINT, early_stop)
-
-    from dupstream.app.root import build_service
     from dupstream.app.settings import Settings
-    from dupstream.stream.metrics import HealthServer
+    from dupstream.app.startup import interruptible, probes, wait_for_servers
 
     log = logging.getLogger("dupstream")
-    built = build_service(Settings.load(args.config), create_topics=args.create_topics,
-                          partitions=args.partitions)
-    service = built.service
-    health = None
-    if built.metrics_port:
-        health = HealthServer(metrics=built.metrics, ready=service.readiness,
-                              port=built.metrics_port).start()
-        log.info("metrics on :%d", health.port)
-    signal.signal(signal.SIGTERM, service.stop)
-    signal.signal(signal.SIGINT, service.stop)
-    if stop_requested:
-        service.stop()
-    n = service.run(max_events=args.max_events, idle_exit_s=args.idle_exit)
-    if health is not None:
-        health.stop()
+    settings = Settings.load(args.config)
+    # until the service runs, SIGINT/SIGTERM raise Interrupted wherever start-up is (the server
+    # wait, the snapshot load, the model load): main() turns it into a clean exit
+    with interruptible() as hand_over:
+        waited = wait_for_servers(probes(settings), budget_s=settings.startup.budget_s)
+        log.info("S3 and the Kafka broker answer (%.1f s)", waited)
+        from dupstream.app.root import build_service
+        from dupstream.stream.metrics import HealthServer
+
+        built = build_service(settings, create_topics=args.create_topics,
+                              partitions=args.partitions)
+        service = built.service
+        health = None
+        if built.metrics_port:
+            health = HealthServer(metrics=built.metrics, ready=service.readiness,
+                                  port=built.metrics_port).start()
+            log.info("metrics on :%d", health.port)
+        hand_over(service.stop)
+    try:
+        n = service.run(max_events=args.max_events, idle_exit_s=args.idle_exit)
+    finally:
+        if health is not None:
+            health.stop()
     print(f"processed {n} events", file=sys.stderr)
     return ExitCode.OK
 
@@ -205,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         scalability=tuple(args.scalability) if datasets else (),
         detectors=args.detectors.split(",") if args.detectors else None,
         progress=not args.quiet, embedder=args.embedder, threads=args.threads,
-        detector=args.detector, graph=not args.no_graph,
+        detector=args.detector, graph=not args.no_graph, extra={"before": args.before},
         command="dupstream " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dupstream eval")
     try:
         md = run(cfg)
@@ -419,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="N", help="image counts for the scalability runs (none: skip)")
     ev.add_argument("--detectors", help="detector swap backends, comma-separated "
                     "(default: every one available)")
+    ev.add_argument("--before", help="a saved per_kind.json (an earlier run's): the report shows "
+                    "the shipped product's recall / FPR per pair kind before and now")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_model_args(ev)
     ev.set_defaults(func=cmd_eval)
@@ -430,11 +440,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    # librdkafka's own lines (routed through logging): warnings and errors, all with -v
+    logging.getLogger("dupstream.librdkafka").setLevel(
+        logging.DEBUG if args.verbose else logging.WARNING)
+    logging.getLogger("dupstream.librdkafka.probe").setLevel(
+        logging.DEBUG if args.verbose else logging.CRITICAL)
+    from dupstream.app.startup import Interrupted
+
     try:
         return int(args.func(args) or 0)
     except DupstreamError as exc:
         print(f"dupstream: {exc.reason}: {exc}", file=sys.stderr)
         return exit_code_for(exc)
+    except Interrupted as exc:  # SIGINT/SIGTERM before the service ran: a clean stop
+        print(f"dupstream: {exc}", file=sys.stderr)
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -24,9 +24,12 @@ from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.state.records import BlobRecordStore
 from dupstream.state.snapshot import load_latest_snapshot
 from dupstream.stream.blobs import MinioStore
+from dupstream.stream.kafkalog import LibrdkafkaLog
 
 log = logging.getLogger("dupstream")
 T = TypeVar("T")
+#: librdkafka's log lines (every client of this process) through Python logging, repeats folded
+KAFKA_LOG = LibrdkafkaLog()
 
 
 def policy_options(policy: PolicySettings) -> dict[str, Any]:
@@ -75,17 +78,20 @@ def build_memory(
 
 
 def with_retries(fn: Callable[[], T], *, what: str, budget_s: float) -> T:
-    """Call ``fn``, retrying transient failures (storage starting up or briefly down)."""
+    """Call ``fn``, retrying transient failures (storage starting up or briefly down) until
+    ``budget_s`` (the start-up budget) has passed; permanent failures are raised at once."""
     deadline = time.monotonic() + budget_s
     delay = 0.5
     while True:
         try:
             return fn()
         except DupstreamError as exc:
-            if not exc.transient or time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if not exc.transient or left <= 0:
                 raise
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
+            wait = min(delay, left)
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, wait)
+            time.sleep(wait)
             delay = min(10.0, delay * 2)
 
 
@@ -110,9 +116,12 @@ def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper
 
 
 def kafka_auth(settings: Settings) -> dict[str, Any]:
+    """Connection keywords of every Kafka client the service builds: the extra librdkafka
+    properties (librdkafka's log lines routed through Python logging) and the credentials."""
     k = settings.kafka
     secret = k.sasl_password.get_secret_value() if k.sasl_password else None
-    return {"extra": k.extra, "sasl_username": k.sasl_username, "sasl_password": secret}
+    extra = {"logger": KAFKA_LOG, **k.extra}
+    return {"extra": extra, "sasl_username": k.sasl_username, "sasl_password": secret}
 
 
 @dataclass
@@ -146,7 +155,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
     blobstore = build_state_store(settings, store)
     memory, snapshot_id = with_retries(lambda: build_memory(state=st, blobstore=blobstore),
                                        what="loading the index snapshot",
-                                       budget_s=s3.transient_budget_s)
+                                       budget_s=settings.startup.budget_s)
     log.info("replica %s: %s", memory.replica_id,
              f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
              else "no snapshot: empty index")

@@ -111,6 +111,14 @@ class PolicySettings(BaseModel):
     review_margin: float = 0.15
 
 
+class StartupSettings(BaseModel):
+    """How ``dupstream run`` starts."""
+
+    #: how long start-up waits for S3 and the Kafka broker to answer (and retries loading the
+    #: index snapshot) before it exits with one line naming the address (exit code 7)
+    budget_s: float = Field(default=15.0, ge=0)
+
+
 class BatchSettings(BaseModel):
     max_events: int = 16
     max_wait_ms: int = 200
@@ -130,6 +138,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    startup: StartupSettings = Field(default_factory=StartupSettings)
     metrics_port: int = 0
 
     @classmethod
@@ -143,7 +152,10 @@ class Settings(BaseSettings):
                 raise ConfigError(f"cannot read settings file {yaml_path}: {exc}") from exc
             if not isinstance(data, dict):
                 raise ConfigError(f"{yaml_path}: top level must be a mapping")
-        env = cls()  # env + defaults
+        try:
+            env = cls()  # env + defaults
+        except ValueError as exc:  # pydantic's ValidationError: a bad DUPSTREAM_* value
+            raise ConfigError(str(exc)) from exc
         merged = _deep_merge(data, env.model_dump(exclude_unset=True))
         try:
             return cls.model_validate(_unwrap_secrets(merged))
