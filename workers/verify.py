@@ -294,17 +294,38 @@ def _clip_share(b) -> float:
     return ix * iy / area
 
 
+def _centre_dist(a, b) -> float:
+    return math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+
+
+def _pair_greedy(qi: list[int], ri: list[int], iou: list[list[float]], qboxes, rboxes
+                 ) -> list[tuple[int, int, float]]:
+    """One-to-one pairs of one class: highest IoU first, then (IoU 0) nearest centres first."""
+    cand = [(-iou[a][b], _centre_dist(qboxes[a], rboxes[b]), a, b)
+            for a in range(len(qi)) for b in range(len(ri))]
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    out = []
+    for neg_iou, _, a, b in sorted(cand):
+        if a in used_a or b in used_b:
+            continue
+        used_a.add(a)
+        used_b.add(b)
+        out.append((qi[a], ri[b], -neg_iou))
+    return out
+
+
 def match_objects(reg: Registration, query_boxes, query_names, ref_boxes, ref_names, *,
                   iou_match: float = 0.5) -> dict:
     """Objects of the reference mapped through the transform into query coordinates and matched
     to the query's objects by class (Hungarian on IoU). Boxes are normalised xyxy.
 
-    ``matched``: same class, IoU >= ``iou_match``; ``moved``: same class paired but IoU below it;
+    Pairs within a class are one-to-one, highest IoU first (a handful of objects per image: greedy
+is exact enough and keeps scipy out of the service). ``matched``: same class, IoU >=
+``iou_match``; ``moved``: same class paired but IoU below it;
     ``removed``: reference objects inside the query frame with no partner; ``added``: query
     objects with no partner; ``outside``: reference objects the crop left out (not removed).
     """
-    from scipy.optimize import linear_sum_assignment
-
     m = np.array(reg.matrix, np.float64).reshape(3, 3)
     mapped = [_map_box(b, m, reg.ref_size, reg.query_size) for b in ref_boxes]
     qb = [tuple(float(v) for v in b) for b in query_boxes]
@@ -316,11 +337,8 @@ def match_objects(reg: Registration, query_boxes, query_names, ref_boxes, ref_na
         ri = [j for j, n in enumerate(ref_names) if n == name and _clip_share(mapped[j]) >= 0.5]
         if not qi or not ri:
             continue
-        cost = np.array([[1.0 - _iou(qb[i], mapped[j]) for j in ri] for i in qi])
-        rows, cols = linear_sum_assignment(cost)
-        for a, b in zip(rows, cols, strict=True):
-            i, j = qi[a], ri[b]
-            iou = 1.0 - float(cost[a, b])
+        for i, j, iou in _pair_greedy(qi, ri, [[_iou(qb[i], mapped[j]) for j in ri] for i in qi],
+                                      [qb[i] for i in qi], [mapped[j] for j in ri]):
             item = {"name": name, "query": list(qb[i]), "reference": [round(v, 4) for v in
                                                                         mapped[j]],
                     "iou": round(iou, 4)}
