@@ -16,6 +16,12 @@ CHANGE_ABS = 28.0
 CHANGE_REL = 0.6
 #: changed components smaller than this share of the overlap are noise
 MIN_REGION = 0.004
+#: parallax: dense flow between the aligned images is measured on images at least this size
+FLOW_MIN_SIDE = 64
+#: textured pixels (gradient, grey levels per pixel) where the flow is trusted
+FLOW_TEXTURE = 6.0
+#: at most this many flow vectors enter the affine refit
+FLOW_POINTS = 1500
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,10 @@ class DiffMap:
     changed_regions: tuple[tuple[float, float, float, float], ...]
     gain: float
     bias: float
+    #: median residual motion (pixels per 256 px of query side) left after the best affine fit
+    #: to the dense flow between the aligned images: ~0 for a copy, >= 1 where the scene moved
+    #: (parallax of another viewpoint, another moment). 0 when not measured (tiny images).
+    parallax: float = 0.0
 
 
 def warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
@@ -69,7 +79,45 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray) -> DiffMap:
     changed = changed.astype(bool) & inner
     n_in = float(inner.sum())
     boxes = _regions(changed, n_in, qshape)
-    return DiffMap(cover, oq, orf, residual, float(changed.sum()) / n_in, boxes, gain, bias)
+    plx = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else 0.0
+    return DiffMap(cover, oq, orf, residual, float(changed.sum()) / n_in, boxes, gain, bias, plx)
+
+
+def _edges(img: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Gradient magnitude, scaled to uint8 by its 99th percentile over the overlap: the flow is
+    measured on edges, so a colour change that remaps grey levels does not look like motion."""
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1)
+    g = cv2.magnitude(gx, gy)
+    top = float(np.percentile(g[inner][::7], 99)) if inner.any() else 1.0
+    return cv2.convertScaleAbs(g, alpha=255.0 / max(top, 1e-3))
+
+
+def parallax(q: np.ndarray, r: np.ndarray, inner: np.ndarray, m: np.ndarray) -> float:
+    """Residual motion after alignment (see ``DiffMap.parallax``). ``q``, ``r``: blurred float
+    query and reference warped onto it; ``m``: the reference -> query model."""
+    eq, er = _edges(q, inner), _edges(r, inner)
+    eq[~inner] = er[~inner]
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(eq, er, None)
+    tex = inner & (cv2.magnitude(cv2.Sobel(q, cv2.CV_32F, 1, 0),
+                                 cv2.Sobel(q, cv2.CV_32F, 0, 1)) > 8.0 * FLOW_TEXTURE)
+    ys, xs = np.nonzero(tex)
+    if len(xs) < 50:
+        return 0.0
+    step = max(1, len(xs) // FLOW_POINTS)
+    ys, xs = ys[::step], xs[::step]
+    dst = np.stack([xs, ys], 1).astype(np.float32)
+    moved = dst + flow[ys, xs]
+    # the flow points at where each query pixel sits in the warped reference: map it back to the
+    # reference and fit one affine reference -> query; what it cannot explain is parallax
+    inv = np.linalg.inv(m)
+    hom = np.hstack([moved, np.ones((len(moved), 1), np.float32)]) @ inv.T
+    src = (hom[:, :2] / hom[:, 2:3]).astype(np.float32)
+    a, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
+    if a is None:
+        return 0.0
+    err = np.linalg.norm(np.hstack([src, np.ones((len(src), 1), np.float32)]) @ a.T - dst, axis=1)
+    return float(np.median(err)) * 256.0 / max(q.shape)
 
 
 def _gain_bias(q: np.ndarray, r: np.ndarray) -> tuple[float, float]:

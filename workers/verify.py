@@ -36,6 +36,8 @@ MIN_SUPPORT = 0.3
 MAX_RESIDUAL = 0.3
 MAX_CHANGED = 0.5
 MIN_OVERLAP = 0.04
+#: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
+MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
 #: dense (ECC) path: correlation after alignment, and the tighter residual it must reach
 MIN_ECC = 0.9
@@ -78,6 +80,7 @@ class Registration:
     overlap_ref: float
     overlap_query: float
     residual: float  # median |q - (gain r + bias)| / query contrast, over the overlap
+    parallax: float = 0.0  # residual motion after alignment, px per 256 (diffmap.DiffMap)
     changed_area: float
     changed_regions: tuple[tuple[float, float, float, float], ...]
     same_scene: bool
@@ -105,6 +108,7 @@ class Registration:
             "reg_overlap_ref": self.overlap_ref,
             "reg_overlap_query": self.overlap_query,
             "reg_residual": min(self.residual, 2.0),
+            "reg_parallax": min(self.parallax, 8.0),
             "reg_changed_area": self.changed_area,
             "reg_changed_regions": float(len(self.changed_regions)),
             "reg_same_scene": float(self.same_scene),
@@ -126,6 +130,7 @@ class Registration:
             "overlap_ref": r4(self.overlap_ref),
             "overlap_query": r4(self.overlap_query),
             "residual": r4(self.residual),
+            "parallax": r4(self.parallax),
             "changed_area": r4(self.changed_area),
             "changed_regions": [list(b) for b in self.changed_regions],
             "same_scene": self.same_scene,
@@ -200,6 +205,7 @@ def _build(*, method: str, m: np.ndarray, dm: DiffMap, verified: bool, inliers: 
         matrix=tuple(float(v) for v in m.ravel()), inliers=inliers,
         inlier_ratio=inliers / matches if matches else 0.0, support=support,
         overlap_ref=dm.overlap_ref, overlap_query=dm.overlap_query, residual=dm.residual,
+        parallax=dm.parallax,
         changed_area=dm.changed_area, changed_regions=dm.changed_regions, same_scene=same_scene,
         matches=matches, ecc=ecc, query_size=(qshape[1], qshape[0]),
         ref_size=(rshape[1], rshape[0]), gain=dm.gain, bias=dm.bias)
@@ -233,10 +239,13 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     if fit is not None and fit.inliers >= MIN_INLIERS and _scale_ok(fit.matrix):
         dm = diff_map(q, r, fit.matrix)
         support = spread(fit.dst[fit.inlier], dm.overlap & picture)
-        ok = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
-              and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
+        content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
+                   and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
+        ok = content and dm.parallax <= MAX_PARALLAX
         if not ok:
-            same_scene = _same_scene(fit, picture, qshape)
+            # the content matches all over but moved inside: another photo of the scene
+            same_scene = ((support >= MIN_SUPPORT and dm.parallax > MAX_PARALLAX)
+                          or _same_scene(fit, picture, qshape))
         reg = _build(method="sparse", m=fit.matrix, dm=dm, verified=ok, inliers=fit.inliers,
                      matches=len(fit.src), support=support, same_scene=same_scene, ecc=0.0,
                      qshape=qshape, rshape=rshape)

@@ -156,7 +156,6 @@ def test_overlay_trap_does_not_verify(photos, overlay):
         assert not r.verified, (overlay, a, b, r.evidence())
 
 
-@pytest.mark.xfail(strict=True, reason="v1: parallax check not in yet (next commit)")
 def test_stereo_pair_is_same_scene_not_copy():
     pair = load_photos(["motorcycle_left", "motorcycle_right"])
     left, right = pair["motorcycle_left"], pair["motorcycle_right"]
