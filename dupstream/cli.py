@@ -169,20 +169,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # -- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from dupstream.app.settings import Settings
-    from dupstream.app.startup import interruptible, probes, wait_for_servers
+    from dupstream.app.startup import ServerWait, interruptible, probes
 
     log = logging.getLogger("dupstream")
     settings = Settings.load(args.config)
     # until the service runs, SIGINT/SIGTERM raise Interrupted wherever start-up is (the server
     # wait, the snapshot load, the model load): main() turns it into a clean exit
     with interruptible() as hand_over:
-        waited = wait_for_servers(probes(settings), budget_s=settings.startup.budget_s)
-        log.info("S3 and the Kafka broker answer (%.1f s)", waited)
-        from dupstream.app.root import build_service
+        # S3 and the broker are probed (within the start-up budget) while the models load
+        servers = ServerWait(probes(settings), budget_s=settings.startup.budget_s).start()
+        from dupstream.app.root import build_engine, build_service
         from dupstream.stream.metrics import HealthServer
 
+        # models first: a deployment fault (weights, artefacts) exits 4 whatever state the
+        # servers are in
+        engine = build_engine(settings)
+        log.info("models verified: %s", engine.warm_up())
+        log.info("S3 and the Kafka broker answer (%.1f s)", servers.result())
         built = build_service(settings, create_topics=args.create_topics,
-                              partitions=args.partitions)
+                              partitions=args.partitions, engine=engine)
         service = built.service
         health = None
         if built.metrics_port:

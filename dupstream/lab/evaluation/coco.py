@@ -11,6 +11,15 @@ removed (the reference has a pasted cut-out the copy lacks)); full photos get ev
 ``half_edits`` of them. Negatives, as many as positives: another scene's image of the same split
 that shares no pixels - preferring one that shares a tagged object class (``same_class``), the
 other half of the same photo and other photos of the same scene (``same_scene``).
+
+Issue 12 kinds (``same_scene=True``, ``traps=True``): full photos also get the framing edits
+(``edits.FRAMING_EDITS``: phone / desktop screenshot, solid / blurred border, letterbox, rotation
+by an arbitrary angle with fill, crop + caption + colour combined). Same-scene negatives
+(``same_scene``): every pair of full photographs of one scene - the catalogue's stereo and
+viewpoint groups, ``sources.SCENE_CATALOGUE`` (more stereo pairs, consecutive frames) and
+consecutive shots of packaged videos (``sources.video_scene_pairs``; these scenes get no edits).
+Overlay traps (``trap_caption``, ``trap_watermark``, ``trap_border``, ``trap_frame``): two
+different full photos of one split wearing one pixel-identical overlay (``edits.overlay``).
 """
 
 from __future__ import annotations
@@ -20,7 +29,13 @@ import numpy as np
 
 from dupstream.lab.data import edits as E
 from dupstream.lab.evaluation.dataset import EvalSet, fit_max_side, split_groups
-from dupstream.lab.evaluation.sources import load_catalogue_photos, load_stamp, stamp_paths
+from dupstream.lab.evaluation.sources import (
+    load_catalogue_photos,
+    load_scene_photos,
+    load_stamp,
+    stamp_paths,
+    video_scene_pairs,
+)
 
 
 def hue_shift(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -57,10 +72,13 @@ def _solid_cutout(rng: np.random.Generator) -> np.ndarray:
     return rgba
 
 
-EDITS = ("jpeg", "resize", "recolour", "hue", "crop", "hflip", "caption", "watermark",
-         "object_added", "object_removed")
+BASE_EDITS = ("jpeg", "resize", "recolour", "hue", "crop", "hflip", "caption", "watermark",
+              "object_added", "object_removed")
+EDITS = (*BASE_EDITS, *E.FRAMING_EDITS)
+TRAPS = tuple(f"trap_{k}" for k in E.OVERLAYS)
 _SIMPLE = {"jpeg": E.jpeg, "resize": E.resize, "recolour": E.recolour, "hue": hue_shift,
-           "crop": E.crop, "hflip": E.hflip, "caption": E.caption, "watermark": E.watermark}
+           "crop": E.crop, "hflip": E.hflip, "caption": E.caption, "watermark": E.watermark,
+           **E.FRAMING_EDITS}
 
 
 def _halves(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,17 +89,31 @@ def _halves(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_coco(*, seed: int = 0, max_side: int = 512, half_edits: int = 4,
-               max_photos: int | None = None) -> EvalSet:
+               max_photos: int | None = None, framing: bool = True, same_scene: bool = True,
+               traps: bool = True) -> EvalSet:
     photos, missing = load_catalogue_photos()
     if max_photos is not None:
         photos = photos[:max_photos]
+    extras: list[dict] = []
+    if same_scene:
+        more, missed = load_scene_photos()
+        missing = [*missing, *missed]
+        extras = [*more, *video_scene_pairs()]
+        for p in extras:
+            p["scene_only"] = True
+        photos = [*photos, *extras]
     rng = np.random.default_rng(seed)
-    split_of = split_groups(sorted({p["group"] for p in photos}), seed=seed)
+    # the catalogue's groups split as they always have; groups only the scene extras bring
+    # (more stereo pairs, video shots) are split on their own with the same seed
+    split_of = split_groups(sorted({p["group"] for p in photos if not p.get("scene_only")}),
+                            seed=seed)
+    split_of.update(split_groups(sorted({p["group"] for p in photos} - set(split_of)), seed=seed))
     stamps = stamp_paths()
     stamp_split = split_groups([str(s) for s in stamps], seed=seed) if stamps else {}
     ds = EvalSet("coco", domain="photos", info={
         "seed": seed, "max_side": max_side, "photos": [p["name"] for p in photos],
-        "missing": missing, "stamps": len(stamps), "half_edits": half_edits})
+        "missing": missing, "stamps": len(stamps), "half_edits": half_edits,
+        "framing": framing, "same_scene": same_scene, "traps": traps})
 
     def cutout(split: str) -> np.ndarray:
         pool = [s for s in stamps if stamp_split[str(s)] == split]
@@ -94,14 +126,20 @@ def build_coco(*, seed: int = 0, max_side: int = 512, half_edits: int = 4,
     for p in photos:
         split = split_of[p["group"]]
         full = fit_max_side(p["rgb"], max_side)
-        for region, rgb in (("full", full), *zip(("a", "b"), _halves(full), strict=True)):
+        regions = [("full", full)]
+        if not p.get("scene_only"):
+            regions += list(zip(("a", "b"), _halves(full), strict=True))
+        for region, rgb in regions:
             key = f"{p['name']}[{region}]"
             idx = ds.add(rgb, source=p["group"], cluster=key, split=split, note="original")
             scenes.append({"key": key, "photo": p["name"], "region": region, "group": p["group"],
-                           "classes": p["classes"], "split": split, "idx": idx, "copies": []})
+                           "classes": p["classes"], "split": split, "idx": idx, "copies": [],
+                           "scene_only": bool(p.get("scene_only"))})
     for sc in scenes:
+        if sc["scene_only"]:
+            continue
         rgb = ds.images[sc["idx"]].rgb
-        kinds = list(EDITS)
+        kinds = list(EDITS if framing else BASE_EDITS)
         if sc["region"] != "full":
             kinds = [kinds[i] for i in sorted(rng.choice(len(kinds), half_edits, replace=False))]
         for kind in kinds:
@@ -122,7 +160,38 @@ def build_coco(*, seed: int = 0, max_side: int = 512, half_edits: int = 4,
             sc["copies"].append(j)
             ds.pair(ref, j, 1, kind)
     _negatives(ds, scenes, rng)
+    if same_scene:
+        _same_scene(ds, scenes)
+    if traps:
+        _traps(ds, scenes, rng)
     return ds
+
+
+def _same_scene(ds: EvalSet, scenes: list[dict]) -> None:
+    """Every pair of full photographs of one scene (group): ``same_scene`` negatives."""
+    full = [s for s in scenes if s["region"] == "full"]
+    for i, s in enumerate(full):
+        for t in full[i + 1 :]:
+            if s["group"] == t["group"] and s["photo"] != t["photo"]:
+                ds.pair(s["idx"], t["idx"], 0, "same_scene")
+
+
+def _traps(ds: EvalSet, scenes: list[dict], rng: np.random.Generator) -> None:
+    """For each full catalogue photo and each overlay kind: it and another full photo of the same
+    split (another scene) wearing one pixel-identical overlay; a negative ``trap_<kind>``."""
+    full = [s for s in scenes if s["region"] == "full" and not s["scene_only"]]
+    for sc in full:
+        others = [t for t in full if t["split"] == sc["split"] and t["group"] != sc["group"]]
+        if not others:
+            continue
+        for kind in E.OVERLAYS:
+            t = others[int(rng.integers(len(others)))]
+            apply = E.overlay(kind, int(rng.integers(2**31)))
+            ims = []
+            for s in (sc, t):
+                ims.append(ds.add(apply(ds.images[s["idx"]].rgb), source=s["group"],
+                                  cluster=s["key"], split=s["split"], note=f"overlay {kind}"))
+            ds.pair(ims[0], ims[1], 0, f"trap_{kind}")
 
 
 def _overlap(s: dict, t: dict) -> bool:

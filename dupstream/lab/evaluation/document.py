@@ -29,7 +29,7 @@ def _m(res, name):
     return next(m for m in res.methods if m.name == name)
 
 
-def write_report(out, results, *, meta, shipped, user, swap, scalability):
+def write_report(out, results, *, meta, shipped, user, swap, scalability, per_kind=None):
     doc = Doc()
     doc.h(1, "dupstream evaluation")
     doc.p(f"Command: `{meta['command']}`. Machine: {meta['machine']}. Embedder: "
@@ -48,6 +48,13 @@ def write_report(out, results, *, meta, shipped, user, swap, scalability):
         for res in results:
             _detail(doc, out, res)
         _decision(doc, out, results, shipped)
+        if per_kind:
+            doc.h(2, "Recall per edit type, FPR per negative kind (test split)")
+            for part in per_kind_section(per_kind, meta.get("before"), meta.get("before_path")):
+                if isinstance(part, tuple):
+                    doc.table(*part)
+                else:
+                    doc.p(part)
         _targets(doc, results, shipped)
     if scalability:
         _scalability(doc, out, scalability)
@@ -56,6 +63,45 @@ def write_report(out, results, *, meta, shipped, user, swap, scalability):
     if results:
         _gallery(doc, out, results)
     return doc.write(out, "dupstream evaluation")
+
+
+def _rate_cell(r: dict | None, exact: bool = True) -> str:
+    if not r or not r.get("n"):
+        return ""
+    cell = f"{r['rate']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"
+    if exact:
+        cell += f" ({r['exact_ci'][0]:.2f}-{r['exact_ci'][1]:.2f})"
+    return f"{cell} {r['k']}/{r['n']}"
+
+
+def per_kind_section(per_kind: dict, before: dict | None = None,
+                     before_path: str | None = None) -> list:
+    """Paragraphs (str) and tables ((header, rows)) for the per-kind verdicts: recall per edit
+    type and FPR per negative kind, each decision, and the shipped product before (a saved
+    ``per_kind.json``) when given. Also the docs/RESULTS.md section."""
+    out: list = [
+        "Share of test pairs called a copy, per pair kind: recall for edit types, false-positive "
+        "rate for negative kinds. `shipped` is the product's verdict (`DecisionPolicy.decide` "
+        "with workers/assets calibration and cut-offs, the set's domain), `refitted` the same "
+        "policy fitted on this run's train/validation splits, `SSCD alone` the visual "
+        "cosine at its validation cut. Cells: rate [bootstrap 95 % CI] (exact Clopper-Pearson "
+        "95 % CI) hits/pairs."]
+    if before is not None:
+        out.append(f"`before`: the shipped product's rate in {before_path or 'a saved run'}.")
+    for name, table in per_kind.items():
+        decisions = [d for d in next(iter(table.values())) if d not in ("label", "measure")]
+        header = ["kind", "measure"] + (["shipped before"] if before else []) + decisions
+        rows = []
+        for kind, row in table.items():
+            cells = [kind, row["measure"]]
+            if before:
+                cells.append(_rate_cell(before.get(name, {}).get(kind, {}).get("shipped"),
+                                        exact=False))
+            cells += [_rate_cell(row[d]) for d in decisions]
+            rows.append(cells)
+        out.append(f"**{name}**")
+        out.append((header, rows))
+    return out
 
 
 def _datasets(doc, results):
@@ -277,3 +323,39 @@ def _gallery(doc, out, results, k: int = 4):
                 path = gal / f"{r.ds.name}_{what.replace(' ', '_')}_{n}.png"
                 pair_figure(a.rgb, b.rgb, cap, path)
                 doc.img(f"gallery/{path.name}", cap)
+
+
+def results_section(per_kind: dict, before: dict | None = None, *, title: str =
+                    "Recall per edit type, FPR per negative kind", level: int = 2,
+                    before_path: str | None = None) -> str:
+    """The docs/RESULTS.md section (Markdown) from a run's ``per_kind.json`` and, for the
+    before/after view, an earlier run's. ``python -m dupstream.lab.evaluation.document
+    RUN/per_kind.json [BEFORE/per_kind.json]`` prints it."""
+    lines = ["#" * level + " " + title, ""]
+    for part in per_kind_section(per_kind, before, before_path):
+        if isinstance(part, tuple):
+            header, rows = part
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        else:
+            lines.append(part)
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from dupstream.lab.evaluation.perkind import load
+
+    if len(sys.argv) < 2:
+        print("usage: python -m dupstream.lab.evaluation.document RUN/per_kind.json "
+              "[BEFORE/per_kind.json]", file=sys.stderr)
+        raise SystemExit(2)
+    now = load(sys.argv[1])
+    if now is None:
+        print(f"no such file: {sys.argv[1]}", file=sys.stderr)
+        raise SystemExit(2)
+    prev = sys.argv[2] if len(sys.argv) > 2 else None
+    print(results_section(now, load(prev), before_path=prev))

@@ -149,10 +149,40 @@ def run(cfg: EvalConfig) -> Path:
             "resamples": cfg.resamples, "embedder": extractor.embedder.name,
             "detector": default_det or "none", "quick": cfg.quick,
             "elapsed_s": time.perf_counter() - t_start}
+    kinds = per_kind(results, shipped, cfg)
+    if kinds:
+        from dupstream.lab.evaluation.perkind import load, save
+
+        save(kinds, cfg.out / "per_kind.json")
+        meta["before"] = load(cfg.extra.get("before"))
+        meta["before_path"] = cfg.extra.get("before")
     md, _ = write_report(cfg.out, results, meta=meta, shipped=shipped, user=user, swap=swap,
-                         scalability=scal)
+                         scalability=scal, per_kind=kinds)
     log(f"report: {md} ({meta['elapsed_s']:.0f} s)")
     return md
+
+
+def per_kind(results, shipped, cfg: EvalConfig) -> dict:
+    """Recall per edit type / FPR per negative kind on each test split: the product as shipped
+    (workers/assets), refitted on this run (when fitted), SSCD alone at its validation cut."""
+    from dupstream.lab.evaluation.methods import VISUAL
+    from dupstream.lab.evaluation.perkind import per_kind_table
+    from dupstream.lab.evaluation.shipping import evaluate_policy
+    from dupstream.workers.decision import default_calibrator, default_decision_model
+
+    out = {}
+    for r in results:
+        te = r.split == "test"
+        preds = {"shipped": evaluate_policy(r, default_calibrator(), default_decision_model(),
+                                            domain=r.ds.domain)["pred"]}
+        if shipped:
+            preds["refitted"] = shipped["per_set"][r.ds.name]["domain"]["pred"]
+        vis = next((m for m in r.methods if m.name == VISUAL and m.available), None)
+        if vis is not None:
+            preds["SSCD alone"] = vis.pred
+        out[r.ds.name] = per_kind_table(r.ds.arrays()["kind"][te], r.label[te], preds,
+                                        resamples=cfg.resamples, seed=cfg.seed)
+    return out
 
 
 def save_pairs_csv(res, path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository (this file: dupstream/lab/evaluation)
 
 
 def data_dir() -> Path:
@@ -193,3 +193,81 @@ def load_stamp(path: Path) -> np.ndarray:
     """RGBA uint8."""
     with Image.open(path) as im:
         return np.asarray(im.convert("RGBA"))
+
+
+#: more photographs of catalogue scenes (stereo pairs, viewpoint changes, consecutive frames of
+#: a sequence): negatives of the catalogue photo of the same ``group`` ("same_scene").
+SCENE_CATALOGUE: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("opencv", "aero3.jpg", "aero", ("building",)),
+    ("opencv", "Blender_Suzanne2.jpg", "suzanne", ("toy",)),
+    ("opencv", "rubberwhale2.png", "whale", ("toy",)),
+    ("opencv", "basketball2.png", "basketball", ("person", "sports ball")),
+    ("opencv", "left.jpg", "stereo_lr", ("cup", "book")),
+    ("opencv", "right.jpg", "stereo_lr", ("cup", "book")),
+    ("opencv", "left01.jpg", "stereo_chess", ("chessboard",)),
+    ("opencv", "right01.jpg", "stereo_chess", ("chessboard",)),
+]
+
+#: videos whose consecutive shots make same-scene pairs (vtest is kept for independent checks;
+#: tree is a static camera: its frames a moment apart are copies, not other shots)
+SCENE_VIDEOS = ("bikes", "bigbuckbunny", "Megamind", "carphone_pristine")
+
+
+def load_scene_photos() -> tuple[list[dict], list[str]]:
+    """``SCENE_CATALOGUE`` entries that are present (same shape as ``load_catalogue_photos``)."""
+    found, missing = [], []
+    for provider, name, group, classes in SCENE_CATALOGUE:
+        base = _provider_dir(provider)
+        path = base / name if base else None
+        if path is None or not path.exists():
+            missing.append(f"{provider}:{name}")
+            continue
+        found.append({"name": f"{provider}:{name}", "group": group, "classes": set(classes),
+                      "rgb": rgb_of(path)})
+    return found, missing
+
+
+def thumb_change(a: np.ndarray, b: np.ndarray, level: float = 30.0) -> float:
+    """Share of 64x64 grey-thumbnail pixels that differ by more than ``level``."""
+    import cv2
+
+    def t(x):
+        g = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(g, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    return float(np.mean(np.abs(t(a) - t(b)) > level))
+
+
+def shots(frames: list[np.ndarray], cut_level: float = 0.4) -> list[tuple[int, int]]:
+    """[start, end) frame ranges between scene cuts (consecutive frames changing > cut_level)."""
+    cuts = [i + 1 for i in range(len(frames) - 1)
+            if thumb_change(frames[i], frames[i + 1]) > cut_level]
+    bounds = [0, *cuts, len(frames)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def video_scene_pairs(*, gap: int = 10, per_shot: int = 1, min_change: float = 0.04,
+                      max_change: float = 0.6, videos=SCENE_VIDEOS) -> list[dict]:
+    """Consecutive shots: two frames ``gap`` frames apart (~0.4 s) inside one shot whose
+    thumbnails differ (``min_change``..``max_change``: the camera or the subject moved, no cut).
+    Each pair is its own group ``video:<name>@<frame>``; entries like ``load_catalogue_photos``
+    plus ``frame``."""
+    paths = video_paths()
+    out = []
+    for name in videos:
+        if name not in paths:
+            continue
+        frames = read_frames(paths[name])
+        for a, b in shots(frames):
+            starts = [t for t in range(a, b - gap)
+                      if min_change <= thumb_change(frames[t], frames[t + gap]) <= max_change]
+            if not starts:
+                continue
+            picks = [starts[int(round(i))]
+                     for i in np.linspace(0, len(starts) - 1, per_shot + 2)[1:-1]]
+            for t in sorted(set(picks)):
+                group = f"video:{name}@{t}"
+                for f in (t, t + gap):
+                    out.append({"name": f"{name}:frame{f}", "group": group,
+                                "classes": {"scene"}, "rgb": frames[f], "frame": f})
+    return out
