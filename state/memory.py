@@ -22,6 +22,7 @@ were judged without it: the caller re-judges them against the applied record and
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ import numpy as np
 from dupstream.core.errors import StateError
 from dupstream.state.codec import pack, unpack
 from dupstream.state.hashes import ExactHashStore, PDQStore, as_pdq
+from dupstream.state.identity import ModelIdentity, check_identity
 from dupstream.state.idmap import Allowed, IdMap
 from dupstream.state.index import (
     IndexSpec,
@@ -51,6 +53,8 @@ from dupstream.state.records import (
     record_from_wire,
     record_to_wire,
 )
+
+log = logging.getLogger(__name__)
 
 UPDATE_VERSION = 1
 Scope = Literal["tenant", "global"]
@@ -80,6 +84,9 @@ class MemoryConfig:
     bank_kind: str = "flat"
     #: OpenMP threads FAISS uses for lookups and adds (in the calling thread); 0 = FAISS default
     threads: int = 1
+    #: accept snapshots and index updates of another model (embedder / weights) with a warning
+    #: instead of refusing them (``ModelMismatch``); a deliberate override, not persisted
+    allow_model_mismatch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,14 +286,21 @@ def update_key(rec: ImageRecord) -> bytes:
 
 
 def encode_update(rec: ImageRecord) -> bytes:
-    return pack({"v": UPDATE_VERSION, "op": "add", "r": record_to_wire(rec)})
+    """``{"v": 1, "op": "add", "r": record, "m": model identity}``; ``m`` (the identity of the
+    model that produced the record, ``rec.model``) is left out when unknown."""
+    msg: dict[str, Any] = {"v": UPDATE_VERSION, "op": "add", "r": record_to_wire(rec)}
+    if rec.model is not None:
+        msg["m"] = rec.model.to_dict()
+    return pack(msg)
 
 
 def decode_update(data: bytes) -> ImageRecord:
     msg = unpack(data)
     if not isinstance(msg, dict) or msg.get("v") != UPDATE_VERSION or msg.get("op") != "add":
         raise StateError("not a version-1 index update")
-    return record_from_wire(msg["r"])
+    rec = record_from_wire(msg["r"])
+    rec.model = ModelIdentity.from_dict(msg.get("m"))
+    return rec
 
 
 class Memory:
@@ -299,9 +313,14 @@ class Memory:
         replica_id: str | None = None,
         record_store: RecordStore | None = None,
         loader: Any = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
         self.config = config or MemoryConfig()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        #: the model whose vectors this memory holds (None: not known yet); see ``bind``
+        self.identity = identity
+        #: where that identity came from, for error messages ("snapshot X", ...)
+        self.identity_source = "the index"
         self.lock = threading.RLock()
         self.uploads = Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
         self.banks: dict[str, Collection] = {}
@@ -319,6 +338,8 @@ class Memory:
         self._lag_ewma: float | None = None
         self._applied = 0
         self._replayed = 0
+        self._refused = 0
+        self._unidentified = 0
 
     # -- collections -------------------------------------------------------------------------
     def _pdq_params(self) -> dict[str, int]:
@@ -346,6 +367,41 @@ class Memory:
         bank, tenant, image_id = key
         col = self._collection(bank, create=False)
         return col is not None and col.ids.row(image_id, tenant) is not None
+
+    # -- model identity ----------------------------------------------------------------------
+    def bind(self, identity: ModelIdentity) -> None:
+        """Declare the model that produces this memory's new records (the running engine).
+
+        Raises ``ModelMismatch`` when the memory already holds another model's vectors (restored
+        from a snapshot of another embedder), unless ``config.allow_model_mismatch``. From then
+        on, records added here carry ``identity`` in their updates, snapshots record it, and
+        updates of another model are refused."""
+        with self.lock:
+            check_identity(self.identity, identity, what=self.identity_source,
+                           allow_mismatch=self.config.allow_model_mismatch)
+            self.identity = identity
+
+    def _admit(self, rec: ImageRecord) -> None:
+        """Refuse (``ModelMismatch``) an update produced by another model than this memory's."""
+        if rec.model is None:
+            self._unidentified += 1
+            if self._unidentified == 1:
+                log.warning("index update %r from replica %r carries no model identity (an older "
+                            "release wrote it): applied as this model's", rec.image_id,
+                            rec.origin)
+            return
+        if self.identity is None:  # an engine-less memory takes the first identity it sees
+            self.identity = rec.model
+            self.identity_source = f"the index (first update, from replica {rec.origin!r})"
+            return
+        try:
+            check_identity(rec.model, self.identity,
+                           what=f"index update {rec.image_id!r} from replica {rec.origin!r}",
+                           against="this replica's index holds",
+                           allow_mismatch=self.config.allow_model_mismatch)
+        except StateError:
+            self._refused += 1
+            raise
 
     # -- adding ------------------------------------------------------------------------------
     def _usable(self, rec: ImageRecord) -> bool:
@@ -382,6 +438,8 @@ class Memory:
             rec.origin = self.replica_id
         if not rec.ts:
             rec.ts = time.time()
+        if rec.model is None:
+            rec.model = self.identity
         with self.lock, omp_threads(self.config.threads):
             return self._add_many([rec], local=True)[0]
 
@@ -392,6 +450,7 @@ class Memory:
             r.bank = bank
             r.origin = r.origin or self.replica_id
             r.ts = r.ts or now
+            r.model = r.model or self.identity
         with self.lock, omp_threads(self.config.threads):
             return self._add_many(recs, local=True)
 
@@ -408,6 +467,8 @@ class Memory:
         recs = [decode_update(d) for d in batch]
         now = time.time()
         with self.lock, omp_threads(self.config.threads):
+            for rec in recs:  # all admitted first: a foreign update changes nothing
+                self._admit(rec)
             new = self._add_many(recs, local=False)
             out = []
             self._prune_recent(now)
@@ -493,6 +554,9 @@ class Memory:
                 },
                 "updates_applied": self._applied,
                 "updates_replayed": self._replayed,
+                "updates_refused": self._refused,
+                "updates_unidentified": self._unidentified,
+                "model": None if self.identity is None else self.identity.to_dict(),
                 "replication_lag_s": self._lag_last,
                 "replication_lag_max_s": self._lag_max,
                 "replication_lag_ewma_s": self._lag_ewma,

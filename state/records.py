@@ -45,6 +45,9 @@ class ImageRecord:
     bank: str | None = None  # reference bank name; None = an upload
     origin: str = ""  # the replica that added it
     ts: float = 0.0  # unix seconds at which the origin added it
+    #: the model that produced it (``state.identity.ModelIdentity``): travels with index
+    #: updates, not stored per record (snapshots carry it once, in the manifest)
+    model: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> RecordKey:

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from dupstream.core.errors import BlobNotFound, StateError
+from dupstream.core.errors import BlobNotFound, ModelMismatch, StateError
 from dupstream.state.blobstore import BlobStore
 from dupstream.state.codec import pack, unpack
+from dupstream.state.identity import ModelIdentity, check_identity
 from dupstream.state.index import FaissIndex
 from dupstream.state.memory import Collection, Memory, MemoryConfig
 from dupstream.state.records import RecordStore, record_from_wire, record_to_wire
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
 
@@ -86,6 +90,7 @@ def _serialize(memory: Memory) -> tuple[dict[str, bytes], dict[str, Any]]:
             "replica_id": memory.replica_id,
             "offsets": dict(memory.positions),
             "config": memory.config.to_dict(),
+            "model": None if memory.identity is None else memory.identity.to_dict(),
             "collections": collections,
             "records": len(memory.records),
         }
@@ -191,23 +196,38 @@ def load_snapshot(
     record_store: RecordStore | None = None,
     loader: Any = None,
     gpu: bool | None = None,
+    identity: ModelIdentity | None = None,
 ) -> Restored:
     """Load one snapshot, verifying its manifest and every blob; raises ``StateError``.
 
     ``config``: the running configuration (scope, PDQ thresholds, record bounds, search-time
     ``nprobe``/``ef_search``); the trained index structure always comes from the snapshot.
     Default: the configuration the snapshot was written with.
+
+    ``identity``: the running model; a snapshot written by another one (embedder or weights)
+    raises ``ModelMismatch`` before any blob is read, unless ``config.allow_model_mismatch``.
+    Without it the memory keeps the snapshot's identity, and ``Memory.bind`` checks it when an
+    engine takes the memory. A snapshot written before identities existed is accepted with a
+    warning.
     """
     root = _root(prefix)
     try:
         manifest = _read_manifest(store, root, snap_id)
         stored = MemoryConfig.from_dict(manifest["config"])
         config = config or stored
+        written_by = ModelIdentity.from_dict(manifest.get("model"))
+        if written_by is None:
+            log.warning("snapshot %s carries no model identity (written by an older release): "
+                        "assuming it holds the running model's vectors", snap_id)
+        check_identity(written_by, identity, what=f"snapshot {snap_id}",
+                       allow_mismatch=config.allow_model_mismatch)
         if set(config.vectors) != set(stored.vectors) or any(
             config.vectors[f].dim != stored.vectors[f].dim for f in stored.vectors
         ):
             raise StateError(f"snapshot {snap_id}: indexed arrays/dimensions differ from config")
-        memory = Memory(config, replica_id=replica_id, record_store=record_store, loader=loader)
+        memory = Memory(config, replica_id=replica_id, record_store=record_store, loader=loader,
+                        identity=identity or written_by)
+        memory.identity_source = f"snapshot {snap_id}"
         banks = {}
         for c in manifest["collections"]:
             rows = unpack(_read_blob(store, root, snap_id, manifest, c["rows"]))
@@ -242,7 +262,8 @@ def load_latest_snapshot(
     store: BlobStore, *, prefix: str = "dupstream", **kwargs: Any
 ) -> Restored | None:
     """The newest snapshot that verifies (``LATEST`` first, then older ones), or None if there is
-    no snapshot at all. Raises ``StateError`` when snapshots exist but none verifies."""
+    no snapshot at all. Raises ``StateError`` when snapshots exist but none verifies, and
+    ``ModelMismatch`` at once when the newest is another model's (no fall-back to older ones)."""
     root = _root(prefix)
     order = list_snapshots(store, prefix=prefix)
     try:
@@ -254,6 +275,8 @@ def load_latest_snapshot(
     for snap_id in order:
         try:
             return load_snapshot(store, snap_id, prefix=prefix, **kwargs)
+        except ModelMismatch:  # not damage: an older snapshot of the wrong model is no better
+            raise
         except StateError as exc:
             errors.append(str(exc))
     if errors:

@@ -8,6 +8,10 @@ snapshot recorded. The window in which two replicas can miss each other (an imag
 its copy judged on B before B applied A's update) is exported as
 ``dupstream_state_replication_lag_seconds``; copies judged inside it are caught when the update
 arrives (``Deduper.late_matches``) and a corrected verdict is published under the same key.
+
+Updates carry the identity of the model that wrote them; one of another model (embedder or
+weights) is refused, logged and counted (``FeedFollower.refused``, ``updates_refused`` in the
+memory's stats), never applied: its vectors are not comparable with this index's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from dupstream.core.errors import ModelMismatch
 from dupstream.core.verdict import Verdict
 from dupstream.engine import Deduper
 from dupstream.state.blobstore import BlobStore
@@ -46,6 +51,8 @@ class FeedFollower:
         self._partitions: list[int] = []
         self.caught_up = False
         self.applied = 0
+        #: updates refused because another model wrote them (``Memory.stats()`` counts them too)
+        self.refused = 0
 
     def start(self, *, timeout_s: float = 120.0) -> int:
         """Assign all partitions at the memory's feed positions and apply until caught up."""
@@ -89,7 +96,12 @@ class FeedFollower:
             try:
                 applied = self.memory.apply(m.value(), position=(m.topic(), m.partition(),
                                                                  m.offset()))
-            except Exception as exc:  # a foreign or damaged record must not stop the feed
+            except ModelMismatch as exc:  # another model's vectors: never mixed into the index
+                self.refused += 1
+                log.warning("refused index update %s[%d]@%d: %s: %s", m.topic(), m.partition(),
+                            m.offset(), exc.reason, exc)
+                continue
+            except Exception as exc:  # a damaged record must not stop the feed
                 log.warning("skipping index update %s[%d]@%d: %s", m.topic(), m.partition(),
                             m.offset(), exc)
                 continue

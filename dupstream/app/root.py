@@ -54,6 +54,7 @@ def memory_config(state: StateSettings, *, dim: int = 512) -> MemoryConfig:
         records_max_items=state.records_max_items,
         records_max_bytes=state.records_max_bytes,
         replication_window_s=state.replication_window_s,
+        allow_model_mismatch=state.allow_model_mismatch,
     )
 
 
@@ -112,7 +113,8 @@ def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper
     return build_deduper(embedder=m.embedder, detector=m.detector, graph=m.graph, top_k=m.top_k,
                          threads=m.threads, max_pixels=settings.image.max_pixels,
                          max_side=settings.image.max_side, memory=memory,
-                         policy=policy_options(settings.policy))
+                         policy=policy_options(settings.policy),
+                         detector_weights_dir=m.detector_weights_dir)
 
 
 def kafka_auth(settings: Settings) -> dict[str, Any]:
@@ -136,9 +138,10 @@ class Service:
 
 
 def build_service(settings: Settings, *, create_topics: bool = False,
-                  partitions: int = 3) -> Service:
+                  partitions: int = 3, engine: Deduper | None = None) -> Service:
     """The streaming service from settings: object store, the replica's memory (the latest
-    snapshot restored), the engine, the index-updates feed, snapshots, Kafka clients."""
+    snapshot restored), the engine, the index-updates feed, snapshots, Kafka clients.
+    ``engine``: one built (and warmed up) before, given the restored memory here."""
     from dupstream.stream.kafka import consumer_config, ensure_topics, producer_config
     from dupstream.stream.metrics import Metrics
     from dupstream.stream.replication import FeedFollower, Snapshotter
@@ -146,11 +149,6 @@ def build_service(settings: Settings, *, create_topics: bool = False,
 
     k, s3, st = settings.kafka, settings.s3, settings.state
     auth = kafka_auth(settings)
-    if create_topics:
-        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
-                      topics={k.input_topic: partitions, k.output_topic: partitions,
-                              k.dlq_topic: partitions, st.updates_topic: partitions},
-                      compacted={st.updates_topic})
     store = build_object_store(settings)
     blobstore = build_state_store(settings, store)
     memory, snapshot_id = with_retries(lambda: build_memory(state=st, blobstore=blobstore),
@@ -159,7 +157,15 @@ def build_service(settings: Settings, *, create_topics: bool = False,
     log.info("replica %s: %s", memory.replica_id,
              f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
              else "no snapshot: empty index")
-    deduper = build_engine(settings, memory=memory)
+    deduper = (build_engine(settings, memory=memory) if engine is None
+               else engine.use_memory(memory))
+    # deployment faults fail here at the latest, before any Kafka client: every model verified
+    log.info("models verified: %s", deduper.warm_up())
+    if create_topics:
+        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
+                      topics={k.input_topic: partitions, k.output_topic: partitions,
+                              k.dlq_topic: partitions, st.updates_topic: partitions},
+                      compacted={st.updates_topic})
     metrics = Metrics()
     cconf = consumer_config(
         bootstrap_servers=k.bootstrap_servers, group_id=k.group_id,

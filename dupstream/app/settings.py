@@ -62,6 +62,9 @@ class ModelSettings(BaseModel):
     graph: bool = True
     top_k: int = 12
     threads: int = 2
+    #: folder with the detector's weights under their usual names (default: the packaged ones);
+    #: checked against their sha256 at start like the packaged ones
+    detector_weights_dir: str | None = None
 
 
 class StateSettings(BaseModel):
@@ -89,6 +92,10 @@ class StateSettings(BaseModel):
     records_max_bytes: int = 512 * 1024 * 1024
     replication_window_s: float = 60.0
     replica_id: str | None = None
+    #: use a snapshot / index updates written by another model (embedder or weights) instead of
+    #: refusing them at start (model_mismatch); vectors of two models are not comparable, see
+    #: docs/STATE.md "Model identity and migration" before setting this
+    allow_model_mismatch: bool = False
 
 
 class PolicySettings(BaseModel):

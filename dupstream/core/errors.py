@@ -124,6 +124,13 @@ class StateError(DupstreamError):
     reason = "state"
 
 
+class ModelMismatch(StateError):
+    """Persisted state (a snapshot, an index update) was written by another model than the one
+    running: its vectors are not comparable with this service's."""
+
+    reason = "model_mismatch"
+
+
 class DeliveryError(DupstreamError):
     """A verdict or dead-letter record could not be delivered to Kafka (transient)."""
 
@@ -137,3 +144,4 @@ class ServerUnavailable(DupstreamError):
 
     reason = "unavailable"
     transient = True
+

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dupstream.core.errors import WeightsError
 from dupstream.engine import Deduper
 from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
@@ -27,10 +28,14 @@ def build_extractor(
     threads: int = 2,
     max_pixels: int = 50_000_000,
     max_side: int = 20_000,
+    detector_weights_dir: str | Path | None = None,
 ) -> FeatureExtractor:
     """SSCD visual embedder + a detector backend (``"none"``: visual evidence only) + the shipped
-    GCN (``graph=False``: Ss without the graph term). Nothing is loaded here."""
-    det = build_detector(detector)
+    GCN (``graph=False``: Ss without the graph term). ``detector_weights_dir``: the detector's
+    files from there instead of their package (checked against their sha256 all the same).
+    Nothing is loaded here."""
+    det = build_detector(detector, **({"weights_dir": detector_weights_dir}
+                                      if detector_weights_dir else {}))
     return FeatureExtractor(
         embedder=SSCDEmbedder(variant=embedder, threads=threads),
         detector=det,
@@ -54,13 +59,20 @@ def build_deduper(
     candidates: int = 10,
     memory: Memory | None = None,
     policy: Mapping[str, Any] | None = None,
+    detector_weights_dir: str | Path | None = None,
 ) -> Deduper:
     """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
     tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
     Nothing is loaded here: models load on first use or at ``warm_up``."""
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
-                                threads=threads, max_pixels=max_pixels, max_side=max_side)
-    calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
+                                threads=threads, max_pixels=max_pixels, max_side=max_side,
+                                detector_weights_dir=detector_weights_dir)
+    try:
+        calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
+        cutoffs = default_decision_model()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"calibration/decision artefact {calibration or '(packaged)'} "
+                           f"unreadable: {type(exc).__name__}: {exc}") from exc
     if memory is None:
         spec = IndexSpec(dim=extractor.embedder.dim)
         memory = Memory(MemoryConfig(vectors={"vector": spec}))
@@ -69,7 +81,7 @@ def build_deduper(
         memory=memory,
         policy=DecisionPolicy(
             calibrator=calibrator,
-            cutoffs=default_decision_model(),
+            cutoffs=cutoffs,
             **dict(policy or {}),
         ),
         candidates=candidates,

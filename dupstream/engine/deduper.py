@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from dupstream import __version__
-from dupstream.core.errors import DupstreamError
+from dupstream.core.errors import ConfigError, DupstreamError, WeightsError
 from dupstream.core.verdict import Evidence, Verdict
 from dupstream.engine.records import features_to_record, record_to_features
+from dupstream.state.identity import ModelIdentity
 from dupstream.state.memory import Applied, Memory, MemoryConfig
 from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
@@ -65,6 +66,76 @@ class Deduper:
         self.model_version = (
             f"dupstream-{__version__}/{extractor.embedder.name}/{det}/{graph}/cal-{cal}"
         )
+        # the memory holds this model's vectors from now on: a memory restored from another
+        # model's snapshot is refused here (ModelMismatch), before anything is judged
+        self.memory.bind(self.identity)
+        self._warm: dict[str, object] | None = None
+
+    def use_memory(self, memory: Memory) -> Deduper:
+        """Judge against ``memory`` from now on (e.g. the snapshot restored after the models were
+        warmed up). Raises ``ModelMismatch`` when it holds another model's vectors."""
+        memory.bind(self.identity)
+        self.memory = memory
+        return self
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """What persisted state records about the model: embedder, its weights' sha256 (the
+        descriptor's, which ``load`` enforces), the model version."""
+        embedder = self.extractor.embedder
+        descriptor = getattr(embedder, "descriptor", None)
+        return ModelIdentity(embedder=embedder.name,
+                             embedder_sha256=getattr(descriptor, "sha256", None),
+                             model_version=self.model_version)
+
+    def warm_up(self) -> dict[str, object]:
+        """Load and verify everything configured before the first event: every model's weights
+        against their sha256 (embedder, detector, GCN; each run once on a probe), the calibration
+        and decision artefacts (each domain's calibrator and cut-offs evaluated), and the memory's
+        vector dimension against the embedder's.
+
+        Raises ``WeightsError`` / ``ModelError`` (exit code 4 from ``dupstream run``) or
+        ``ConfigError``; returns what was checked (logged by the caller). The models are probed
+        once; a later call re-checks only the memory."""
+        if self._warm is None:
+            self._warm = {**self.extractor.warm_up(), "decision": self._check_policy()}
+        loaded = dict(self._warm)
+        dim = self.extractor.embedder.dim
+        spec = self.memory.config.vectors.get("vector")
+        if spec is not None and spec.dim != dim:
+            raise ConfigError(f"the index holds {spec.dim}-d vectors but embedder "
+                              f"{self.extractor.embedder.name} gives {dim}-d ones")
+        loaded["model"] = self.identity.to_dict()
+        return loaded
+
+    def _check_policy(self) -> list[str]:
+        """Every calibrator and cut-off of the policy gives a probability / cut-off in [0, 1] for
+        every configured domain and preference: a malformed artefact fails here, not per event."""
+        from dupstream.workers.decision import PREFERENCES
+
+        policy = self.policy
+        scores = np.linspace(-1.0, 1.0, 21)
+        domains = {None, policy.domain, *policy.tenant_domains.values()}
+        if policy.cutoffs is not None:
+            domains |= set(policy.cutoffs.domains) | set(policy.cutoffs.calibrators)
+        checked = []
+        for domain in sorted(domains, key=lambda d: d or ""):
+            name = domain or "default"
+            try:
+                cal = (policy.cutoffs.calibrator(domain) if policy.cutoffs is not None
+                       else None) or policy.calibrator
+                p = np.asarray(cal(scores), dtype=np.float64)
+                cuts = ([policy.cutoffs.for_domain(domain).cut(pref) for pref in PREFERENCES]
+                        if policy.cutoffs is not None else [policy.p_copy_min])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise WeightsError(f"calibration/decision artefact for domain {name}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            if p.shape != scores.shape or not np.all((p >= 0) & (p <= 1)):
+                raise WeightsError(f"calibration for domain {name} gives values outside [0, 1]")
+            if not all(0.0 <= c <= 1.0 for c in cuts):
+                raise WeightsError(f"decision cut-offs for domain {name} outside [0, 1]: {cuts}")
+            checked.append(name)
+        return checked
 
     def __len__(self) -> int:
         return len(self.memory)
