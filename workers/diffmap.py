@@ -10,10 +10,15 @@ import numpy as np
 
 #: blur (pixels) applied to both images before differencing: tolerates resampling and JPEG
 BLUR_SIGMA = 1.2
-#: a pixel differs when its residual exceeds this many grey levels ...
+#: a flat pixel differs when its residual exceeds this many grey levels ...
 CHANGE_ABS = 28.0
 #: ... and this share of the query's contrast (std) over the overlap
 CHANGE_REL = 0.6
+#: local normalised cross-correlation window (pixels) and the variance that makes a window
+#: textured; below CHANGE_NCC a textured pixel differs
+NCC_WIN = 9
+NCC_MIN_VAR = 25.0
+CHANGE_NCC = 0.5
 #: changed components smaller than this share of the overlap are noise
 MIN_REGION = 0.004
 #: parallax: dense flow between the aligned images is measured on images at least this size
@@ -29,7 +34,10 @@ class DiffMap:
     overlap: np.ndarray  # (h, w) bool, query pixels the reference covers
     overlap_query: float
     overlap_ref: float
-    residual: float  # median |q - (a r + b)| / contrast, over the overlap
+    #: 1 - median local NCC over the textured overlap (0: same structure; ~1: unrelated)
+    residual: float
+    #: median |q - (gain r + bias)| / query contrast over the overlap (one global gain/bias)
+    photometric: float
     changed_area: float
     changed_regions: tuple[tuple[float, float, float, float], ...]
     gain: float
@@ -58,13 +66,31 @@ def overlap_masks(m: np.ndarray, qshape: tuple[int, int], rshape: tuple[int, int
     return cover, float(cover.mean()), float(back.mean())
 
 
-def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray) -> DiffMap:
+def _local_ncc(q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean normalised cross-correlation in NCC_WIN windows (a local gain/bias fit: robust
+    to recolouring) and the textured pixels where it is defined."""
+    box = (NCC_WIN, NCC_WIN)
+    mq, mr = cv2.boxFilter(q, -1, box), cv2.boxFilter(r, -1, box)
+    vq = cv2.boxFilter(q * q, -1, box) - mq * mq
+    vr = cv2.boxFilter(r * r, -1, box) - mr * mr
+    cov = cv2.boxFilter(q * r, -1, box) - mq * mr
+    ncc = cov / np.sqrt(np.maximum(vq, 1.0) * np.maximum(vr, 1.0))
+    tex = (vq > NCC_MIN_VAR) | (vr > NCC_MIN_VAR)
+    return ncc, tex
+
+
+def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
+             picture: np.ndarray | None = None) -> DiffMap:
+    """Warp ``ref`` onto ``query`` with ``m`` (reference -> query) and measure what differs over
+    the overlap (inside ``picture``, the query's content region, when given)."""
     qshape, rshape = query.shape[:2], ref.shape[:2]
     cover, oq, orf = overlap_masks(m, qshape, rshape)
     k = max(1, round(min(qshape) / 128))
     inner = cv2.erode(cover.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
+    if picture is not None and (inner & picture).sum() >= 16:
+        inner &= picture
     if inner.sum() < 16:
-        return DiffMap(cover, oq, orf, 1.0, 1.0, (), 1.0, 0.0)
+        return DiffMap(cover, oq, orf, 2.0, 1.0, 1.0, (), 1.0, 0.0)
     sig = BLUR_SIGMA * max(1.0, min(qshape) / 256)
     q = cv2.GaussianBlur(query.astype(np.float32), (0, 0), sig)
     r = cv2.GaussianBlur(warp(ref, m, qshape, cv2.INTER_LINEAR).astype(np.float32), (0, 0), sig)
@@ -72,15 +98,23 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray) -> DiffMap:
     gain, bias = _gain_bias(qv, rv)
     d = np.abs(q - (gain * r + bias))
     contrast = max(float(qv.std()), 8.0)
-    residual = float(np.median(d[inner])) / contrast
-    changed = (d > max(CHANGE_ABS, CHANGE_REL * contrast)) & inner
+    photometric = float(np.median(d[inner])) / contrast
+    ncc, tex = _local_ncc(q, r)
+    tex_in = tex & inner
+    if tex_in.sum() >= 16:
+        residual = 1.0 - float(np.median(ncc[tex_in]))
+    else:  # flat overlap: fall back on the photometric residual
+        residual = photometric
+    # changed: structure differs where there is structure; grey level differs where flat
+    changed = np.where(tex, ncc < CHANGE_NCC, d > max(CHANGE_ABS, CHANGE_REL * contrast)) & inner
     changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     changed = changed.astype(bool) & inner
     n_in = float(inner.sum())
     boxes = _regions(changed, n_in, qshape)
     plx = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else 0.0
-    return DiffMap(cover, oq, orf, residual, float(changed.sum()) / n_in, boxes, gain, bias, plx)
+    return DiffMap(cover, oq, orf, residual, photometric, float(changed.sum()) / n_in, boxes,
+                   gain, bias, plx)
 
 
 def _edges(img: np.ndarray, inner: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ SMOOTH_GRAD = 5.0
 MIN_MARGIN = 0.02
 #: the picture must hold at least this share of the image
 MIN_AREA = 0.08
+#: a picture is not a sliver: its aspect ratio stays within 1/MAX_ASPECT .. MAX_ASPECT
+MAX_ASPECT = 4.0
 #: share of the outside of the box that must be smooth (text and icons are the rest)
 OUTSIDE_SMOOTH = 0.80
 #: share of a framed side along which the picture starts at the side
@@ -111,6 +113,8 @@ def _frame_box(frame: np.ndarray) -> tuple[tuple[int, int, int, int] | None, str
     x0, y0, x1, y1 = box
     if (x1 - x0) * (y1 - y0) < MIN_AREA * h * w:
         return None, "small"
+    if not 1 / MAX_ASPECT <= (x1 - x0) / max(1, y1 - y0) <= MAX_ASPECT:
+        return None, "sliver"
     if (x0 < MIN_MARGIN * w and y0 < MIN_MARGIN * h and x1 > w - MIN_MARGIN * w
             and y1 > h - MIN_MARGIN * h):
         return None, "fills"

@@ -22,8 +22,10 @@ RATIO = 0.8
 REPROJ_PX = 3.0
 #: fewer inliers than this: the sparse fit is not trusted and dense alignment is tried
 MIN_INLIERS = 10
-#: dense alignment works on images upscaled to at least this side (digits are 28 px)
+#: dense alignment works on images scaled so that the larger one's longest side is at most
+#: DENSE_MAX_SIDE (speed) and the smaller one's at least DENSE_MIN_SIDE (digits are 28 px)
 DENSE_MIN_SIDE = 96
+DENSE_MAX_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,16 @@ class SparseFit:
         return np.linalg.norm(p[:, :2] / p[:, 2:3] - self.dst, axis=1)
 
 
-def _orb(side: int) -> cv2.ORB:
-    patch = int(np.clip(side // 10, 9, 31))
-    return cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=patch,
-                          patchSize=patch, fastThreshold=10)
+#: ORB patch (pixels at the finest level): one size for every image, or descriptors of two
+#: thumbs would not be comparable; smaller than ORB's 31 so that content near the border of a
+#: 256-px thumb (crops) still gets features
+ORB_PATCH = 23
 
 
 def keypoints(grey: np.ndarray) -> Keypoints:
-    kps, desc = _orb(max(grey.shape)).detectAndCompute(grey, None)
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8,
+                         edgeThreshold=ORB_PATCH, patchSize=ORB_PATCH, fastThreshold=10)
+    kps, desc = orb.detectAndCompute(grey, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     return Keypoints(pts, desc)
 
@@ -130,11 +134,11 @@ def sparse_fit(q: Keypoints, qm: Keypoints, r: Keypoints, qshape: tuple[int, int
     return best
 
 
-def _upscale(img: np.ndarray, f: float) -> np.ndarray:
+def _rescale(img: np.ndarray, f: float) -> np.ndarray:
     if f == 1.0:
         return img
     size = (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
 
 
 def _scale(f: float) -> np.ndarray:
@@ -145,9 +149,10 @@ def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
               ) -> tuple[np.ndarray, float] | None:
     """ECC (affine) of the reference onto the query from each initial reference->query model;
     returns the best model (thumb pixels) and its correlation coefficient."""
-    f = max(1.0, DENSE_MIN_SIDE / max(1, min(max(query.shape), max(ref.shape))))
-    qf = _upscale(query, f).astype(np.float32)
-    rf = _upscale(ref, f).astype(np.float32)
+    big, small = max(*query.shape, *ref.shape), min(max(query.shape), max(ref.shape))
+    f = min(DENSE_MAX_SIDE / big, max(1.0, DENSE_MIN_SIDE / max(1, small)))
+    qf = _rescale(query, f).astype(np.float32)
+    rf = _rescale(ref, f).astype(np.float32)
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
     best: tuple[np.ndarray, float] | None = None
     for init in inits:

@@ -33,7 +33,9 @@ REG_SIDE = 256
 GRID = 4
 #: verification thresholds, sparse path
 MIN_SUPPORT = 0.3
-MAX_RESIDUAL = 0.3
+#: residual = 1 - median local NCC: copies (recoloured, re-encoded, captioned) stay below ~0.2,
+#: another photo of the scene ~0.25-0.3, unrelated content ~1
+MAX_RESIDUAL = 0.35
 MAX_CHANGED = 0.5
 MIN_OVERLAP = 0.04
 #: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
@@ -41,7 +43,11 @@ MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
 #: dense (ECC) path: correlation after alignment, and the tighter residual it must reach
 MIN_ECC = 0.9
-MAX_RESIDUAL_DENSE = 0.25
+MAX_RESIDUAL_DENSE = 0.2
+#: dense alignment runs when sparse features are too few: a thumb with fewer keypoints than
+#: this (flat scene), a tiny image, or a sparse fit with a handful of inliers
+DENSE_MAX_KEYPOINTS = 80
+DENSE_MIN_INLIERS = 4
 MAX_CHANGED_DENSE = 0.3
 MAX_ANISOTROPY = 1.3
 #: same_scene: many matches spread over the picture that fit a loose homography
@@ -76,10 +82,11 @@ class Registration:
     matrix: tuple  # 3x3 row-major, reference thumb px -> query thumb px
     inliers: int
     inlier_ratio: float  # inliers / ratio-test matches
-    support: float  # share of grid cells of the overlap inside the picture holding inliers
+    support: float  # share of grid cells (overlap inside the picture, with features) with inliers
     overlap_ref: float
     overlap_query: float
-    residual: float  # median |q - (gain r + bias)| / query contrast, over the overlap
+    residual: float  # 1 - median local NCC over the textured overlap (diffmap.DiffMap)
+    photometric: float = 0.0  # median |q - (gain r + bias)| / query contrast over the overlap
     parallax: float = 0.0  # residual motion after alignment, px per 256 (diffmap.DiffMap)
     changed_area: float
     changed_regions: tuple[tuple[float, float, float, float], ...]
@@ -109,6 +116,7 @@ class Registration:
             "reg_overlap_query": self.overlap_query,
             "reg_residual": min(self.residual, 2.0),
             "reg_parallax": min(self.parallax, 8.0),
+            "reg_photometric": min(self.photometric, 2.0),
             "reg_changed_area": self.changed_area,
             "reg_changed_regions": float(len(self.changed_regions)),
             "reg_same_scene": float(self.same_scene),
@@ -131,6 +139,7 @@ class Registration:
             "overlap_query": r4(self.overlap_query),
             "residual": r4(self.residual),
             "parallax": r4(self.parallax),
+            "photometric": r4(self.photometric),
             "changed_area": r4(self.changed_area),
             "changed_regions": [list(b) for b in self.changed_regions],
             "same_scene": self.same_scene,
@@ -159,18 +168,27 @@ def _picture_mask(query: np.ndarray) -> np.ndarray:
     return mask
 
 
-def spread(pts: np.ndarray, region: np.ndarray) -> float:
-    """Share of the GRIDxGRID cells over ``region``'s bounding box (cells at least 30 % inside
-    the region) that hold at least one of ``pts``."""
+def spread(pts: np.ndarray, region: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Share of the GRIDxGRID cells over ``region``'s bounding box that hold at least one of
+    ``pts``. Eligible cells are at least 30 % inside ``region`` and, when ``where`` (points: the
+    query's keypoints) is given, hold one of those: a flat sky has no features to support."""
     ys, xs = np.nonzero(region)
     if len(xs) == 0 or len(pts) == 0:
         return 0.0
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    cw, ch = (x1 - x0) / GRID, (y1 - y0) / GRID
     sub = region[y0:y1, x0:x1].astype(np.float32)
-    cov = cv2.resize(sub, (GRID, GRID), interpolation=cv2.INTER_AREA)
-    eligible = cov >= 0.3
-    p = np.asarray(pts, np.float64)
+    eligible = cv2.resize(sub, (GRID, GRID), interpolation=cv2.INTER_AREA) >= 0.3
+    if where is not None:
+        eligible &= _cells(where, region, (x0, y0, x1, y1))
+    n = int(eligible.sum())
+    return float((_cells(pts, region, (x0, y0, x1, y1)) & eligible).sum()) / n if n else 0.0
+
+
+def _cells(pts: np.ndarray, region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """GRIDxGRID occupancy of the points of ``pts`` that lie in ``region``."""
+    x0, y0, x1, y1 = box
+    cw, ch = (x1 - x0) / GRID, (y1 - y0) / GRID
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
     xi, yi = p[:, 0].astype(int), p[:, 1].astype(int)
     ok = (xi >= 0) & (yi >= 0) & (xi < region.shape[1]) & (yi < region.shape[0])
     ok[ok] = region[yi[ok], xi[ok]]
@@ -178,11 +196,11 @@ def spread(pts: np.ndarray, region: np.ndarray) -> float:
     cy = np.clip(((p[ok, 1] - y0) / max(ch, 1e-9)).astype(int), 0, GRID - 1)
     hit = np.zeros((GRID, GRID), bool)
     hit[cy, cx] = True
-    n = int(eligible.sum())
-    return float((hit & eligible).sum()) / n if n else 0.0
+    return hit
 
 
-def _same_scene(fit: SparseFit | None, picture: np.ndarray, qshape: tuple[int, int]) -> bool:
+def _same_scene(fit: SparseFit | None, picture: np.ndarray, qshape: tuple[int, int],
+                qpts: np.ndarray) -> bool:
     if fit is None or len(fit.src) < SCENE_MIN_MATCHES:
         return False
     thresh = SCENE_REPROJ_PX * max(qshape) / 256.0
@@ -192,7 +210,7 @@ def _same_scene(fit: SparseFit | None, picture: np.ndarray, qshape: tuple[int, i
     inl = mask.ravel().astype(bool)
     if inl.sum() < SCENE_MIN_MATCHES:
         return False
-    return spread(fit.dst[inl], picture) >= SCENE_MIN_SPREAD
+    return spread(fit.dst[inl], picture, qpts) >= SCENE_MIN_SPREAD
 
 
 def _build(*, method: str, m: np.ndarray, dm: DiffMap, verified: bool, inliers: int,
@@ -205,7 +223,7 @@ def _build(*, method: str, m: np.ndarray, dm: DiffMap, verified: bool, inliers: 
         matrix=tuple(float(v) for v in m.ravel()), inliers=inliers,
         inlier_ratio=inliers / matches if matches else 0.0, support=support,
         overlap_ref=dm.overlap_ref, overlap_query=dm.overlap_query, residual=dm.residual,
-        parallax=dm.parallax,
+        parallax=dm.parallax, photometric=dm.photometric,
         changed_area=dm.changed_area, changed_regions=dm.changed_regions, same_scene=same_scene,
         matches=matches, ecc=ecc, query_size=(qshape[1], qshape[0]),
         ref_size=(rshape[1], rshape[0]), gain=dm.gain, bias=dm.bias)
@@ -233,47 +251,51 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
     picture = _picture_mask(q)
-    fit = sparse_fit(keypoints(q), keypoints(np.ascontiguousarray(q[:, ::-1])), keypoints(r),
-                     qshape)
+    kq, kr = keypoints(q), keypoints(r)
+    fit = sparse_fit(kq, keypoints(np.ascontiguousarray(q[:, ::-1])), kr, qshape)
     same_scene = False
+    sparse_reg: Registration | None = None
     if fit is not None and fit.inliers >= MIN_INLIERS and _scale_ok(fit.matrix):
-        dm = diff_map(q, r, fit.matrix)
-        support = spread(fit.dst[fit.inlier], dm.overlap & picture)
+        dm = diff_map(q, r, fit.matrix, picture)
+        support = spread(fit.dst[fit.inlier], dm.overlap & picture, kq.pts)
         content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
                    and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
         ok = content and dm.parallax <= MAX_PARALLAX
         if not ok:
             # the content matches all over but moved inside: another photo of the scene
             same_scene = ((support >= MIN_SUPPORT and dm.parallax > MAX_PARALLAX)
-                          or _same_scene(fit, picture, qshape))
-        reg = _build(method="sparse", m=fit.matrix, dm=dm, verified=ok, inliers=fit.inliers,
-                     matches=len(fit.src), support=support, same_scene=same_scene, ecc=0.0,
-                     qshape=qshape, rshape=rshape)
+                          or _same_scene(fit, picture, qshape, kq.pts))
+        sparse_reg = _build(method="sparse", m=fit.matrix, dm=dm, verified=ok,
+                            inliers=fit.inliers, matches=len(fit.src), support=support,
+                            same_scene=same_scene, ecc=0.0, qshape=qshape, rshape=rshape)
         if ok or same_scene or fit.inliers >= 3 * MIN_INLIERS:
-            return reg
-        sparse_reg: Registration | None = reg
+            return sparse_reg
     else:
-        sparse_reg = None
-        same_scene = _same_scene(fit, picture, qshape)
+        same_scene = _same_scene(fit, picture, qshape, kq.pts)
+    n_matches = len(fit.src) if fit is not None else 0
+    few = (min(len(kq.pts), len(kr.pts)) < DENSE_MAX_KEYPOINTS
+           or max(qshape) < 64 or max(rshape) < 64
+           or (fit is not None and fit.inliers >= DENSE_MIN_INLIERS))
+    if not few:
+        return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
     # dense alignment: too few features (small images, flat scenes) or a weak sparse fit
     inits = centred_inits(qshape, rshape)
     if fit is not None and fit.inliers >= 3 and _scale_ok(fit.matrix):
         inits.insert(0, fit.matrix)
     dense = dense_fit(q, r, inits)
     if dense is None:
-        return sparse_reg or _none(qshape, rshape, same_scene, len(fit.src) if fit else 0)
+        return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
     m, cc = dense
-    dm = diff_map(q, r, m)
-    lin = m[:2, :2]
-    sv = np.linalg.svd(lin, compute_uv=False)
+    dm = diff_map(q, r, m, picture)
+    sv = np.linalg.svd(m[:2, :2], compute_uv=False)
     ok = (cc >= MIN_ECC and dm.residual <= MAX_RESIDUAL_DENSE
           and dm.changed_area <= MAX_CHANGED_DENSE and sv[0] / max(sv[1], 1e-9) <= MAX_ANISOTROPY
-          and dm.overlap_query >= MIN_OVERLAP and _scale_ok(m))
+          and dm.overlap_query >= MIN_OVERLAP and dm.parallax <= MAX_PARALLAX and _scale_ok(m))
     if not ok and sparse_reg is not None:
         return sparse_reg
-    return _build(method="dense", m=m, dm=dm, verified=ok, inliers=0,
-                  matches=len(fit.src) if fit else 0, support=1.0 if ok else 0.0,
-                  same_scene=same_scene and not ok, ecc=cc, qshape=qshape, rshape=rshape)
+    return _build(method="dense", m=m, dm=dm, verified=ok, inliers=0, matches=n_matches,
+                  support=1.0 if ok else 0.0, same_scene=same_scene and not ok, ecc=cc,
+                  qshape=qshape, rshape=rshape)
 
 
 def _map_box(box, m: np.ndarray, rsize: tuple[int, int], qsize: tuple[int, int]):
