@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -230,6 +231,39 @@ def wait_for_servers(targets: list[Probe], *, budget_s: float,
             close = getattr(target, "close", None)
             if close is not None:
                 close()
+
+
+class ServerWait:
+    """``wait_for_servers`` on a background thread, so the wait overlaps the model load:
+    ``start()`` it first, ``result()`` it when the servers are needed (it re-raises the wait's
+    error there, in the calling thread). ``result`` waits in short slices, so a signal handler
+    that raises (``interruptible``) interrupts it."""
+
+    def __init__(self, targets: list[Probe], *, budget_s: float) -> None:
+        self.targets, self.budget_s = targets, budget_s
+        self._waited: float | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dupstream-startup-wait",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._waited = wait_for_servers(self.targets, budget_s=self.budget_s)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+
+    def start(self) -> ServerWait:
+        self._thread.start()
+        return self
+
+    def result(self) -> float:
+        """Seconds the servers took to answer; raises what the wait raised."""
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if self._error is not None:
+            raise self._error
+        assert self._waited is not None
+        return self._waited
 
 
 def unavailable_message(why: dict[str, str], budget_s: float) -> str:
