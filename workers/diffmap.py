@@ -95,7 +95,8 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     q = cv2.GaussianBlur(query.astype(np.float32), (0, 0), sig)
     r = cv2.GaussianBlur(warp(ref, m, qshape, cv2.INTER_LINEAR).astype(np.float32), (0, 0), sig)
     qv, rv = q[inner], r[inner]
-    gain, bias = _gain_bias(qv, rv)
+    step = max(1, len(qv) // 4000)
+    gain, bias = _gain_bias(qv[::step], rv[::step])
     d = np.abs(q - (gain * r + bias))
     contrast = max(float(qv.std()), 8.0)
     photometric = float(np.median(d[inner])) / contrast

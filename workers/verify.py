@@ -252,7 +252,7 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     qshape, rshape = q.shape[:2], r.shape[:2]
     picture = _picture_mask(q)
     kq, kr = keypoints(q), keypoints(r)
-    fit = sparse_fit(kq, keypoints(np.ascontiguousarray(q[:, ::-1])), kr, qshape)
+    fit = sparse_fit(kq, lambda: keypoints(np.ascontiguousarray(q[:, ::-1])), kr, qshape)
     same_scene = False
     sparse_reg: Registration | None = None
     if fit is not None and fit.inliers >= MIN_INLIERS and _scale_ok(fit.matrix):
