@@ -162,7 +162,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
     # deployment faults fail here at the latest, before any Kafka client: every model verified
     log.info("models verified: %s", deduper.warm_up())
     if create_topics:
-        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=k.extra,
+        ensure_topics(bootstrap_servers=k.bootstrap_servers, extra=auth["extra"],
                       topics={k.input_topic: partitions, k.output_topic: partitions,
                               k.dlq_topic: partitions, st.updates_topic: partitions},
                       compacted={st.updates_topic})
