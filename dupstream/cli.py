@@ -445,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("torch").setLevel(logging.WARNING)
     # librdkafka's own lines (routed through logging): warnings and errors, all with -v
     logging.getLogger("dupstream.librdkafka").setLevel(
         logging.DEBUG if args.verbose else logging.WARNING)
@@ -459,7 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(exc)
     except Interrupted as exc:  # SIGINT/SIGTERM before the service ran: a clean stop
         print(f"dupstream: {exc}", file=sys.stderr)
-        return ExitCode.OK
+        # nothing is pending before the service runs (no producer, no writes), and tearing
+        # down a half-loaded torch takes the interpreter seconds: leave now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ExitCode.OK)
 
 
 if __name__ == "__main__":

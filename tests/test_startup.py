@@ -238,6 +238,6 @@ def test_a_signal_during_the_wait_exits_promptly(sig, down):
     text = "".join(rest)
     assert rc == ExitCode.OK, text
     assert f"stopped by {sig.name} during start-up" in text and "Traceback" not in text
-    # stopped at once; the exit itself includes the interpreter's (and torch's) teardown
+    # stopped at once (a C call in progress, e.g. a model load, finishes first)
     assert stopped_after is not None and stopped_after < 1.0, (stopped_after, text)
-    assert took < 5.0, took
+    assert took < 2.0, took
