@@ -155,6 +155,16 @@ class DecisionPolicy:
     duplicate_visual_min: float = 0.85
     duplicate_changed_max: float = 0.003
     review_margin: float = 0.15
+    #: verification (issue 12): registration runs where ``needs_verification``; a verified pair
+    #: is a copy with P(copy) >= ``verified_p_copy``; a same-scene pair is unique with
+    #: P(unique) >= ``same_scene_p_unique``; a registered identity covering both pictures with
+    #: at most ``duplicate_reg_changed_max`` changed is the same picture
+    verify_min_visual: float = 0.3
+    clear_pdq_max: int = 16
+    verified_p_copy: float = 0.95
+    same_scene_p_unique: float = 0.9
+    duplicate_overlap_min: float = 0.97
+    duplicate_reg_changed_max: float = 0.01
     cutoffs: DecisionModel | None = None
     domain: str | None = None
     preference: str = "balanced"
@@ -180,6 +190,18 @@ class DecisionPolicy:
             cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
         return float((cal or self.calibrator)(score.fused))
 
+    def p_copy_verified(self, score: PairScore, *, tenant: str | None = None,
+                        domain: str | None = None) -> float:
+        """P(copy) with the verification evidence: at least ``verified_p_copy`` when the pair
+        registered, at most 1 - ``same_scene_p_unique`` when it is another photo of the scene."""
+        p = self.p_copy(score, tenant=tenant, domain=domain)
+        reg = score.registration
+        if reg is not None and reg.verified and not score.exact:
+            return max(p, self.verified_p_copy)
+        if reg is not None and reg.same_scene and not score.exact:
+            return min(p, 1.0 - self.same_scene_p_unique)
+        return p
+
     def cut_off(self, score: PairScore, *, tenant: str | None = None,
                 domain: str | None = None) -> float:
         if self.cutoffs is None:
@@ -189,21 +211,54 @@ class DecisionPolicy:
         return self.cutoffs.for_domain(dom).cut(pref, score_difficulty(score),
                                                 adaptive=self.adaptive)
 
-    def decide(self, score: PairScore, *, tenant: str | None = None,
-               domain: str | None = None) -> tuple[Kind, float, bool]:
-        """(verdict, P(verdict is right), review flag)."""
-        p = self.p_copy(score, tenant=tenant, domain=domain)
-        cut = self.cut_off(score, tenant=tenant, domain=domain)
-        review = abs(p - cut) < self.review_margin and not score.exact
-        if p < cut:
-            return "unique", 1.0 - p, review
-        same_picture = score.exact or (
+    def needs_verification(self, score: PairScore) -> bool:
+        """Is the decision open, so that registering the pair can change it? Not for identical
+        bytes, nor for a clear same-picture pair (near-identical PDQ, nothing changed), nor for
+        a pair whose pictures look unrelated (best visual similarity below
+        ``verify_min_visual``)."""
+        if score.exact:
+            return False
+        if self._same_picture_by_hash(score) and score.pdq_distance <= self.clear_pdq_max:
+            return False
+        return score.visual_best >= self.verify_min_visual
+
+    def _same_picture_by_hash(self, score: PairScore) -> bool:
+        return score.exact or (
             score.pdq_variant == 0
             and score.pdq_distance <= self.duplicate_pdq_max
             and score.visual >= self.duplicate_visual_min
             and score.changed_area is not None
             and score.changed_area <= self.duplicate_changed_max
         )
+
+    def _same_picture_by_registration(self, score: PairScore) -> bool:
+        """A verified registration under (nearly) the identity up to scale, covering both
+        pictures, with (nearly) nothing changed: a re-encode / resize / light recolour."""
+        reg = score.registration
+        if reg is None or not reg.verified:
+            return False
+        return (abs(reg.rotation_deg) <= 1.0 and not reg.flip
+                and min(reg.overlap_ref, reg.overlap_query) >= self.duplicate_overlap_min
+                and reg.changed_area <= self.duplicate_reg_changed_max
+                and score.visual >= self.duplicate_visual_min)
+
+    def decide(self, score: PairScore, *, tenant: str | None = None,
+               domain: str | None = None) -> tuple[Kind, float, bool]:
+        """(verdict, P(verdict is right), review flag).
+
+        With the verification stage's evidence (``score.registration``): a pair that registers
+        under one transform with support inside the picture is a copy (at least
+        ``verified_p_copy``); a pair whose content matches but does not register rigidly is
+        another photo of the same scene: ``unique`` (``same_scene`` evidence), whatever the
+        global similarity says. Without it (or when registration is inconclusive), the
+        calibrated fused score decides, as before."""
+        p = self.p_copy_verified(score, tenant=tenant, domain=domain)
+        cut = self.cut_off(score, tenant=tenant, domain=domain)
+        review = abs(p - cut) < self.review_margin and not score.exact
+        if p < cut:
+            return "unique", 1.0 - p, review
+        same_picture = (self._same_picture_by_hash(score)
+                        or self._same_picture_by_registration(score))
         if same_picture and not score.exact and self.scene_changed(score, tenant, domain):
             same_picture = False
         return ("duplicate" if same_picture else "near_duplicate"), p, review

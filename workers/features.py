@@ -15,6 +15,7 @@ from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decod
 from dupstream.workers.detector import Detections, Detector
 from dupstream.workers.embedder import Embedder
 from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
+from dupstream.workers.regions import content_box
 from dupstream.workers.semantic import (
     DEFAULT_TOP_K,
     NUM_COLOURS,
@@ -22,11 +23,17 @@ from dupstream.workers.semantic import (
     select_objects,
     semantic_vector,
 )
+from dupstream.workers.verify import registration_thumb
 
 if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
 
 THUMB = 64
+
+
+def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.ascontiguousarray(rgb[y0:y1, x0:x1])
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
@@ -42,6 +49,13 @@ class ImageFeatures:
     width: int
     height: int
     thumb: np.ndarray  # (THUMB, THUMB) uint8 luminance: where two copies differ
+    #: the picture's embedding without its frame (borders, letterbox, screenshot UI): the
+    #: embedding of ``content_box``'s crop, or ``vector`` itself when the picture fills the image
+    content: np.ndarray | None = None
+    #: (x0, y0, x1, y1) of the picture inside its frame, in pixels; None: it fills the image
+    content_box: tuple[int, int, int, int] | None = None
+    #: registration thumbnail (grey uint8, longest side <= verify.REG_SIDE) for verification
+    reg: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: semantic part, all optional. ``objects`` is None when no detector ran (or it failed on
     #: this image), ``Objects.empty()`` when it ran and found nothing.
@@ -111,21 +125,16 @@ class FeatureExtractor:
         hashes = {
             i: (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i])) for i in good
         }
+        boxes = {i: content_box(decoded[i]) for i in good}
+        regs = {i: registration_thumb(decoded[i]) for i in good}
         t1 = time.perf_counter()
-        try:
-            vectors = self.embedder.embed([decoded[i] for i in good])
-        except ModelError as exc:
-            _raise_if_fatal(exc)
-            vectors = None
+        # one embedder batch: every image, then the framed pictures' content crops
+        framed = [i for i in good if boxes[i] is not None]
+        crops = [_crop(decoded[i], boxes[i]) for i in framed]
+        vectors = self._embed_isolated([decoded[i] for i in good] + crops)
+        content = dict(zip(framed, vectors[len(good):], strict=True))
+        vectors = vectors[: len(good)]
         t2 = time.perf_counter()
-        if vectors is None:  # isolate the image that breaks the model, keep the others
-            vectors = []
-            for i in good:
-                try:
-                    vectors.append(self.embedder.embed([decoded[i]])[0])
-                except ModelError as exc:
-                    _raise_if_fatal(exc)
-                    vectors.append(exc)
         images = [decoded[i] for i in good]
         objects = self.detect(images)
         t3 = time.perf_counter()
@@ -139,6 +148,9 @@ class FeatureExtractor:
                 continue
             rgb = decoded[i]
             digest, pdq, thumb = hashes[i]
+            cvec = content.get(i, vec)
+            if isinstance(cvec, DupstreamError):  # the crop broke the model: the whole image
+                cvec = vec
             results[i] = ImageFeatures(
                 digest=digest,
                 pdq=pdq,
@@ -146,6 +158,9 @@ class FeatureExtractor:
                 width=int(rgb.shape[1]),
                 height=int(rgb.shape[0]),
                 thumb=thumb,
+                content=np.asarray(cvec, dtype=np.float32),
+                content_box=boxes[i],
+                reg=regs[i],
                 timings_ms={
                     "decode": decode_ms,
                     "hash": (t1 - t0) * 1e3 / n,
@@ -158,6 +173,22 @@ class FeatureExtractor:
                 graph=None if graphs is None or objects[j] is None else graphs[j],
             )
         return results
+
+    def _embed_isolated(self, images: list[np.ndarray]) -> list:
+        """One embedder call for the batch; if it fails, one call per image so the image that
+        breaks the model gets its error and the others their vectors."""
+        try:
+            return list(self.embedder.embed(images))
+        except ModelError as exc:
+            _raise_if_fatal(exc)
+        out: list = []
+        for im in images:
+            try:
+                out.append(self.embedder.embed([im])[0])
+            except ModelError as exc:
+                _raise_if_fatal(exc)
+                out.append(exc)
+        return out
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Objects | None]:
         """Top-K objects per image (one detector call for the batch); None where it failed."""

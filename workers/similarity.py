@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import DIHEDRAL
+from dupstream.workers.verify import Registration, match_objects, register
 
 NO_OBJECTS_NOTE = "no objects detected: visual evidence only"
 NO_DETECTOR_NOTE = "object detection not run: visual evidence only"
@@ -54,17 +55,57 @@ class PairScore:
     fused: float  # S = alpha*Sv + (1-alpha)*Ss when both images have objects, else Sv
     changed_area: float | None  # share of the picture that differs (None: geometry differs)
     semantic: dict = field(default_factory=dict)  # SemanticScore.evidence()
+    #: Sv between the pictures without their frames: the best cosine of the content-region
+    #: embeddings (query content vs reference content or whole, and the reverse); None: no
+    #: content embeddings on one side (records from before they existed)
+    content: float | None = None
+    #: the verification stage's result for this pair (None: not run - see ``verify_pair``)
+    registration: Registration | None = None
+    #: objects of the reference mapped through the registration into the query
+    #: (``verify.match_objects``): matched / added / removed / moved / outside
+    object_changes: dict | None = None
+
+    @property
+    def visual_best(self) -> float:
+        """max(Sv, content Sv): the visual similarity of the pictures, framed or not."""
+        return self.visual if self.content is None else max(self.visual, self.content)
 
     def evidence(self) -> dict:
-        return {
+        # the PDQ transform only means something where PDQ says the pictures are close
+        near = self.pdq_distance <= PDQ_TRANSFORM_MAX
+        out = {
             "exact_hash": self.exact,
             "visual": round(self.visual, 6),
+            "content_visual": None if self.content is None else round(self.content, 6),
             "pdq_distance": self.pdq_distance,
-            "pdq_transform": DIHEDRAL[self.pdq_variant],
+            "pdq_transform": DIHEDRAL[self.pdq_variant] if near else None,
             "fused": round(self.fused, 6),
             "changed_area": None if self.changed_area is None else round(self.changed_area, 4),
             **self.semantic,
         }
+        reg = self.registration
+        if reg is not None:
+            out["registration"] = reg.evidence()
+            out["same_scene"] = bool(reg.same_scene and not reg.verified)
+            if reg.verified:
+                out["changed_area"] = round(reg.changed_area, 4)
+                out["changed_regions"] = [list(b) for b in reg.changed_regions]
+        if self.object_changes is not None:
+            ch = self.object_changes
+            out["objects_matched"] = sorted(o["name"] for o in ch["matched"])
+            out["objects_added"] = sorted(o["name"] for o in ch["added"])
+            out["objects_missing"] = sorted(o["name"] for o in ch["removed"])
+            out["objects_moved"] = sorted(o["name"] for o in ch["moved"])
+            notes = [n for n in out.get("notes", []) if not n.endswith((" added", " missing"))]
+            notes += [f"{n} added" for n in out["objects_added"]]
+            notes += [f"{n} removed" for n in out["objects_missing"]]
+            notes += [f"{n} moved" for n in out["objects_moved"]]
+            out["notes"] = notes
+        return out
+
+
+#: PDQ distances above this are "unrelated pictures": no transform is reported for them
+PDQ_TRANSFORM_MAX = 90
 
 
 @dataclass
@@ -162,6 +203,31 @@ def changed_area(query: ImageFeatures, ref: ImageFeatures) -> float | None:
     return float(np.mean(residual > RESIDUAL_LEVEL))
 
 
+def content_similarity(query: ImageFeatures, ref: ImageFeatures) -> float | None:
+    """Best cosine between the pictures without their frames: content vs content, and each
+    content vs the other's whole image (a framed copy of a clean original, or the reverse)."""
+    if query.content is None or ref.content is None:
+        return None
+    pairs = [(query.content, ref.content), (query.content, ref.vector),
+             (query.vector, ref.content)]
+    return float(np.clip(max(float(np.dot(a, b)) for a, b in pairs), -1.0, 1.0))
+
+
+def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> PairScore:
+    """``score`` with the verification stage's evidence: the reference registered onto the query
+    (``verify.register`` on the two registration thumbnails) and, where both images have objects,
+    the objects matched / added / removed / moved through that transform. Unchanged when either
+    image lacks a registration thumbnail."""
+    if query.reg is None or ref.reg is None:
+        return score
+    reg = register(query.reg, ref.reg)
+    changes = None
+    if reg.method != "none" and query.objects is not None and ref.objects is not None:
+        changes = match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
+                                ref.objects.boxes.tolist(), ref.objects.names)
+    return replace(score, registration=reg, object_changes=changes)
+
+
 def fuse(visual: float, semantic: float | None, alpha: float) -> float:
     """S = alpha*Sv + (1 - alpha)*Ss; Sv alone without semantic evidence."""
     return visual if semantic is None else alpha * visual + (1.0 - alpha) * semantic
@@ -179,12 +245,15 @@ def score_pair(
     visual = float(np.clip(np.dot(query.vector, ref.vector), -1.0, 1.0))
     dist, variant = pdq_distance(query, ref)
     sem = semantic_score(query, ref, fusion)
+    content = content_similarity(query, ref)
+    best = visual if content is None else max(visual, content)
     return PairScore(
         exact=query.digest == ref.digest,
         visual=visual,
         pdq_distance=dist,
         pdq_variant=variant,
-        fused=float(fuse(visual, sem.semantic, fusion.alpha)),
+        fused=float(fuse(best, sem.semantic, fusion.alpha)),
         changed_area=changed_area(query, ref),
         semantic=sem.evidence(),
+        content=content,
     )

@@ -46,10 +46,13 @@ def policy_options(policy: PolicySettings) -> dict[str, Any]:
 
 
 def memory_config(state: StateSettings, *, dim: int = 512) -> MemoryConfig:
+    """Two indexed arrays per image: ``vector`` (the whole image) and ``content`` (the picture
+    without its frame; the same vector when there is no frame), so a framed copy finds a clean
+    original and the reverse."""
+    spec = IndexSpec(dim=dim, kind=state.index_kind, switch_at=state.index_switch_at,
+                     nlist=state.index_nlist, nprobe=state.index_nprobe)
     return MemoryConfig(
-        vectors={"vector": IndexSpec(dim=dim, kind=state.index_kind,
-                                     switch_at=state.index_switch_at, nlist=state.index_nlist,
-                                     nprobe=state.index_nprobe)},
+        vectors={"vector": spec, "content": spec},
         scope=state.scope,
         records_max_items=state.records_max_items,
         records_max_bytes=state.records_max_bytes,

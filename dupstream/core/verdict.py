@@ -10,6 +10,50 @@ VerdictKind = Literal["duplicate", "near_duplicate", "unique"]
 VERDICT_SCHEMA_VERSION = 1
 
 
+class Transform(BaseModel):
+    """How the reference maps onto the query (query <- reference)."""
+
+    scale: float = Field(..., description="linear scale (query size / reference size)")
+    rotation_deg: float = Field(..., description="rotation in degrees, counter-clockwise")
+    flip: bool = Field(..., description="the reference is mirrored left-right first")
+    tx: float = Field(..., description="offset of the reference origin, / query width")
+    ty: float = Field(..., description="offset of the reference origin, / query height")
+
+
+class RegistrationEvidence(BaseModel):
+    """The verification stage: the reference registered onto the query."""
+
+    model_config = ConfigDict(extra="allow")
+
+    verified: bool = Field(..., description="one transform maps the reference onto the query "
+                           "with inlier support inside the picture and a small residual outside "
+                           "the edited regions")
+    method: Literal["sparse", "dense", "none"] = Field(
+        ..., description="sparse: local features + robust fit; dense: ECC alignment (small or "
+        "flat images); none: no transform found")
+    transform: Transform
+    inliers: int = Field(..., description="feature matches consistent with the transform")
+    matches: int = Field(0, description="ratio-test feature matches")
+    inlier_ratio: float = Field(..., description="inliers / matches")
+    support: float = Field(..., description="share of the picture's textured grid cells "
+                           "holding inliers (low when only an overlay matches)")
+    overlap_ref: float = Field(..., description="share of the reference visible in the query")
+    overlap_query: float = Field(..., description="share of the query covered by the reference")
+    residual: float = Field(..., description="1 - median local correlation over the overlap "
+                            "after alignment")
+    parallax: float = Field(0.0, description="residual motion after alignment, px per 256 "
+                            "(another photo of the scene moves inside)")
+    photometric: float = Field(0.0, description="median intensity residual after a gain/bias "
+                               "fit, / contrast")
+    changed_area: float = Field(..., description="share of the overlap that differs")
+    changed_regions: list[list[float]] = Field(
+        default_factory=list, description="changed boxes [x0, y0, x1, y1], fractions of the "
+        "query's width/height")
+    same_scene: bool = Field(..., description="the content matches but does not register "
+                             "rigidly: another photo of the same scene")
+    ecc: float = Field(0.0, description="correlation after dense alignment")
+
+
 class Evidence(BaseModel):
     """Why a verdict was reached: every score that took part, and the objects compared."""
 
@@ -26,9 +70,31 @@ class Evidence(BaseModel):
     semantic_cosine: float | None = None
     graph: float | None = None
     fused: float | None = Field(None, description="S = alpha*Sv + (1-alpha)*Ss")
-    objects_matched: list[str] = Field(default_factory=list)
-    objects_added: list[str] = Field(default_factory=list)
-    objects_missing: list[str] = Field(default_factory=list)
+    content_visual: float | None = Field(
+        None, description="visual cosine of the pictures without their frames (borders, "
+        "letterbox, screenshot UI): the best of content vs content and content vs whole")
+    changed_area: float | None = Field(
+        None, description="share of the picture that differs (after registration when it "
+        "verified; else on same-aspect thumbnails; None when the geometry differs)")
+    changed_regions: list[list[float]] = Field(
+        default_factory=list, description="changed boxes [x0, y0, x1, y1] in the query, "
+        "fractions of its width/height (verified registrations only)")
+    registration: RegistrationEvidence | None = Field(
+        None, description="the verification stage's result for the matched pair (absent when "
+        "it did not run: identical bytes, a clear same-picture pair, or unrelated pictures)")
+    same_scene: bool = Field(False, description="another photo of the same scene: the content "
+                             "matches but does not register (the verdict is unique)")
+    verifications: int = Field(0, description="registrations run for this query (<= the "
+                               "per-query bound)")
+    nearest_id: str | None = Field(None, description="the closest indexed image, also when "
+                                   "the verdict is unique")
+    objects_matched: list[str] = Field(
+        default_factory=list, description="objects in both (through the registration when it ran)")
+    objects_added: list[str] = Field(default_factory=list, description="in the query only")
+    objects_missing: list[str] = Field(default_factory=list,
+                                       description="in the reference only (removed)")
+    objects_moved: list[str] = Field(default_factory=list, description="in both, moved "
+                                     "relative to the registered picture")
     notes: list[str] = Field(default_factory=list)
 
 

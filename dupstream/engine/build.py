@@ -75,7 +75,7 @@ def build_deduper(
                            f"unreadable: {type(exc).__name__}: {exc}") from exc
     if memory is None:
         spec = IndexSpec(dim=extractor.embedder.dim)
-        memory = Memory(MemoryConfig(vectors={"vector": spec}))
+        memory = Memory(MemoryConfig(vectors={"vector": spec, "content": spec}))
     return Deduper(
         extractor=extractor,
         memory=memory,

@@ -22,13 +22,14 @@ from dupstream import __version__
 from dupstream.core.errors import ConfigError, DupstreamError, WeightsError
 from dupstream.core.verdict import Evidence, Verdict
 from dupstream.engine.records import features_to_record, record_to_features
+from dupstream.engine.verification import Scored, rank_key, verify_candidates
 from dupstream.state.identity import ModelIdentity
 from dupstream.state.memory import Applied, Memory, MemoryConfig
 from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
 from dupstream.workers.hashing import content_hash
-from dupstream.workers.similarity import PairScore, score_pair
+from dupstream.workers.similarity import PairScore, score_pair, verify_pair
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,15 @@ class Deduper:
         policy: DecisionPolicy,
         memory: Memory | None = None,
         candidates: int = 10,
+        verify_top: int = 3,
         on_add: Callable[[ImageRecord], None] | None = None,
     ) -> None:
         self.extractor = extractor
         self.memory = memory if memory is not None else Memory(MemoryConfig())
         self.policy = policy
         self.candidates = candidates
+        #: at most this many registrations per query (verification stage)
+        self.verify_top = verify_top
         self.on_add = on_add
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
         det = extractor.detector.name if extractor.detector is not None else "nodet"
@@ -206,16 +210,16 @@ class Deduper:
 
     def judge(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> Verdict:
         query = features_to_record(image_id, tenant, feat)
-        best = None
+        scored: list[Scored] = []
         for cand in self.memory.candidates(query, k=self.candidates):
             # the query's own key is never a candidate: a replayed event does not match itself
             ref = self.memory.record(cand.key)
             if ref is None:
                 continue
-            score = score_pair(feat, record_to_features(ref))
-            p = self.policy.p_copy(score, tenant=tenant)
-            if best is None or (p, score.fused) > (best[1], best[2].fused):
-                best = (cand, p, score)
+            ref_feat = record_to_features(ref)
+            scored.append(Scored(cand, ref_feat, score_pair(feat, ref_feat)))
+        stats = verify_candidates(self.policy, feat, scored, top=self.verify_top)
+        best = max(scored, key=lambda s: rank_key(self.policy, s, tenant), default=None)
         if best is None:
             return Verdict(
                 image_id=image_id,
@@ -226,8 +230,11 @@ class Deduper:
                 model_version=self.model_version,
             replica=self.memory.replica_id,
             )
-        cand, _, score = best
-        return self._verdict(image_id, tenant, cand.image_id, cand.tenant, cand.bank, score)
+        verdict = self._verdict(image_id, tenant, best.candidate.image_id, best.candidate.tenant,
+                                best.candidate.bank, best.score)
+        verdict.timings_ms["verify"] = round(stats.ms, 3)
+        verdict.evidence.verifications = stats.runs
+        return verdict
 
     def _verdict(
         self,
@@ -272,7 +279,10 @@ class Deduper:
             rec = self.memory.record(key)
             if rec is None:
                 continue
-            score = score_pair(record_to_features(rec), original)
+            query = record_to_features(rec)
+            score = score_pair(query, original)
+            if self.policy.needs_verification(score):
+                score = verify_pair(score, query, original)
             v = self._verdict(
                 rec.image_id, rec.tenant, applied.record.image_id, applied.record.tenant, None,
                 score, notes=["late match: the original reached this replica after this image "
@@ -289,9 +299,11 @@ class Deduper:
             if isinstance(f, DupstreamError):
                 raise f
         score = score_pair(fb, fa)
+        if self.policy.needs_verification(score):
+            score = verify_pair(score, fb, fa)
         kind, probability, review = self.policy.decide(score)
         return {
-            "probability": round(self.policy.p_copy(score), 6),
+            "probability": round(self.policy.p_copy_verified(score), 6),
             "verdict": kind,
             "verdict_probability": round(probability, 6),
             "review": review,

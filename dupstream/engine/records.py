@@ -4,6 +4,10 @@ Every numpy field of the features becomes a record array and every scalar field 
 under its field name; nested dataclasses are flattened as ``field.sub``. So a feature field added
 later (detections, a semantic vector, a graph embedding, ...) travels through the LRU, the
 replication feed and snapshots without a change here, as long as it is made of arrays and scalars.
+
+One exception: the registration thumbnail (``reg``, grey, longest side 256) is kept JPEG-encoded
+(quality 90, ~8-15 KB instead of up to 64 KiB raw) under ``reg.jpg``: it is what verification
+needs of a reference, and records travel through the LRU, S3 and the replication feed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import typing
 from typing import Any
 
+import cv2
 import numpy as np
 
 from dupstream.core.errors import StateError
@@ -19,7 +24,9 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
 
-_SKIP = {"digest", "pdq", "timings_ms"}
+_SKIP = {"digest", "pdq", "timings_ms", "reg"}
+REG_KEY = "reg.jpg"
+REG_JPEG_QUALITY = 90
 _SCALARS = (bool, int, float, str)
 
 
@@ -48,6 +55,10 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
     for f in dataclasses.fields(feat):
         if f.name not in _SKIP:
             _flatten(f.name, getattr(feat, f.name), arrays, meta)
+    if feat.reg is not None:
+        ok, jpg = cv2.imencode(".jpg", feat.reg, [cv2.IMWRITE_JPEG_QUALITY, REG_JPEG_QUALITY])
+        if ok:
+            arrays[REG_KEY] = np.asarray(jpg, np.uint8).ravel()
     return ImageRecord(
         image_id=image_id, tenant=tenant, digest=feat.digest, pdq=feat.pdq.variants,
         arrays=arrays, meta=meta,
@@ -87,4 +98,10 @@ def record_to_features(rec: ImageRecord) -> ImageFeatures:
     pdq = PDQ(variants=rec.pdq, quality=int(rec.meta.get("pdq_quality", 100)))
     shadow = ImageRecord(rec.image_id, rec.tenant, rec.digest, rec.pdq, rec.arrays,
                          {**rec.meta, "digest": rec.digest, "pdq": pdq})
-    return _build(ImageFeatures, "", shadow)
+    feat = _build(ImageFeatures, "", shadow)
+    if feat.content_box is not None:
+        feat.content_box = tuple(int(v) for v in feat.content_box)
+    jpg = rec.arrays.get(REG_KEY)
+    if jpg is not None and len(jpg):
+        feat.reg = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return feat
