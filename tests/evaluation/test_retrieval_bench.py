@@ -42,8 +42,10 @@ def test_bench_is_seeded(bench):
 
 
 def _items():
-    return [Item("o1", np.zeros((1, 1, 3), np.uint8), "original", "o1", "original"),
-            Item("o2", np.zeros((1, 1, 3), np.uint8), "original", "o2", "original"),
+    return [Item("o1", np.zeros((1, 1, 3), np.uint8), "original", "o1", "original",
+                 source="p:a.jpg[t00]"),
+            Item("o2", np.zeros((1, 1, 3), np.uint8), "original", "o2", "original",
+                 source="p:a.jpg[t01]"),
             Item("c1", np.zeros((1, 1, 3), np.uint8), "copy", "o1", "crop"),
             Item("c2", np.zeros((1, 1, 3), np.uint8), "copy", "o1", "border_solid"),
             Item("c3", np.zeros((1, 1, 3), np.uint8), "copy", "o2", "crop"),
@@ -64,6 +66,8 @@ def test_score_counts_right_wrong_missed_and_false_matches():
     assert s["per_edit"]["border_solid"]["original"] == 0
     fm = s["false_matches"]
     assert fm["distinct photos"]["matched"] == 1 and fm["distinct photos"]["n"] == 2
+    assert fm["distinct photos (a sibling tile of one photo)"]["matched"] == 1
+    assert fm["distinct photos (another source photo)"]["matched"] == 0
     assert fm["overlay traps"]["matched"] == 1 and fm["overlay traps (to partner)"]["matched"] == 1
     assert fm["same scene (to its scene)"]["matched"] == 1
     assert s["right_recall"] == pytest.approx(2 / 3) and s["wrong_rate"] == pytest.approx(1 / 3)
