@@ -12,6 +12,7 @@ import numpy as np
 
 from dupstream.core.errors import ConfigError, DupstreamError, ModelError, WeightsError
 from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from dupstream.workers.descriptors import image_descriptors
 from dupstream.workers.detector import Detections, Detector
 from dupstream.workers.embedder import Embedder
 from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
@@ -56,6 +57,8 @@ class ImageFeatures:
     content_box: tuple[int, int, int, int] | None = None
     #: registration thumbnail (grey uint8, longest side <= verify.REG_SIDE) for verification
     reg: np.ndarray | None = None
+    #: image-level descriptors (``descriptors.NAMES``): what kind of picture this is
+    descriptors: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: semantic part, all optional. ``objects`` is None when no detector ran (or it failed on
     #: this image), ``Objects.empty()`` when it ran and found nothing.
@@ -127,6 +130,7 @@ class FeatureExtractor:
         }
         boxes = {i: content_box(decoded[i]) for i in good}
         regs = {i: registration_thumb(decoded[i]) for i in good}
+        descs = {i: image_descriptors(decoded[i]) for i in good}
         t1 = time.perf_counter()
         # one embedder batch: every image, then the framed pictures' content crops
         framed = [i for i in good if boxes[i] is not None]
@@ -161,6 +165,7 @@ class FeatureExtractor:
                 content=np.asarray(cvec, dtype=np.float32),
                 content_box=boxes[i],
                 reg=regs[i],
+                descriptors=descs[i],
                 timings_ms={
                     "decode": decode_ms,
                     "hash": (t1 - t0) * 1e3 / n,
