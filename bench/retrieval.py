@@ -134,7 +134,7 @@ def score(items, matches: list[str | None], cluster_of: dict[str, str]) -> dict:
         neg[key][0] += int(hit)
         neg[key][1] += 1
         if pkey:
-            neg[pkey][0] += int(m is not None and m == it.partner)
+            neg[pkey][0] += int(m is not None and it.partner in (m, cluster_of.get(m)))
             neg[pkey][1] += 1
     n = sum(e["n"] for e in per_edit.values())
     tot = {k: sum(e[k] for e in per_edit.values()) for k in ("right", "original", "wrong",
