@@ -92,6 +92,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
+    deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error
     paths = list(_iter_paths(args.paths))
     out = _open_out(args.out)
     counts: dict[str, int] = {}
@@ -128,6 +129,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
+    deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error
     if args.images:
         if len(args.images) != 2:
             print("compare: exactly two images A B", file=sys.stderr)
