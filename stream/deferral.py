@@ -1,10 +1,12 @@
 """Deferral of events that failed transiently (object storage down, a timeout).
 
-A deferred event is kept in memory and retried alone after a backoff; the events after it in its
-partition go on and keep their results (the commit stops at the deferred offset, see
+A deferred event is kept in memory and retried alone after a backoff (``due``); the events after
+it in its partition go on and keep their results (the commit stops at the deferred offset, see
 ``checkpoint``). Once an event has been failing for ``budget_s`` it is given up on: it goes to
 the dead-letter topic with its attempt count. A partition that holds ``cap`` deferred events is
-paused until some resolve, so a long outage holds a bounded number of events in memory.
+paused until some resolve (``full``), so a long outage holds a bounded number of events in memory.
+A deferred event of a partition that is revoked, lost or rewound is dropped (``drop``): it is
+read again from the committed offset, which never passes it.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ def backoff_s(attempts: int) -> float:
 
 class Deferrals(Generic[T]):
     def __init__(self, *, budget_s: float, cap: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 backoff: Callable[[int], float] = backoff_s) -> None:
         self.budget_s = budget_s
         self.cap = max(1, cap)
         self._clock = clock
+        #: seconds before the next attempt, from the attempts so far
+        self.backoff = backoff
         self._entries: dict[tuple[str, int, int], _Entry[T]] = {}
 
     def __len__(self) -> int:
@@ -67,7 +72,7 @@ class Deferrals(Generic[T]):
             first = entry.first if entry else now
             attempts = (entry.attempts if entry else 0) + it.error.attempts
             if now - first < self.budget_s:
-                self._entries[pos] = _Entry(it, first, attempts, now + backoff_s(attempts))
+                self._entries[pos] = _Entry(it, first, attempts, now + self.backoff(attempts))
                 deferred.append(it)
                 log.warning("transient failure on %s[%d]@%d (attempt %d): %s; will retry",
                             *pos, attempts, it.error)

@@ -1,7 +1,9 @@
-"""Publishing: verdicts, dead-letter records and index updates of a batch.
+"""Publishing: verdicts, dead-letter records and index updates, delivered under one deadline.
 
-``publish`` produces every record of a batch and waits for the broker's acknowledgements; when
-some are not acknowledged in time it raises ``DeliveryError`` (nothing of the batch is committed).
+``publish`` produces every record of a batch and waits for the broker's acknowledgements. A record
+whose delivery failed is produced again while the deadline allows; when the deadline passes (or a
+stop request's grace runs out) with records unacknowledged it raises ``DeliveryError`` and the
+caller rewinds: nothing of the batch is committed, so it is read and processed again.
 """
 
 from __future__ import annotations
@@ -61,13 +63,18 @@ class Publisher:
         updates_topic: str | None,
         metrics: Metrics,
         deadline_s: float,
+        give_up_at: Callable[[], float | None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.producer = producer
         self.output_topic, self.dlq_topic, self.updates_topic = (output_topic, dlq_topic,
                                                                  updates_topic)
         self.metrics = metrics
-        #: how long one delivery attempt waits for the acknowledgements
         self.deadline_s = deadline_s
+        #: an earlier time to give up at (a stop request's grace), asked while waiting
+        self._give_up_at = give_up_at
+        self._clock, self._sleep = clock, sleep
 
     def records(self, items: Sequence[Item], updates: Sequence[ImageRecord]) -> list[_Out]:
         out = []
@@ -101,14 +108,32 @@ class Publisher:
                          it.msg.offset(), it.error.reason, it.error)
 
     def deliver(self, records: list[_Out]) -> None:
-        """Produce ``records`` and wait up to ``deadline_s`` for their acknowledgements."""
+        deadline = self._clock() + self.deadline_s
         for rec in records:
             self._produce(rec)
-        remaining = self.producer.flush(self.deadline_s)
-        failed = [r for r in records if r.state == "failed"]
-        if remaining or failed:
-            raise DeliveryError(f"{remaining} undelivered, failures: "
-                                f"{[r.error for r in failed][:3]}")
+        attempt = 1
+        while True:
+            self.producer.flush(0.1)
+            if all(r.state == "ok" for r in records):
+                return
+            now = self._clock()
+            limit = deadline
+            if (stop_at := self._give_up_at()) is not None:
+                limit = min(limit, stop_at)
+            failed = [r for r in records if r.state == "failed"]
+            if now >= limit:
+                undelivered = sum(r.state != "ok" for r in records)
+                errors = sorted({r.error for r in failed})[:3]
+                raise DeliveryError(f"{undelivered} of {len(records)} records not acknowledged "
+                                    f"within {self.deadline_s:.0f}s; failures: {errors}",
+                                    attempts=attempt)
+            if failed and all(r.state != "pending" for r in records):
+                attempt += 1
+                log.error("delivery failed (attempt %d): %s; retrying", attempt - 1,
+                          failed[0].error)
+                self._sleep(min(5.0, 0.1 * 2 ** (attempt - 1), max(0.0, limit - now)))
+                for rec in failed:
+                    self._produce(rec)
 
     def _produce(self, rec: _Out) -> None:
         rec.state, rec.error = "pending", ""
@@ -128,14 +153,18 @@ class Publisher:
                                       on_delivery=cb)
                 return
             except BufferError:  # local queue full: let deliveries drain
+                stop_at = self._give_up_at()
+                if stop_at is not None and self._clock() >= stop_at:
+                    raise DeliveryError("local producer queue full while stopping") from None
                 self.producer.poll(0.1)
 
     def corrections(self, verdicts: Sequence[Verdict]) -> None:
-        """Corrected verdicts for late matches (a failure is logged)."""
+        """Corrected verdicts for late matches: produced without waiting (the next batch's
+        delivery, or the shutdown flush, carries them; a failure is logged)."""
         for v in verdicts:
             log.info("late match: %s is a copy of %s", v.image_id, v.match_id)
             self._send(self.output_topic, key=v.image_id.encode(),
                        value=v.model_dump_json().encode(), cb=_log_delivery)
             self.metrics.verdicts.labels(verdict=v.verdict).inc()
         if verdicts:
-            self.producer.flush(self.deadline_s)
+            self.producer.poll(0)

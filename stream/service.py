@@ -1,21 +1,24 @@
 """The consumer loop: poll a micro-batch, fetch blobs, run the engine, publish, then commit.
 
-At-least-once: offsets are committed only after every verdict and dead-letter record of the batch
-is acknowledged by the broker; if any delivery fails, the batch's partitions are rewound and the
-batch is processed again (verdicts are keyed by ``image_id``, so a replay is harmless).
-
-The loop is assembled from small parts, each testable with in-process fakes of the Kafka clients
-(``ports``):
+At-least-once: an input offset is committed only after the verdict or dead-letter record of its
+event (and the index updates it caused) is acknowledged by the broker. The loop is assembled from
+small parts, each testable with in-process fakes of the Kafka clients (``ports``):
 
 - ``consumer``: assigned/paused partitions and the rebalance callbacks (revoke: finish and commit
   the work in hand; lost: drop it);
-- ``pipeline``: batch N+1 is polled and its blobs fetched while batch N is on the model, one
-  failing image isolated from its batch;
-- ``deferral``: events that failed transiently are retried until a budget is spent (then
-  dead-lettered with their attempt count);
-- ``publisher``: verdicts, dead letters and index updates of a batch;
-- ``checkpoint``: a partition's commit position is its lowest unacknowledged offset, so a commit
-  never passes an event whose output was not acknowledged, nor a deferred one.
+- ``pipeline``: batch N+1 is polled and its blobs fetched while batch N is on the model;
+- ``deferral``: an event that failed transiently is retried alone after a backoff, until a budget
+  is spent (then dead-lettered); the events after it keep their results;
+- ``publisher``: verdicts, dead letters and index updates, delivered under one deadline derived
+  from ``max.poll.interval.ms`` (past it: rewind, the batch is read again);
+- ``checkpoint``: the commit position of a partition is its lowest unacknowledged offset, so a
+  commit never passes a deferred event; positions are committed after every batch and whenever the
+  stream is quiet (so the group's lag reaches 0);
+- ``snapshots``: snapshots of the index on a background thread.
+
+A stop request (SIGINT/SIGTERM -> ``stop()``) is seen within ``batch_wait_s`` while polling, and
+every wait on the network (fetches, delivery) gives up ``stop_grace_s`` after it; events whose
+output was not acknowledged by then are not committed (the next owner replays them).
 """
 
 from __future__ import annotations
@@ -33,14 +36,25 @@ from dupstream.state.records import ImageRecord
 from dupstream.stream.blobs import ObjectStore
 from dupstream.stream.checkpoint import Checkpoint
 from dupstream.stream.consumer import Partitions, Rebalance, usable
-from dupstream.stream.deferral import Deferrals, backoff_s
+from dupstream.stream.deferral import Deferrals
 from dupstream.stream.metrics import Metrics
 from dupstream.stream.pipeline import Batch, Item, Pipeline
-from dupstream.stream.ports import KafkaConsumer, KafkaProducer, Part, part_of, position_of
+from dupstream.stream.ports import KafkaConsumer, KafkaProducer, Part
 from dupstream.stream.publisher import Publisher
 from dupstream.stream.replication import FeedFollower, Snapshotter
+from dupstream.stream.snapshots import SnapshotThread
 
 log = logging.getLogger(__name__)
+
+#: the share of ``max.poll.interval.ms`` one batch's delivery may take (the rest: the model)
+DELIVERY_SHARE = 0.5
+
+
+def deadline_from_poll_interval(consumer_conf: dict) -> float:
+    """One deadline for delivering a batch: half of ``max.poll.interval.ms`` (librdkafka's
+    default 300 s when unset), so a batch delivered at the last moment still leaves the loop
+    time to poll again before the group evicts this member."""
+    return DELIVERY_SHARE * float(consumer_conf.get("max.poll.interval.ms", 300000)) / 1e3
 
 
 class StreamService:
@@ -64,12 +78,20 @@ class StreamService:
         updates_topic: str | None = None,
         feed: FeedFollower | None = None,
         snapshotter: Snapshotter | None = None,
+        delivery_deadline_s: float | None = None,
+        max_deferred: int | None = None,
+        stop_grace_s: float = 10.0,
         consumer_factory: Callable[[dict], KafkaConsumer] = Consumer,
         producer_factory: Callable[[dict], KafkaProducer] = Producer,
     ) -> None:
         self.metrics = metrics or Metrics()
         self._consumer_conf = {**consumer_conf, "stats_cb": self.metrics.observe_stats}
-        self._producer_conf = producer_conf
+        #: one deadline for a batch's delivery (None: derived from max.poll.interval.ms)
+        self.delivery_deadline_s = (delivery_deadline_s if delivery_deadline_s is not None
+                                    else deadline_from_poll_interval(consumer_conf))
+        # librdkafka gives up on a record at the same deadline: no late duplicates after a rewind
+        self._producer_conf = {
+            "delivery.timeout.ms": int(self.delivery_deadline_s * 1e3), **producer_conf}
         self.input_topic = input_topic
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
@@ -77,14 +99,17 @@ class StreamService:
         self.deduper = deduper
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
+        #: how long the shutdown flush of late-match corrections may take
         self.delivery_timeout_s = delivery_timeout_s
         self.transient_budget_s = transient_budget_s
+        self.stop_grace_s = stop_grace_s
         self.updates_topic = updates_topic
         self.feed = feed
         self.snapshotter = snapshotter
         self._consumer_factory, self._producer_factory = consumer_factory, producer_factory
 
         self._stop = threading.Event()
+        self._stop_at: float | None = None
         self._warm = False
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -92,10 +117,12 @@ class StreamService:
         self.pipeline = Pipeline(store=store, deduper=deduper, metrics=self.metrics,
                                  max_blob_bytes=max_blob_bytes, fetch_workers=fetch_workers)
         self.checkpoint = Checkpoint()
-        self.deferrals: Deferrals[Item] = Deferrals(budget_s=transient_budget_s, cap=batch_max)
+        self.deferrals: Deferrals[Item] = Deferrals(
+            budget_s=transient_budget_s, cap=max_deferred if max_deferred else batch_max)
         self.partitions = Partitions()
         self.rebalance = Rebalance(partitions=self.partitions, on_revoke=self._revoked,
                                    on_lost=self._lost, on_change=self._update_ready)
+        self._snapshots = SnapshotThread(snapshotter) if snapshotter is not None else None
         self._ahead: Batch | None = None  # polled, blobs being fetched, not yet inferred
         self._processed = 0
         self._new_records: list[ImageRecord] = []
@@ -105,8 +132,14 @@ class StreamService:
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:
-        """Ask the loop to finish the batch in hand, flush, commit and return."""
+        """Ask the loop to finish the batch in hand, flush, commit and return (waits on the
+        network give up ``stop_grace_s`` after this)."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.stop_grace_s
         self._stop.set()
+
+    def _give_up_at(self) -> float | None:
+        return self._stop_at if self._stop.is_set() else None
 
     def readiness(self) -> tuple[bool, dict]:
         detail = {
@@ -132,21 +165,24 @@ class StreamService:
         self.producer = self._producer_factory(self._producer_conf)
         self.publisher = Publisher(producer=self.producer, output_topic=self.output_topic,
                                    dlq_topic=self.dlq_topic, updates_topic=self.updates_topic,
-                                   metrics=self.metrics, deadline_s=self.delivery_timeout_s)
+                                   metrics=self.metrics, deadline_s=self.delivery_deadline_s,
+                                   give_up_at=self._give_up_at)
         if self.feed is not None:  # the index first: catch up with the feed, then take uploads
             self.feed.start()
         self.consumer = self._consumer_factory(self._consumer_conf)
         self.pipeline.open()
         self.rebalance.subscribe(self.consumer, [self.input_topic])
+        if self._snapshots is not None:
+            self._snapshots.start()
 
     def run(self, *, max_events: int | None = None, idle_exit_s: float | None = None) -> int:
         """Consume until ``stop()``; or until ``max_events`` are committed; or until no message
         arrived for ``idle_exit_s`` after at least one was processed. Returns events processed.
 
         Pipelined: while batch N is on the model, batch N+1 has been polled and its blobs are
-        being fetched. At most one batch is ahead, so nothing buffers without bound; partitions
-        whose events wait on a transient failure are paused (and resumed after a backoff) while
-        the others keep flowing."""
+        being fetched. At most one batch is ahead and at most ``max_deferred`` deferred events
+        per partition are held (a partition at the cap is paused), so nothing buffers without
+        bound."""
         self.warm_up()
         self._processed = 0
         try:
@@ -157,6 +193,7 @@ class StreamService:
                 if active:
                     last_activity = time.monotonic()
                 elif (idle_exit_s is not None and self._processed and self._ahead is None
+                      and not self.deferrals
                       and time.monotonic() - last_activity > idle_exit_s):
                     break
                 if max_events is not None and self._processed >= max_events:
@@ -166,28 +203,29 @@ class StreamService:
                 if self._ahead is not None and self.consumer is not None:
                     ahead, self._ahead = self._ahead, None
                     self._finish(ahead)  # graceful stop: finish, flush, commit
+                    self.commit()
             finally:
-                if self.snapshotter is not None and self.snapshotter.interval_s > 0:
-                    self.snapshotter.maybe_snapshot(force=True)
                 self.close()
         return self._processed
 
     def step(self) -> bool:
-        """One turn of the loop: poll (and start fetching) the next batch, finish the one ahead.
-        Returns whether any message arrived."""
-        self.partitions.tick(self.consumer)
+        """One turn of the loop: poll (and start fetching) the next batch, finish the one ahead,
+        commit. Returns whether any message arrived."""
         self._follow_feed()
+        retries = self.deferrals.due(limit=self.batch_max)
         msgs = self.consumer.consume(num_messages=self.batch_max, timeout=self.batch_wait_s)
         msgs = [m for m in msgs if usable(m)]
         for m in msgs:
             self.checkpoint.track(m)
-        new = self.pipeline.start(msgs) if msgs else None
+        new = self.pipeline.start(msgs, retries) if msgs or retries else None
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             rewound = self._finish(ahead)
             if new is not None and rewound:
                 new = new.without(rewound)
         self._ahead = new
+        if self._ahead is None:
+            self.commit()  # quiet: commit what the last batches covered (lag reaches 0)
         self.metrics.inflight.set(self.checkpoint.outstanding())
         self.metrics.index_size.set(len(self.deduper))
         return bool(msgs)
@@ -201,22 +239,25 @@ class StreamService:
         return False
 
     def _follow_feed(self) -> None:
-        """Apply the index updates that arrived; publish corrected verdicts for late matches;
-        snapshot when due."""
-        if self.feed is not None:
-            self.publisher.corrections(self.feed.poll())
-            now = time.monotonic()
-            if now - self._stats_at > 5.0:
-                self._stats_at = now
-                lag = self.deduper.memory.stats().get("replication_lag_s")
-                if lag is not None:
-                    self.metrics.replication_lag.set(lag)
-        if self.snapshotter is not None:
-            self.snapshotter.maybe_snapshot()
+        """Apply the index updates that arrived; publish corrected verdicts for late matches."""
+        if self.feed is None:
+            return
+        self.publisher.corrections(self.feed.poll())
+        now = time.monotonic()
+        if now - self._stats_at > 5.0:
+            self._stats_at = now
+            lag = self.deduper.memory.stats().get("replication_lag_s")
+            if lag is not None:
+                self.metrics.replication_lag.set(lag)
 
     def close(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.stop(final=True)
         if self.producer is not None:
-            self.producer.flush(self.delivery_timeout_s)
+            limit = self.delivery_timeout_s
+            if self._stop_at is not None:
+                limit = max(0.0, min(limit, self._stop_at - time.monotonic()))
+            self.producer.flush(limit)
         if self.consumer is not None:
             try:
                 self.consumer.close()
@@ -230,17 +271,23 @@ class StreamService:
 
     # -- rebalance -----------------------------------------------------------------------------
     def _revoked(self, parts: set[Part]) -> None:
-        """Revoke: finish the batch in hand and commit before the partitions move."""
+        """Revoke: finish the batch in hand and commit before the partitions move; deferred
+        events of those partitions are left to the next owner (the commit stops at them)."""
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             self._finish(ahead)
-        self.commit()
+        for attempt in range(3):  # a connection dropped just now: a failed commit means replays
+            if self.commit() or not self.checkpoint.pending():
+                break
+            if self._stop.is_set() and self._give_up_at() <= time.monotonic():
+                break
+            time.sleep(0.2 * (attempt + 1))
         self.deferrals.drop(parts)
         self.checkpoint.forget(parts)
 
     def _lost(self, parts: set[Part]) -> None:
-        """Lost: another member owns these now; drop their in-flight events, commit nothing of
-        them."""
+        """Lost: another member owns these now; drop their in-flight and deferred events, commit
+        nothing of them."""
         if self._ahead is not None:
             self._ahead = self._ahead.without(parts)
         self.deferrals.drop(parts)
@@ -249,8 +296,11 @@ class StreamService:
 
     # -- one batch ---------------------------------------------------------------------------
     def _finish(self, batch: Batch) -> set[Part]:
-        """Wait for the fetches, infer, publish, commit. Returns the partitions rewound."""
-        self.pipeline.wait_fetched(batch, until=lambda: None)
+        """Wait for the fetches, infer, publish, mark done. Returns the partitions rewound
+        (delivery failed or a stop request gave up on the batch)."""
+        if not self.pipeline.wait_fetched(batch, until=self._give_up_at):
+            log.warning("stopping: %d events left unfinished (not committed)", len(batch.items))
+            return self._rewind(batch)
         items = batch.items
         self._new_records.clear()
         self.pipeline.infer(items)
@@ -258,27 +308,28 @@ class StreamService:
         deferred = self.deferrals.settle(items)
         held = {id(it) for it in deferred}
         publish = [it for it in items if id(it) not in held]
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.publisher.publish(publish, updates)
-                break
-            except DeliveryError as exc:
-                log.error("delivery failed (attempt %d): %s; retrying", attempt, exc)
-                if self._stop.is_set() and attempt >= 3:
-                    self.checkpoint.rewind(self.consumer, batch.parts())
-                    raise
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        try:
+            self.publisher.publish(publish, updates)
+        except DeliveryError as exc:
+            log.error("delivery failed: %s; rewinding %d events", exc, len(items))
+            return self._rewind(batch)
         for it in publish:
             self.checkpoint.done(it.msg)
-        self.commit()
         self._processed += len(publish)
-        if not deferred:
-            return set()
-        # re-read from the first deferred offset after a backoff (the budget is kept by offset)
-        parts = {part_of(it.msg) for it in deferred}
+        self._hold_full()
+        self.commit()
+        return set()
+
+    def _rewind(self, batch: Batch) -> set[Part]:
+        """Nothing of the batch's partitions past their commit position stays in hand: seek
+        back, drop their deferred events (they are read again)."""
+        parts = batch.parts()
         self.checkpoint.rewind(self.consumer, parts)
-        worst = max(self.deferrals.attempts(position_of(it.msg)) for it in deferred)
-        self.partitions.pause_for(self.consumer, parts, backoff_s(worst))
+        self.deferrals.drop(parts)
+        self._hold_full()
         return parts
+
+    def _hold_full(self) -> None:
+        full = self.deferrals.full()
+        self.partitions.hold(self.consumer, full)
+        self.partitions.release(self.consumer, self.partitions.paused - full)

@@ -1,7 +1,9 @@
 """A catalogue of bad input, each with the dead-letter reason it must produce.
 
 ``event`` cases are raw event payloads; ``blob`` cases are valid events whose blob is bad;
-``missing`` cases name a blob or bucket that does not exist.
+``missing`` cases name a blob or bucket that does not exist; ``invalid_key`` / ``invalid_bucket``
+cases are valid events naming an object key / bucket no S3 request can carry (``payload`` is the
+name): a dead letter at once, never a transient retry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ MAX_SIDE = 20_000
 @dataclass(frozen=True)
 class Bad:
     name: str
-    kind: str  # "event" | "blob" | "missing_key" | "missing_bucket"
+    kind: str  # "event" | "blob" | "missing_key" | "missing_bucket" | "invalid_key" | ...
     payload: bytes | None
     reason: str
 
@@ -87,6 +89,16 @@ def catalogue(photo: np.ndarray) -> list[Bad]:
         Bad("missing-bucket-blob", "missing_bucket", None, "blob_missing"),
         Bad("blob-over-cap", "blob", rng.integers(0, 256, MAX_BLOB_BYTES + 10, np.uint8)
             .tobytes(), "blob_too_large"),
+        # -- names no S3 request can carry (refused client-side, never retried) ----------------
+        Bad("path-traversal-key", "invalid_key", b"../../../etc/passwd", "blob_invalid_key"),
+        Bad("dotdot-segment-key", "invalid_key", b"uploads/../secret.jpg", "blob_invalid_key"),
+        Bad("dot-segment-key", "invalid_key", b"./a.jpg", "blob_invalid_key"),
+        Bad("trailing-dot-key", "invalid_key", b"uploads/.", "blob_invalid_key"),
+        Bad("dotdot-key", "invalid_key", b"..", "blob_invalid_key"),
+        Bad("key-over-1024-bytes", "invalid_key", ("\u00e9" * 513).encode(), "blob_invalid_key"),
+        Bad("bucket-ip-address", "invalid_bucket", b"192.168.1.1", "blob_invalid_bucket"),
+        Bad("bucket-double-dot", "invalid_bucket", b"bkt..name", "blob_invalid_bucket"),
+        Bad("bucket-uppercase", "invalid_bucket", b"BadBucket!", "blob_invalid_bucket"),
         # -- the image bytes -------------------------------------------------------------------
         Bad("zero-byte", "blob", b"", "image_empty"),
         Bad("plain-text", "blob", b"hello, I am a text file\n" * 10, "image_not_image"),

@@ -1,10 +1,16 @@
-"""Fault injection against the real broker and S3 server: bad input of 35 kinds mixed into the
-stream, 2-3 consumers, consumers SIGKILLed mid-batch, a TCP proxy in front of the broker and of
-S3 that drops and blocks connections, and rebalances by adding and removing consumers.
+"""Fault injection against the real broker and S3 server: bad input of 44 kinds mixed into the
+stream (invalid object keys and buckets among them, the path-traversal key
+``../../../etc/passwd`` first), 2-3 consumers, consumers SIGKILLed mid-batch, a TCP proxy in
+front of the broker and of S3 that drops and blocks connections, and rebalances by adding and
+removing consumers.
 
 Afterwards every good event has a verdict, every bad event is in the dead-letter topic with its
-reason, nothing else is missing, and no consumer crashed on input. ``DUPSTREAM_FAULT_SCALE``
-multiplies the number of good events (CI runs the short version, scale 1).
+reason (an invalid name: at once, one attempt), nothing else is missing, and no consumer crashed
+on input. Replays stay within what the kills can explain: redelivered verdicts are at most the
+events in flight at the SIGKILLs (bound below), no dead-letter record is duplicated except for an
+event in flight at a kill, and once the stream is quiet the group's committed offsets are at the
+end of every partition (lag 0). ``DUPSTREAM_FAULT_SCALE`` multiplies the number of good events
+(CI runs the short version, scale 1).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from dupstream.core.events import ImageUploaded
 from dupstream.lab.data import edits
@@ -135,17 +141,36 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
             store.put(bucket, obj, case.payload)
         elif case.kind == "missing_bucket":
             target_bucket = f"{unique_name}-nobucket"
+        elif case.kind == "invalid_key":
+            obj = case.payload.decode()
+        elif case.kind == "invalid_bucket":
+            target_bucket = case.payload.decode()
         ev = ImageUploaded(image_id=key, bucket=target_bucket, key=obj)
         events.append((key.encode(), ev.model_dump_json().encode()))
-    assert len(bad) >= 30
+    assert len(bad) >= 40
+    invalid_names = {f"bad-{c.name}" for c in catalogue(photos["chelsea"])
+                     if c.kind in ("invalid_key", "invalid_bucket")}
+    assert "bad-path-traversal-key" in invalid_names
     order = rng.permutation(len(events))
     producer = Producer({"bootstrap.servers": bootstrap})
+    located: dict[tuple[int, int], str] = {}  # (partition, offset) -> event key
+
+    def on_delivery(err, msg) -> None:
+        assert err is None, err
+        located[(msg.partition(), msg.offset())] = msg.key().decode()
+
     for i in order:
-        producer.produce(topics["uploads"], key=events[i][0], value=events[i][1])
+        producer.produce(topics["uploads"], key=events[i][0], value=events[i][1],
+                         on_delivery=on_delivery)
     assert producer.flush(30) == 0
+    assert len(located) == len(events)
+    group = f"{unique_name}-svc"
+    uploads = [TopicPartition(topics["uploads"], p) for p in range(3)]
+    offsets = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                        "enable.auto.commit": False})  # reads the group's offsets, never joins
 
     env = service_env(bootstrap=bootstrap, s3=f"127.0.0.1:{proxied_s3.port}", topics=topics,
-                      group=f"{unique_name}-svc", state_bucket=f"{unique_name}-state",
+                      group=group, state_bucket=f"{unique_name}-state",
                       overrides={"DUPSTREAM_S3__TIMEOUT_S": "2",
                                  "DUPSTREAM_S3__RETRIES": "1",
                                  "DUPSTREAM_S3__MAX_BLOB_BYTES": str(MAX_BLOB_BYTES),
@@ -186,21 +211,46 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             held = [owned(n) for n in live]
-            if set().union(*held) == {0, 1, 2} and sum(map(len, held)) == 3:
-                return
+            if set().union(*held) == {0, 1, 2} and sum(map(len, held)) == 3 and all(held):
+                return  # every member holds a share: a joining one has joined
             time.sleep(0.2)
         raise AssertionError(f"group did not settle: { {n: owned(n) for n in live} }")
 
+    def committed() -> dict[int, int]:
+        return {tp.partition: tp.offset
+                for tp in offsets.committed(uploads, timeout=10)}
+
+    # the end of each partition: one past its last event (nothing else writes to the topic)
+    end = {p: 1 + max(off for q, off in located if q == p) for p in range(3)}
+
+    # The bound on replays: an event is replayed only when a consumer dies after its output was
+    # acknowledged and before its offset was committed. So at each SIGKILL, the events "in flight"
+    # are those of the partitions the victim owned, at or past the group's committed offset, whose
+    # verdict or dead letter was already out (read 4 s after the kill: nobody else owns those
+    # partitions before the session times out, 10 s). Redelivered verdicts must be at most the
+    # sum of these counts over the kills, and a duplicated record must belong to such an event.
+    in_flight: dict[str, set[str]] = {}
+
+    def kill(name: str) -> None:
+        parts = owned(name)
+        procs[name].send_signal(signal.SIGKILL)
+        procs[name].wait(10)
+        killed.append(name)
+        time.sleep(4.0)  # the collector reads through the proxy too: let it catch up
+        at = committed()
+        out = set(collector.verdicts) | set(collector.dlq)
+        in_flight[name] = {key for (p, off), key in located.items()
+                           if p in parts and off >= max(at.get(p, 0), 0) and key in out}
+
     total = len(good) + len(bad)
-    killed = []
+    killed: list[str] = []
     try:
         start("a")
         start("b")
         wait_stable({"a", "b"})
         wait_for(6)
         time.sleep(0.4)  # land inside the next batch
-        procs["a"].send_signal(signal.SIGKILL)  # mid-stream, probably mid-batch
-        killed.append("a")
+        kill("a")  # mid-stream, probably mid-batch
         start("c")
         proxied_s3.block(5.0)  # S3 stalls: fetches time out and are retried
         wait_stable({"b", "c"})
@@ -211,8 +261,7 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         wait_for(total // 2)
         proxied_kafka.block(2.0)
         time.sleep(0.3)
-        procs["b"].send_signal(signal.SIGKILL)
-        killed.append("b")
+        kill("b")
         start("e")
         proxied_s3.drop()
         wait_stable({"c", "d", "e"})
@@ -221,19 +270,31 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
         assert procs["d"].wait(60) == 0
         wait_stable({"c", "e"})
         wait_for(total, timeout=150)
+        # quiet now: the committed offsets reach the end of every partition (lag 0)
+        deadline = time.monotonic() + 30
+        while committed() != end and time.monotonic() < deadline:
+            time.sleep(0.5)
+        final_committed = committed()
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         exit_codes = {name: p.wait(60) for name, p in procs.items()}
         collector.stop()
+        offsets.close()
 
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
     replays = sum(len(v) - 1 for v in collector.verdicts.values())
+    dlq_replays = sum(len(v) - 1 for v in collector.dlq.values())
+    bound = sum(len(keys) for keys in in_flight.values())
     transient = sum(log.count("transient failure") for log in logs.values())
     print(f"\nfault run: {len(good)} good + {len(bad)} bad events, {len(procs)} consumers, "
-          f"killed {killed}, replayed verdicts {replays}, transient fetch retries {transient}, "
-          f"kafka drops {proxied_kafka.drops}, s3 drops {proxied_s3.drops}")
+          f"killed {killed}, in flight at the kills {[len(v) for v in in_flight.values()]}, "
+          f"replayed verdicts {replays}, replayed dead letters {dlq_replays}, "
+          f"transient fetch retries {transient}, kafka drops {proxied_kafka.drops}, "
+          f"s3 drops {proxied_s3.drops}, committed {final_committed}, ends {end}")
+    print("replayed:", {k: [o for o, key in located.items() if key == k] for k, v in
+                         collector.verdicts.items() if len(v) > 1})
     missing_good = good - set(collector.verdicts)
     missing_bad = set(bad) - set(collector.dlq)
     assert not missing_good and not missing_bad, (missing_good, missing_bad,
@@ -242,6 +303,15 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
     assert set(collector.dlq) == set(bad)  # no good event was dead-lettered
     for key, reason in bad.items():
         assert {h["dupstream.reason"] for h in collector.dlq[key]} == {reason}, key
+    for key in invalid_names:  # refused before any request: one attempt, never deferred
+        assert {h["dupstream.attempts"] for h in collector.dlq[key]} == {"1"}, key
+    flown = set().union(*in_flight.values())
+    assert replays <= bound, (replays, in_flight)
+    replayed = {k for k, v in collector.verdicts.items() if len(v) > 1}
+    assert replayed <= flown, replayed - flown
+    duplicated_dlq = {k for k, v in collector.dlq.items() if len(v) > 1}
+    assert duplicated_dlq <= flown, duplicated_dlq - flown
+    assert final_committed == end, (final_committed, end)
     for name, code in exit_codes.items():
         assert code == (-signal.SIGKILL if name in killed else 0), (name, logs[name][-2000:])
         assert "Traceback" not in logs[name], logs[name][-3000:]

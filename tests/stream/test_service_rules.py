@@ -1,16 +1,17 @@
 """The stream service's at-least-once rules, driven through its real loop with in-process fakes
 of the Kafka consumer/producer, object storage and the engine (no broker, milliseconds): commit
-only after acknowledgement, rewind on a failed delivery, a deferred offset holding back the
-commit, revoke finishing the work in hand, on_lost dropping in-flight work."""
+only after acknowledgement, rewind on a failed delivery (one deadline), a deferred offset holding
+back the commit while its successors keep their results, commits reaching the end when quiet,
+revoke finishing the work in hand, on_lost dropping in-flight work, a stop request honoured while
+events wait on transient retries, snapshots never blocking the loop."""
 
 from __future__ import annotations
 
+import threading
 import time
+from types import SimpleNamespace
 
-import pytest
-
-from dupstream.core.errors import DeliveryError
-from dupstream.stream.service import StreamService
+from dupstream.stream.service import StreamService, deadline_from_poll_interval
 from tests.stream.fakes import FakeConsumer, FakeDeduper, FakeProducer, FakeStore, Rig
 
 P0, P1 = ("in", 0), ("in", 1)
@@ -26,6 +27,7 @@ def make_rig(*, partitions: int = 2, batch_max: int = 4, **kw) -> Rig:
         dlq_topic="dlq", store=store, deduper=deduper, batch_max=batch_max, batch_wait_s=0.0,
         fetch_workers=2, consumer_factory=lambda _conf: consumer,
         producer_factory=lambda _conf: producer, **kw)
+    service.deferrals.backoff = lambda attempts: 0.0  # retry deferred events at once
     return Rig(consumer, producer, store, deduper, service)
 
 
@@ -66,19 +68,57 @@ def test_offsets_are_committed_only_after_the_outputs_are_acknowledged():
     assert_commits_follow_acks(rig)
 
 
-def test_a_failed_delivery_rewinds_and_commits_nothing_of_the_batch():
-    rig = make_rig(partitions=1)
+def test_a_delivery_not_acknowledged_within_the_deadline_rewinds_the_batch():
+    rig = make_rig(partitions=1, delivery_deadline_s=0.05)
     for i in range(3):
         rig.upload(f"img-{i}")
     rig.service.open()
     rig.service.step()  # polled: the batch is ahead, fetching
-    rig.producer.down = True  # the broker takes nothing
-    rig.service.stop()
-    with pytest.raises(DeliveryError):
-        rig.service.step()
+    rig.producer.down = True  # the broker acknowledges nothing
+    t0 = time.monotonic()
+    rig.service.step()
+    assert time.monotonic() - t0 < 1.0  # one deadline, not a retry loop without end
     assert rig.consumer.committed == {}
     assert rig.consumer.seeks == [(P0, 0)]  # read again from the first unacknowledged event
-    assert rig.consumer.position[P0] == 0
+    assert rig.service.checkpoint.outstanding(P0) == 0
+    rig.producer.down = False
+    drain(rig, lambda: settled(rig))
+    assert set(rig.verdicts()) == set(rig.images)
+    assert rig.deduper.processed["img-0"] == 2  # processed again after the rewind
+    assert_commits_follow_acks(rig)
+
+
+def test_a_failed_record_is_produced_again_within_the_deadline():
+    rig = make_rig(partitions=1, delivery_deadline_s=5.0)
+    for i in range(3):
+        rig.upload(f"img-{i}")
+    rig.producer.fail_next = 2
+    rig.service.open()
+    drain(rig, lambda: settled(rig))
+    assert sorted(rig.verdicts()) == sorted(rig.images)  # each exactly once
+    assert rig.consumer.seeks == []
+    assert rig.deduper.processed == {k: 1 for k in rig.images}
+
+
+def test_the_delivery_deadline_derives_from_max_poll_interval():
+    assert deadline_from_poll_interval({"max.poll.interval.ms": 60000}) == 30.0
+    assert deadline_from_poll_interval({}) == 150.0
+    rig = make_rig()
+    assert rig.service._producer_conf["delivery.timeout.ms"] == 150000
+
+
+def test_a_stop_request_gives_up_on_an_unacknowledged_delivery_within_its_grace():
+    rig = make_rig(partitions=1, stop_grace_s=0.1)
+    for i in range(3):
+        rig.upload(f"img-{i}")
+    rig.service.open()
+    rig.service.step()
+    rig.producer.down = True
+    rig.service.stop()
+    t0 = time.monotonic()
+    rig.service.step()
+    assert time.monotonic() - t0 < 1.0
+    assert rig.consumer.committed == {}  # the next owner replays the batch
 
 
 def test_a_deferred_offset_holds_back_the_commit_until_it_resolves():
@@ -89,10 +129,15 @@ def test_a_deferred_offset_holds_back_the_commit_until_it_resolves():
     rig.service.open()
     drain(rig, lambda: settled(rig))
     assert rig.store.gets["img-1.jpg"] == 3
-    # no commit ever passed offset 1 before img-1's verdict was acknowledged
+    # no commit ever passed offset 1 before img-1's verdict was acknowledged ...
     assert_commits_follow_acks(rig)
+    assert {P0: 1} in rig.consumer.commits  # ... while its successors were committed up to it
     assert rig.consumer.committed == {P0: 4}
-    assert set(rig.verdicts()) == set(rig.images)
+    # only the deferred event was retried: its successors were processed and published once
+    assert rig.deduper.processed == {k: 1 for k in rig.images}
+    assert sorted(rig.verdicts()) == sorted(rig.images)
+    assert rig.consumer.seeks == []
+    assert rig.store.gets["img-2.jpg"] == rig.store.gets["img-3.jpg"] == 1
 
 
 def test_a_transient_failure_past_its_budget_is_dead_lettered_with_its_attempts():
@@ -133,3 +178,78 @@ def test_on_lost_drops_in_flight_work_and_commits_nothing_of_it():
     assert P0 not in rig.consumer.committed
     assert rig.service.checkpoint.outstanding(P0) == 0
     assert P0 not in rig.service.partitions.assigned
+
+
+def test_a_partition_holding_as_many_deferred_events_as_allowed_is_paused():
+    rig = make_rig(partitions=2, max_deferred=2)
+    for i in range(6):
+        rig.upload(f"img-{i}", partition=i % 2)  # P0: img-0, 2, 4
+    for i in (0, 2):
+        rig.store.transient[f"img-{i}.jpg"] = 10**6
+    rig.service.open()
+    drain(rig, lambda: len(rig.service.deferrals) == 2)
+    assert rig.consumer.paused == {P0}
+    drain(rig, lambda: rig.consumer.committed.get(P1) == 3)  # the other partition flows
+    assert rig.consumer.committed.get(P0, 0) == 0
+    for i in (0, 2):
+        rig.store.transient[f"img-{i}.jpg"] = 0  # S3 is back
+    drain(rig, lambda: settled(rig))
+    assert rig.consumer.paused == set()
+    assert sorted(rig.verdicts()) == sorted(rig.images)
+
+
+def test_commits_reach_the_end_of_every_partition_once_the_stream_is_quiet():
+    rig = make_rig(partitions=2)
+    for i in range(6):
+        rig.upload(f"img-{i}", partition=i % 2)
+    rig.service.open()
+    rig.consumer.fail_commits = 10**6  # the broker refuses commits for a while
+    drain(rig, lambda: len(rig.verdicts()) == 6)
+    assert rig.consumer.committed == {}
+    rig.consumer.fail_commits = 0
+    rig.service.step()  # quiet: nothing polled, nothing in hand
+    assert rig.consumer.committed == {P0: 3, P1: 3}
+    n = len(rig.consumer.commits)
+    rig.service.step()
+    assert len(rig.consumer.commits) == n  # nothing moved: no more commits
+
+
+def test_stop_is_honoured_while_events_wait_on_transient_retries():
+    rig = make_rig(partitions=1)
+    for i in range(3):
+        rig.upload(f"img-{i}")
+    rig.store.transient["img-0.jpg"] = 10**6  # S3 keeps failing for this blob
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(rig.service.run()))
+    runner.start()
+    deadline = time.monotonic() + 5
+    while rig.store.gets["img-0.jpg"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    rig.service.stop()
+    runner.join(5)
+    assert not runner.is_alive() and time.monotonic() - t0 < 1.0
+    assert result == [2]  # img-1 and img-2 were published
+    assert rig.consumer.committed.get(P0, 0) == 0  # never past the deferred event
+    assert rig.consumer.closed
+
+
+def test_snapshots_run_beside_the_loop_never_inside_it():
+    started, release = threading.Event(), threading.Event()
+
+    def slow_snapshot(*, force: bool = False) -> None:
+        started.set()
+        release.wait(5)  # a snapshot that takes a while (S3 slow)
+
+    snapshotter = SimpleNamespace(interval_s=0.01, maybe_snapshot=slow_snapshot)
+    rig = make_rig(partitions=1, snapshotter=snapshotter)
+    rig.service._snapshots.tick_s = 0.01
+    for i in range(4):
+        rig.upload(f"img-{i}")
+    rig.service.open()
+    assert started.wait(2)
+    t0 = time.monotonic()
+    drain(rig, lambda: settled(rig))  # while the snapshot is being written
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    rig.service.close()
