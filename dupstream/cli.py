@@ -248,6 +248,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 # -- index ---------------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     from dupstream.app.root import (
+        build_engine,
         build_feed_replayer,
         build_memory,
         build_object_store,
@@ -265,14 +266,17 @@ def cmd_index(args: argparse.Namespace) -> int:
         out["snapshots"] = list_snapshots(blobs, prefix=st.prefix)
         print(json.dumps(out, indent=1))
         return ExitCode.OK
+    # restore and snapshot refuse another model's state (the configured one: nothing loaded);
+    # stats shows whatever is there, with the model that wrote it
+    identity = build_engine(settings).identity if args.action != "stats" else None
     if args.action == "restore" and args.snapshot:
-        restored = load_snapshot(blobs, args.snapshot, prefix=st.prefix,
+        restored = load_snapshot(blobs, args.snapshot, prefix=st.prefix, identity=identity,
                                  config=memory_config(st))  # verifies every blob
         blobs.put_bytes(f"{st.prefix.strip('/')}/snapshots/LATEST", args.snapshot.encode())
         memory, snap = restored.memory, restored.snapshot_id
         out["restored"] = snap
     else:
-        memory, snap = build_memory(state=st, blobstore=blobs)
+        memory, snap = build_memory(state=st, blobstore=blobs, identity=identity)
         out["loaded"] = snap
     if args.action in ("snapshot", "stats") and (args.replay or args.action == "snapshot"):
         feed = build_feed_replayer(settings, memory)
@@ -385,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate on the index every replica shares (object storage + the "
         "index-updates topic; settings as for 'run'). snapshot: load the latest snapshot, "
         "replay the feed to its end, write a new snapshot (the snapshot-writer job). restore "
-        "[--snapshot ID]: verify a snapshot (every blob's SHA-256 and the manifest fingerprint) "
-        "and make it the one replicas start from. stats [--replay]: load (and optionally replay) "
+        "[--snapshot ID]: verify a snapshot (every blob's SHA-256, the manifest fingerprint, "
+        "and that the configured embedder and weights wrote it) and make it the one replicas "
+        "start from. stats [--replay]: load (and optionally replay) "
         "and print sizes, index kinds and replication figures. list: snapshots, newest first.")
     ix.add_argument("action", choices=["snapshot", "restore", "stats", "list"])
     ix.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")

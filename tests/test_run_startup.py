@@ -4,6 +4,7 @@ state the servers are in) and a snapshot written by another embedder (ExitCode.S
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,3 +86,13 @@ def test_snapshot_of_another_embedder_stops_run_at_start(kafka_bootstrap, s3_end
     assert (f"but this service runs embedder sscd_distilled (weights sha256 "
             f"{SSCD_WEIGHTS['sscd_distilled'].sha256}") in line
     assert "docs/STATE.md" in line and "Traceback" not in run.stderr
+
+    # the index tools: restore refuses it for the configured model too; stats shows who wrote it
+    restore = subprocess.run([*CLI, "index", "restore", "--snapshot", info.snapshot_id],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert restore.returncode == ExitCode.STATE
+    assert _last_line(restore.stderr).startswith(
+        f"dupstream: model_mismatch: snapshot {info.snapshot_id} was written by embedder sscd (")
+    stats = subprocess.run([*CLI, "index", "stats"], env=env, capture_output=True, text=True,
+                           timeout=120, check=True)
+    assert json.loads(stats.stdout)["stats"]["model"] == writer.identity.to_dict()

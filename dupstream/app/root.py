@@ -19,6 +19,7 @@ from dupstream.core.errors import DupstreamError
 from dupstream.engine import Deduper
 from dupstream.engine.build import build_deduper
 from dupstream.state.blobstore import BlobStore, MinioBlobStore
+from dupstream.state.identity import ModelIdentity
 from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.state.records import BlobRecordStore
@@ -66,19 +67,22 @@ def build_memory(
     state: StateSettings,
     blobstore: BlobStore | None,
     dim: int = 512,
+    identity: ModelIdentity | None = None,
 ) -> tuple[Memory, str | None]:
     """The replica's memory: the latest snapshot from ``blobstore`` when there is one (and
-    ``state.restore``), else empty. Returns (memory, snapshot id or None)."""
+    ``state.restore``), else empty. Returns (memory, snapshot id or None). ``identity``: the
+    configured model; another model's snapshot raises ``ModelMismatch``."""
     replica_id = state.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     config = memory_config(state, dim=dim)
     records = (BlobRecordStore(blobstore, prefix=state.prefix)
                if blobstore is not None and state.record_store else None)
     if blobstore is not None and state.restore:
         restored = load_latest_snapshot(blobstore, prefix=state.prefix, config=config,
-                                        replica_id=replica_id, record_store=records)
+                                        replica_id=replica_id, record_store=records,
+                                        identity=identity)
         if restored is not None:
             return restored.memory, restored.snapshot_id
-    return Memory(config, replica_id=replica_id, record_store=records), None
+    return Memory(config, replica_id=replica_id, record_store=records, identity=identity), None
 
 
 def with_retries(fn: Callable[[], T], *, what: str, budget_s: float) -> T:
