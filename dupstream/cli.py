@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import enum
+import gc
 import json
 import logging
 import os
@@ -472,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(ExitCode.OK)
+    finally:
+        if args.command == "run":  # the process ends now: the interpreter's last garbage
+            gc.freeze()  # collections over the loaded models would take seconds
 
 
 if __name__ == "__main__":
