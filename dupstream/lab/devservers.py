@@ -12,7 +12,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+#: the source checkout (this file: dupstream/lab/devservers.py): its .servers/ and scripts/
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

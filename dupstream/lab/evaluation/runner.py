@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dupstream.lab.evaluation.dataset import EvalSet
+from dupstream.workers.gcn import default_assets
 
 #: default sizes: ``dupstream eval --dataset all`` takes ~10-15 min on 2 CPU cores
 DEFAULT_SIZES = {"mnist": {"n_sources": 300}, "coco": {"half_edits": 2},
@@ -23,7 +24,8 @@ DEFAULT_SIZES = {"mnist": {"n_sources": 300}, "coco": {"half_edits": 2},
 QUICK_SIZES = {"mnist": {"n_sources": 40}, "coco": {"half_edits": 1, "max_photos": 10},
                "cctv": {"max_frames": 120}}
 SCALABILITY_SIZES = (50, 100, 200)
-ASSETS = Path(__file__).resolve().parents[2] / "workers" / "assets"
+#: the installed package's assets (what compare, scan and the stream load)
+ASSETS = default_assets()
 
 
 @dataclass
