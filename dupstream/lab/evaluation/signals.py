@@ -19,8 +19,9 @@ from PIL import Image
 
 from dupstream.lab.evaluation.bovw import BoVW, sift_descriptors
 from dupstream.lab.evaluation.dataset import EvalSet
+from dupstream.workers.decision import DecisionPolicy, default_calibrator
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
-from dupstream.workers.similarity import score_pair
+from dupstream.workers.similarity import score_pair, verify_pair
 
 NUM_CLASSES = 80
 
@@ -168,11 +169,16 @@ def pair_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np.nd
 
 
 def product_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """The production ``score_pair`` (query = b, reference = a): the fused score S as shipped,
-    the dihedral PDQ distance, the changed area, the exact flag; ``scores``: the PairScores."""
+    """The production ``score_pair`` (query = b, reference = a) followed, as in the engine, by
+    the verification stage where the decision is open (``DecisionPolicy.needs_verification``):
+    the fused score S as shipped, the dihedral PDQ distance, the changed area, the exact flag;
+    ``scores``: the PairScores (with their registration where it ran)."""
     fused, pdq_d, changed, exact, sem, scores = [], [], [], [], [], []
+    gate = DecisionPolicy(calibrator=default_calibrator())
     for i, j in zip(a, b, strict=True):
         s = score_pair(t.features[j], t.features[i])
+        if gate.needs_verification(s):
+            s = verify_pair(s, t.features[j], t.features[i])
         scores.append(s)
         fused.append(s.fused)
         pdq_d.append(s.pdq_distance)
