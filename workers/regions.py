@@ -2,14 +2,16 @@
 
 A frame is what surrounds a picture without being part of it: a solid or blurred border,
 letterbox bars, the flat bars, text and icons of a phone or desktop screenshot, or the canvas a
-photo was pasted on. All of these are *smooth* (a flat colour or a heavy blur) apart from small
-islands (text, icons), and they meet the picture along straight lines.
+photo was pasted on. A frame is *smooth* (a flat colour or a heavy blur) apart from small islands
+(text, icons), and it meets the picture along a *straight line* where the grey level steps.
 
-``content_box`` finds the smooth region connected to the image border, takes the largest
-non-smooth component as the picture, and accepts it only when its box is a real frame: the
-outside of the box is almost all smooth and each framed side of the box is a straight line (the
-row or column just outside is smooth, the one just inside is mostly picture). A photo whose own
-sky or background touches the border fails the straight-line test and keeps its full extent.
+``content_box`` peels each side: scanning inwards from the border through smooth rows (columns),
+it stops at the first straight step line behind which the picture starts; a line behind which
+the frame goes on flat (the edge of a UI bar) is crossed. The sides are re-found within each
+other's span until they agree. The box is kept only when its outside is smooth, every framed side
+is a straight line, and a side framed by a blur (not a flat colour) has a framed opposite side
+of comparable size (blurred fills are symmetric): a photo's own sky or background touching the
+border then keeps the photo whole.
 """
 
 from __future__ import annotations
@@ -19,20 +21,45 @@ import numpy as np
 
 #: working resolution (longest side) of the analysis
 WORK_SIDE = 256
-#: a gradient (grey levels per pixel, after a light blur) below this is "smooth"
+#: gradient (grey levels per pixel) below which a pixel is smooth / flat
 SMOOTH_GRAD = 5.0
-#: a side counts as framed when its margin is at least this share of the dimension
+FLAT_GRAD = 1.5
+SMOOTH_BY = "grad"
+LAP_SMOOTH = 2.0
+#: a grey-level step across a boundary (over 2 pixels) at least this large makes a line pixel
+STEP = 10.0
+#: share of a side (over the span of the perpendicular sides) that must be line pixels
+LINE_COVER = 0.4
+#: the final box: every framed side is a line along at least this share of its span
+FINAL_COVER = 0.6
+#: ... a frame all round (three or four framed sides) is evidence enough with weaker lines
+FINAL_COVER_ALL_ROUND = 0.4
+#: share of smooth pixels in the frame between the border and a side (text, icons are the rest)
+FRAME_SMOOTH = 0.6
+#: a side is framed when its margin is at least this share of the dimension
 MIN_MARGIN = 0.02
-#: the picture must hold at least this share of the image
+#: a side is found within this share of the dimension from its border
+MAX_MARGIN = 0.85
+#: the picture holds at least this share of the image, and is not a sliver
 MIN_AREA = 0.08
-#: a picture is not a sliver: its aspect ratio stays within 1/MAX_ASPECT .. MAX_ASPECT
 MAX_ASPECT = 4.0
-#: share of the outside of the box that must be smooth (text and icons are the rest)
-OUTSIDE_SMOOTH = 0.80
-#: share of a framed side along which the picture starts at the side
-INSIDE_EDGE = 0.55
-#: how far (working pixels) inside a side the picture may start
-EDGE_BAND = 3
+#: smooth share of the whole outside of the box
+OUTSIDE_SMOOTH = 0.7
+#: a margin with a smaller share of frame colours is a blur (or the photo's own sky): it needs
+#: a comparable opposite margin
+FLAT_MARGIN = 0.7
+MARGIN_RATIO = 2.5
+#: ... when it is at least this share of the dimension (a sliver of margin is not evidence)
+BLUR_MARGIN = 0.05
+#: grey-level tolerance of a frame colour
+COLOUR_TOL = 4
+#: a line is crossed (it is the edge of a UI bar or a strip of text / icons, not of the
+#: picture) when within MIN_PICTURE of the dimension behind it a row is made of frame colours
+#: for at least this share
+FRAME_GOES_ON = 0.6
+MIN_PICTURE = 0.1
+#: ... and a line at least this much stronger just behind a weak one is the picture's edge
+STRONGER = 0.25
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -41,90 +68,183 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _smooth_mask(g: np.ndarray) -> np.ndarray:
-    f = g.astype(np.float32)
-    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return np.hypot(gx, gy) < SMOOTH_GRAD
+class _Maps:
+    """Per-pixel smooth / flat masks and the line evidence of the four sides, all for the image
+    seen from the top (the other sides are handled by transposing / flipping)."""
+
+    def __init__(self, g: np.ndarray):
+        f = cv2.GaussianBlur(g.astype(np.float32), (0, 0), 0.7)
+        grad = cv2.magnitude(cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1)) / 8
+        if SMOOTH_BY == "laplacian":
+            lap = np.abs(cv2.Laplacian(cv2.GaussianBlur(f, (0, 0), 1.0), cv2.CV_32F, ksize=1))
+            self.smooth = lap < LAP_SMOOTH
+        else:
+            self.smooth = grad < SMOOTH_GRAD
+        self.flat = grad < FLAT_GRAD
+        self.g = f
+        self.framey = _frame_colours(g) & self.flat
 
 
-def _border_connected(smooth: np.ndarray) -> np.ndarray:
-    """Smooth pixels connected to the image border (the frame candidates)."""
-    n, labels = cv2.connectedComponents(smooth.astype(np.uint8), connectivity=4)
-    if n <= 1:
-        return np.zeros_like(smooth)
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    keep = np.zeros(n, bool)
-    keep[np.unique(edge)] = True
-    keep[0] = False
-    return keep[labels]
+def _frame_colours(g: np.ndarray) -> np.ndarray:
+    """Pixels (flat or not) within COLOUR_TOL of a dominant grey level of the image's outer
+    ring: the colours a flat frame is made of (a UI's bars and background, a border, a canvas)."""
+    ring = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]]).astype(np.int32)
+    hist = np.bincount(ring, minlength=256).astype(np.float64)
+    hist = np.convolve(hist, np.ones(2 * COLOUR_TOL + 1), mode="same")
+    out = np.zeros(g.shape, bool)
+    gi = g.astype(np.int32)
+    for _ in range(5):
+        c = int(np.argmax(hist))
+        if hist[c] < 0.05 * len(ring):
+            break
+        out |= np.abs(gi - c) <= COLOUR_TOL
+        hist[max(0, c - 2 * COLOUR_TOL) : c + 2 * COLOUR_TOL + 1] = 0
+    return out
 
 
-def _picture_box(frame: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Box of the largest non-frame component, grown by components that overlap it."""
-    # opening breaks the thin bridges (gradient halos) between the picture and nearby text
-    inner = cv2.morphologyEx((~frame).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(inner, connectivity=8)
-    if n <= 1:
-        return None
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    best = 1 + int(np.argmax(areas))
-    x, y, w, h = (int(v) for v in stats[best, :4])
-    x0, y0, x1, y1 = x, y, x + w, y + h
-    # a picture split by a smooth band (a flat stripe inside it) is one box: absorb components
-    # whose boxes mostly lie inside the current one
-    for i in range(1, n):
-        if i == best or stats[i, cv2.CC_STAT_AREA] < 0.02 * areas.max():
+def _line_rows(g: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """(h, w) bool: pixel (b, x) is on a top-side line at boundary b (frame rows < b): a step
+    across b and smooth frame 3 rows above."""
+    h, w = g.shape
+    pad = np.pad(g, ((2, 2), (0, 0)), mode="edge")
+    # rows b-2, b-1, b, b+1 of g are pad rows b, b+1, b+2, b+3
+    step = np.maximum(np.abs(pad[2:h + 2] - pad[0:h]), np.abs(pad[3:h + 3] - pad[1:h + 1]))
+    above = np.zeros_like(smooth)
+    above[3:] = smooth[:-3]
+    return (step >= STEP) & above
+
+
+def _find_side(g: np.ndarray, smooth: np.ndarray, framey: np.ndarray, lines: np.ndarray,
+               span: tuple[int, int], cross: bool) -> int:
+    """Boundary row of the top side within columns ``span`` (0: not framed)."""
+    h = g.shape[0]
+    a, b = span
+    if b - a < 8:
+        return 0
+    cover = lines[:, a:b].mean(axis=1)
+    smooth_rows = smooth[:, a:b].mean(axis=1)
+    frame_rows = framey[:, a:b].mean(axis=1)
+    # rows on (or in the gradient halo of) a line are not frame texture: skip them
+    on_line = np.convolve((cover >= LINE_COVER).astype(np.float32), np.ones(5), mode="same") > 0
+    found = 0
+    acc, n = 0.0, 0
+    for y in range(3, int(MAX_MARGIN * h)):
+        if not on_line[y - 3]:
+            acc += smooth_rows[y - 3]
+            n += 1
+        if n and acc / n < FRAME_SMOOTH:
+            break  # the region crossed is not a frame any more
+        if cover[y] < LINE_COVER or y <= found + 3:
             continue
-        bx, by, bw, bh = (int(v) for v in stats[i, :4])
-        ix = max(0, min(x1, bx + bw) - max(x0, bx))
-        iy = max(0, min(y1, by + bh) - max(y0, by))
-        if ix * iy >= 0.5 * bw * bh:
-            x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
-    return x0, y0, x1, y1
+        # the step spans two rows: the boundary is where the line is strongest
+        found = y + int(np.argmax(cover[y : y + 3]))
+        behind = frame_rows[y + 2 : y + 2 + max(4, int(MIN_PICTURE * h))]
+        if cross and len(behind) and behind.max() >= FRAME_GOES_ON:
+            continue  # a UI bar's edge, or a strip of text / icons: the frame goes on
+        if cross:
+            # a weak line (a strip of text) just before a much stronger one: the stronger one
+            # is the picture's edge
+            ahead = cover[found + 3 : found + 3 + max(4, int(MIN_PICTURE * h))]
+            if len(ahead) and ahead.max() >= max(cover[found] + STRONGER, FINAL_COVER):
+                found = found + 3 + int(np.argmax(ahead))
+        break  # the picture starts behind this line
+    return found
 
 
-def _straight_sides(frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
-    """Every framed side is a straight line: along most of it the picture starts right there
-    (within ``EDGE_BAND`` pixels), as it does along a photo's edge and not along a horizon."""
-    h, w = frame.shape
+def _sides(m: _Maps, box: tuple[int, int, int, int], cross: bool) -> tuple[int, int, int, int]:
+    """Re-find the four sides within the span of the current box (``cross``: lines behind which
+    the frame goes on are crossed)."""
     x0, y0, x1, y1 = box
-    pic = ~frame
-    b = EDGE_BAND
-    sides = []
-    if y0 >= MIN_MARGIN * h:
-        sides.append(pic[y0 : y0 + b, x0:x1].any(axis=0))
-    if y1 <= h - MIN_MARGIN * h:
-        sides.append(pic[y1 - b : y1, x0:x1].any(axis=0))
-    if x0 >= MIN_MARGIN * w:
-        sides.append(pic[y0:y1, x0 : x0 + b].any(axis=1))
-    if x1 <= w - MIN_MARGIN * w:
-        sides.append(pic[y0:y1, x1 - b : x1].any(axis=1))
-    return bool(sides) and all(side.mean() >= INSIDE_EDGE for side in sides)
+    h, w = m.g.shape
+    out = []
+    views = (
+        (lambda a: a, (x0, x1), lambda b: b),  # top
+        (lambda a: a[::-1], (x0, x1), lambda b: h - b),  # bottom
+        (lambda a: a.T, (y0, y1), lambda b: b),  # left
+        (lambda a: a.T[::-1], (y0, y1), lambda b: w - b),  # right
+    )
+    for view, span, back in views:
+        g, smooth, framey = view(m.g), view(m.smooth), view(m.framey)
+        lines = _line_rows(np.ascontiguousarray(g), np.ascontiguousarray(smooth))
+        b = _find_side(g, smooth, framey, lines, span, cross)
+        out.append(back(b) if b else back(0))
+    top, bottom, left, right = out
+    return left, top, right, bottom
 
 
-def _frame_box(frame: np.ndarray) -> tuple[tuple[int, int, int, int] | None, str]:
-    h, w = frame.shape
-    if frame.mean() < MIN_MARGIN:
-        return None, "no_frame"
-    box = _picture_box(frame)
-    if box is None:
-        return None, "no_picture"
+def _margin_flat(m: _Maps, box: tuple[int, int, int, int]) -> list[float | None]:
+    """Share of frame-colour pixels among the smooth pixels of each framed margin strip (top,
+    bottom, left, right): ~1 for flat bars (text and icons are not smooth), lower for a blur;
+    None: not framed."""
     x0, y0, x1, y1 = box
-    if (x1 - x0) * (y1 - y0) < MIN_AREA * h * w:
-        return None, "small"
-    if not 1 / MAX_ASPECT <= (x1 - x0) / max(1, y1 - y0) <= MAX_ASPECT:
-        return None, "sliver"
-    if (x0 < MIN_MARGIN * w and y0 < MIN_MARGIN * h and x1 > w - MIN_MARGIN * w
-            and y1 > h - MIN_MARGIN * h):
-        return None, "fills"
+    out: list[float | None] = []
+    for sl in ((slice(0, y0), slice(x0, x1)), (slice(y1, None), slice(x0, x1)),
+               (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, None))):
+        sm, fr = m.smooth[sl], m.framey[sl]
+        out.append(float(fr.sum()) / max(1, int(sm.sum())) if sm.size else None)
+    return out
+
+
+def _side_cover(m: _Maps, box: tuple[int, int, int, int]) -> list[float]:
+    """Line cover of each side of ``box`` along its span (top, bottom, left, right), best of
+    the boundary and its two neighbours."""
+    h, w = m.g.shape
+    x0, y0, x1, y1 = box
+    out = []
+    views = ((lambda a: a, y0, (x0, x1)), (lambda a: a[::-1], h - y1, (x0, x1)),
+             (lambda a: a.T, x0, (y0, y1)), (lambda a: a.T[::-1], w - x1, (y0, y1)))
+    for view, b, (a0, a1) in views:
+        if b < 3 or a1 - a0 < 2:
+            out.append(1.0 if b < 3 else 0.0)
+            continue
+        lines = _line_rows(np.ascontiguousarray(view(m.g)), np.ascontiguousarray(view(m.smooth)))
+        out.append(float(lines[b - 1 : b + 2, a0:a1].any(axis=0).mean()))
+    return out
+
+
+def _tidy(m: _Maps, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A thin margin that is not made of frame colours is the photo's own edge: unframe it."""
+    h, w = m.g.shape
+    x0, y0, x1, y1 = box
+    flats = _margin_flat(m, box)
+    margins = (y0, h - y1, x0, w - x1)
+    dims = (h, h, w, w)
+    reset = [mg < BLUR_MARGIN * d and (f is None or f < FLAT_MARGIN)
+             for mg, d, f in zip(margins, dims, flats, strict=True)]
+    return (0 if reset[2] else x0, 0 if reset[0] else y0, w if reset[3] else x1,
+            h if reset[1] else y1)
+
+
+def _valid(m: _Maps, box: tuple[int, int, int, int]) -> bool:
+    h, w = m.g.shape
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    if bw <= 0 or bh <= 0 or bw * bh < MIN_AREA * h * w:
+        return False
+    if not 1 / MAX_ASPECT <= bw / bh <= MAX_ASPECT:
+        return False
+    margins = (y0, h - y1, x0, w - x1)
+    dims = (h, h, w, w)
+    framed = [mg >= MIN_MARGIN * d for mg, d in zip(margins, dims, strict=True)]
+    if not any(framed):
+        return False
     outside = np.ones((h, w), bool)
     outside[y0:y1, x0:x1] = False
-    if frame[outside].mean() < OUTSIDE_SMOOTH:
-        return None, "outside_textured"
-    if not _straight_sides(frame, box):
-        return None, "not_straight"
-    return box, "ok"
+    if m.smooth[outside].mean() < OUTSIDE_SMOOTH:
+        return False
+    cover = _side_cover(m, box)
+    need = FINAL_COVER if sum(framed) < 3 else FINAL_COVER_ALL_ROUND
+    if any(f and c < need for f, c in zip(framed, cover, strict=True)):
+        return False
+    flats = _margin_flat(m, box)
+    opposite = (1, 0, 3, 2)
+    for i in range(4):
+        if margins[i] < BLUR_MARGIN * dims[i] or flats[i] is None or flats[i] >= FLAT_MARGIN:
+            continue
+        j = opposite[i]
+        if not framed[j] or not 1 / MARGIN_RATIO <= margins[i] / max(margins[j], 1) <= MARGIN_RATIO:
+            return False
+    return True
 
 
 def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -142,10 +262,21 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     if s < 1.0:
         g = cv2.resize(g, (max(1, round(w0 * s)), max(1, round(h0 * s))),
                        interpolation=cv2.INTER_AREA)
+    m = _Maps(g)
     h, w = g.shape
-    frame = _border_connected(_smooth_mask(g))
-    box, why = _frame_box(frame)
-    if box is None:
+    # UI frames need lines crossed (bars, text); a simple border or letterbox must not (the
+    # photo's own flat sky behind the line may share the ring's colours): the first valid wins
+    for cross in (True, False):
+        box = (0, 0, w, h)
+        for _ in range(3):
+            new = _sides(m, box, cross)
+            if new == box:
+                break
+            box = new
+        box = _tidy(m, box)
+        if _valid(m, box):
+            break
+    else:
         return None
     x0, y0, x1, y1 = box
     return (int(round(x0 / s)), int(round(y0 / s)),
