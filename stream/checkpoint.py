@@ -55,10 +55,6 @@ class Checkpoint:
         st.outstanding.discard(msg.offset())
         st.done_end = max(st.done_end, msg.offset() + 1)
 
-    def is_tracked(self, msg: KafkaMessage) -> bool:
-        st = self._parts.get(part_of(msg))
-        return st is not None and msg.offset() in st.outstanding
-
     def positions(self) -> dict[Part, int]:
         """Every partition's commit position (partitions with nothing done are left out)."""
         return {p: pos for p, st in self._parts.items() if (pos := st.position()) >= 0}

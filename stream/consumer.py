@@ -11,7 +11,6 @@ partitions is dropped without a commit.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -32,15 +31,13 @@ def usable(msg: KafkaMessage) -> bool:
 
 
 class Partitions:
-    """Assigned and paused partitions. A partition is paused while any reason holds it (a
-    backoff until a time, or a hold until released) and resumed when none does."""
+    """Assigned and paused partitions: a partition is paused while held (backpressure: it holds
+    as many deferred events as allowed) and resumed when released."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self) -> None:
         self.assigned: set[Part] = set()
-        self._until: dict[Part, float] = {}  # paused until (clock time)
-        self._held: set[Part] = set()  # paused until released
+        self._held: set[Part] = set()
         self._paused: set[Part] = set()
-        self._clock = clock
 
     def assign(self, parts: set[Part]) -> None:
         self.assigned |= parts
@@ -48,20 +45,12 @@ class Partitions:
     def remove(self, parts: set[Part]) -> None:
         self.assigned -= parts
         for part in parts:
-            self._until.pop(part, None)
             self._held.discard(part)
             self._paused.discard(part)
 
     @property
     def paused(self) -> set[Part]:
         return set(self._paused)
-
-    def pause_for(self, consumer: KafkaConsumer, parts: set[Part], seconds: float) -> None:
-        """Backoff: pause ``parts`` for ``seconds`` (resumed by ``tick``)."""
-        due = self._clock() + seconds
-        for part in parts & self.assigned:
-            self._until[part] = max(self._until.get(part, 0.0), due)
-        self._apply(consumer)
 
     def hold(self, consumer: KafkaConsumer, parts: set[Part]) -> None:
         self._held |= parts & self.assigned
@@ -71,15 +60,8 @@ class Partitions:
         self._held -= parts
         self._apply(consumer)
 
-    def tick(self, consumer: KafkaConsumer) -> None:
-        """Resume the partitions whose backoff ended."""
-        now = self._clock()
-        for part in [p for p, at in self._until.items() if at <= now]:
-            del self._until[part]
-        self._apply(consumer)
-
     def _apply(self, consumer: KafkaConsumer) -> None:
-        want = (set(self._until) | self._held) & self.assigned
+        want = self._held & self.assigned
         pause, resume = want - self._paused, self._paused - want
         if pause:
             try:

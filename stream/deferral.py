@@ -90,26 +90,12 @@ class Deferrals(Generic[T]):
             e.due = float("inf")  # in flight: not due again until settled
         return [e.item for e in ready]
 
-    def next_due_in(self) -> float | None:
-        dues = [e.due for e in self._entries.values() if e.due != float("inf")]
-        return max(0.0, min(dues) - self._clock()) if dues else None
-
-    def attempts(self, pos: tuple[str, int, int]) -> int:
-        entry = self._entries.get(pos)
-        return entry.attempts if entry else 0
-
-    def count(self, part: Part) -> int:
-        return sum(1 for pos in self._entries if pos[:2] == part)
-
     def full(self) -> set[Part]:
         """Partitions holding ``cap`` or more deferred events (to be paused)."""
         counts: dict[Part, int] = {}
         for pos in self._entries:
             counts[pos[:2]] = counts.get(pos[:2], 0) + 1
         return {p for p, n in counts.items() if n >= self.cap}
-
-    def parts(self) -> set[Part]:
-        return {pos[:2] for pos in self._entries}
 
     def drop(self, parts: set[Part]) -> list[T]:
         """Forget the deferred events of ``parts`` (revoked, lost or rewound: they will be read

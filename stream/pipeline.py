@@ -49,9 +49,6 @@ class Batch:
     def parts(self) -> set[Part]:
         return {part_of(it.msg) for it in self.items}
 
-    def only(self, parts: set[Part]) -> list[Item]:
-        return [it for it in self.items if part_of(it.msg) in parts]
-
     def without(self, parts: set[Part]) -> Batch | None:
         """This batch less the messages of ``parts`` (their fetches finish unobserved)."""
         keep = [it for it in self.items if part_of(it.msg) not in parts]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -54,8 +55,10 @@ class FeedFollower:
         #: updates refused because another model wrote them (``Memory.stats()`` counts them too)
         self.refused = 0
 
-    def start(self, *, timeout_s: float = 120.0) -> int:
-        """Assign all partitions at the memory's feed positions and apply until caught up."""
+    def start(self, *, timeout_s: float = 120.0,
+              stopped: Callable[[], bool] = lambda: False) -> int:
+        """Assign all partitions at the memory's feed positions and apply until caught up (or
+        ``stopped()``: a stop request, asked every 0.5 s)."""
         meta = self._consumer.list_topics(self.topic, timeout=10)
         tmeta = meta.topics.get(self.topic)
         if tmeta is None or tmeta.error is not None:
@@ -68,7 +71,8 @@ class FeedFollower:
         ])
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
-        while len(at_end) < len(self._partitions) and time.monotonic() < deadline:
+        while (len(at_end) < len(self._partitions) and time.monotonic() < deadline
+               and not stopped()):
             msgs = self._consumer.consume(num_messages=1000, timeout=0.5)
             for m in msgs:
                 if m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF:

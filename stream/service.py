@@ -141,6 +141,11 @@ class StreamService:
     def _give_up_at(self) -> float | None:
         return self._stop_at if self._stop.is_set() else None
 
+    def _grace_left(self) -> float | None:
+        """Seconds left of a stop request's grace (None: no stop requested)."""
+        at = self._give_up_at()
+        return None if at is None else max(0.0, at - time.monotonic())
+
     def readiness(self) -> tuple[bool, dict]:
         detail = {
             "assigned_partitions": len(self.partitions.assigned),
@@ -168,7 +173,7 @@ class StreamService:
                                    metrics=self.metrics, deadline_s=self.delivery_deadline_s,
                                    give_up_at=self._give_up_at)
         if self.feed is not None:  # the index first: catch up with the feed, then take uploads
-            self.feed.start()
+            self.feed.start(stopped=self._stop.is_set)
         self.consumer = self._consumer_factory(self._consumer_conf)
         self.pipeline.open()
         self.rebalance.subscribe(self.consumer, [self.input_topic])
@@ -251,13 +256,12 @@ class StreamService:
                 self.metrics.replication_lag.set(lag)
 
     def close(self) -> None:
-        if self._snapshots is not None:
-            self._snapshots.stop(final=True)
+        if self._snapshots is not None:  # a stop request waits for it within its grace only
+            self._snapshots.stop(final=True, timeout_s=self._grace_left())
         if self.producer is not None:
-            limit = self.delivery_timeout_s
-            if self._stop_at is not None:
-                limit = max(0.0, min(limit, self._stop_at - time.monotonic()))
-            self.producer.flush(limit)
+            left = self._grace_left()
+            self.producer.flush(self.delivery_timeout_s if left is None
+                                else min(self.delivery_timeout_s, left))
         if self.consumer is not None:
             try:
                 self.consumer.close()

@@ -18,6 +18,7 @@ class SnapshotThread:
         self.snapshotter = snapshotter
         self.tick_s = tick_s
         self._halt = threading.Event()
+        self._final = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -34,16 +35,19 @@ class SnapshotThread:
     def _loop(self) -> None:
         while not self._halt.wait(self.tick_s):
             self.snapshotter.maybe_snapshot()
-
-    def stop(self, *, final: bool, timeout_s: float = 30.0) -> None:
-        """Stop the thread; with ``final``, write one last snapshot (unless one is still being
-        written after ``timeout_s``)."""
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("a snapshot is still being written; no final snapshot")
-                return
-            self._thread = None
-        if final and self.enabled:
+        if self._final:
             self.snapshotter.maybe_snapshot(force=True)
+
+    def stop(self, *, final: bool, timeout_s: float | None = None) -> None:
+        """Stop the thread; with ``final``, write one last snapshot first. Waits at most
+        ``timeout_s`` (None: until written); a snapshot still being written then is abandoned
+        (its ``LATEST`` pointer is written last, so the previous snapshot stays the latest)."""
+        self._final = final and self.enabled
+        self._halt.set()
+        if self._thread is None:
+            return
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("snapshot not finished within %.1fs of stopping; not waiting for it",
+                        timeout_s or 0.0)
+        self._thread = None

@@ -253,3 +253,54 @@ def test_snapshots_run_beside_the_loop_never_inside_it():
     assert time.monotonic() - t0 < 1.0
     release.set()
     rig.service.close()
+
+
+def test_stop_is_honoured_while_the_index_feed_catches_up():
+    class SlowFeed:  # a long catch-up (a large feed to replay)
+        caught_up = False
+
+        def start(self, *, stopped) -> int:
+            deadline = time.monotonic() + 30
+            while not stopped() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return 0
+
+        def poll(self) -> list:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    rig = make_rig(partitions=1, feed=SlowFeed())
+    rig.upload("img-0")
+    runner = threading.Thread(target=rig.service.run)
+    runner.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    rig.service.stop()
+    runner.join(5)
+    assert not runner.is_alive() and time.monotonic() - t0 < 1.0
+    assert rig.verdicts() == [] and rig.consumer.committed == {}
+
+
+def test_a_stop_request_does_not_wait_past_its_grace_for_the_final_snapshot():
+    calls: list[bool] = []
+    release = threading.Event()
+
+    def snapshot(*, force: bool = False) -> None:
+        calls.append(force)
+        if force:
+            release.wait(10)  # S3 hangs on the final snapshot
+
+    snapshotter = SimpleNamespace(interval_s=60.0, maybe_snapshot=snapshot)
+    rig = make_rig(partitions=1, snapshotter=snapshotter, stop_grace_s=0.2)
+    rig.service._snapshots.tick_s = 0.01
+    rig.upload("img-0")
+    rig.service.open()
+    drain(rig, lambda: settled(rig))
+    rig.service.stop()
+    t0 = time.monotonic()
+    rig.service.close()
+    assert time.monotonic() - t0 < 1.0
+    assert True in calls  # the final snapshot was attempted
+    release.set()
