@@ -9,7 +9,6 @@ rotation invariance of the features (sparse) or from the initialisations tried (
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -111,29 +110,21 @@ def _anisotropy(m: np.ndarray) -> float:
     return float(s[0] / max(s[1], 1e-9))
 
 
-def sparse_fit(q: Keypoints, mirrored: Callable[[], Keypoints], r: Keypoints,
-               qshape: tuple[int, int]) -> SparseFit | None:
-    """Best of the direct and the mirrored fit. ``mirrored()`` gives the keypoints of the
-    left-right mirrored query; it is called only when the direct fit is not already clear."""
+def sparse_fit(kq: Keypoints, r: Keypoints, qshape: tuple[int, int], *, flip: bool = False
+               ) -> SparseFit | None:
+    """Robust fit of the reference onto the query; with ``flip``, ``kq`` are the keypoints of
+    the left-right mirrored query and the mirror is composed back into the model."""
     thresh = REPROJ_PX * max(qshape) / 256.0
-    best: SparseFit | None = None
-    for flip in (False, True):
-        kq = mirrored() if flip else q
-        src, dst = _matches(kq, r)
-        fit = _fit(src, dst, thresh)
-        if fit is None:
-            continue
-        m, inl = fit
-        if flip:
-            m = mirror_matrix(qshape[1]) @ m
-            dst = dst.copy()
-            dst[:, 0] = qshape[1] - 1.0 - dst[:, 0]
-        cand = SparseFit(m, src, dst, inl, flip)
-        if best is None or cand.inliers > best.inliers:
-            best = cand
-        if not flip and cand.inliers >= 2 * MIN_INLIERS and inl.mean() > 0.4:
-            break  # a clear direct fit: the mirrored one cannot beat it
-    return best
+    src, dst = _matches(kq, r)
+    fit = _fit(src, dst, thresh)
+    if fit is None:
+        return None
+    m, inl = fit
+    if flip:
+        m = mirror_matrix(qshape[1]) @ m
+        dst = dst.copy()
+        dst[:, 0] = qshape[1] - 1.0 - dst[:, 0]
+    return SparseFit(m, src, dst, inl, flip)
 
 
 def _rescale(img: np.ndarray, f: float) -> np.ndarray:

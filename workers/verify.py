@@ -20,6 +20,7 @@ from dupstream.workers.diffmap import DiffMap, diff_map
 from dupstream.workers.regions import content_box
 from dupstream.workers.register import (
     MIN_INLIERS,
+    Keypoints,
     SparseFit,
     centred_inits,
     dense_fit,
@@ -32,7 +33,7 @@ REG_SIDE = 256
 #: support grid (cells per side) over the overlap inside the query's picture
 GRID = 4
 #: verification thresholds, sparse path
-MIN_SUPPORT = 0.3
+MIN_SUPPORT = 0.25
 #: residual = 1 - median local NCC: copies (recoloured, re-encoded, captioned) stay below ~0.2,
 #: another photo of the scene ~0.25-0.3, unrelated content ~1
 MAX_RESIDUAL = 0.35
@@ -246,32 +247,53 @@ def _scale_ok(m: np.ndarray) -> bool:
     return SCALE_RANGE[0] <= s <= SCALE_RANGE[1]
 
 
+def _sparse(q: np.ndarray, r: np.ndarray, fit: SparseFit, picture: np.ndarray,
+            kq: Keypoints) -> Registration:
+    qshape, rshape = q.shape[:2], r.shape[:2]
+    dm = diff_map(q, r, fit.matrix, picture)
+    support = spread(fit.dst[fit.inlier], dm.overlap & picture, kq.pts)
+    content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
+               and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
+    ok = content and dm.parallax <= MAX_PARALLAX
+    # the content matches all over but moved inside: another photo of the scene
+    same_scene = not ok and ((support >= MIN_SUPPORT and dm.parallax > MAX_PARALLAX)
+                             or _same_scene(fit, picture, qshape, kq.pts))
+    return _build(method="sparse", m=fit.matrix, dm=dm, verified=ok, inliers=fit.inliers,
+                  matches=len(fit.src), support=support, same_scene=same_scene, ecc=0.0,
+                  qshape=qshape, rshape=rshape)
+
+
 def register(query: np.ndarray, reference: np.ndarray) -> Registration:
-    """Register ``reference`` onto ``query`` (two registration thumbs, grey uint8)."""
+    """Register ``reference`` onto ``query`` (two registration thumbs, grey uint8).
+
+    Sparse first: the query as it is, then mirrored (unless the first verified); the dense
+    (ECC) alignment only when features are too few for the sparse fit."""
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
     picture = _picture_mask(q)
     kq, kr = keypoints(q), keypoints(r)
-    fit = sparse_fit(kq, lambda: keypoints(np.ascontiguousarray(q[:, ::-1])), kr, qshape)
-    same_scene = False
+    best_fit: SparseFit | None = None
     sparse_reg: Registration | None = None
-    if fit is not None and fit.inliers >= MIN_INLIERS and _scale_ok(fit.matrix):
-        dm = diff_map(q, r, fit.matrix, picture)
-        support = spread(fit.dst[fit.inlier], dm.overlap & picture, kq.pts)
-        content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
-                   and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
-        ok = content and dm.parallax <= MAX_PARALLAX
-        if not ok:
-            # the content matches all over but moved inside: another photo of the scene
-            same_scene = ((support >= MIN_SUPPORT and dm.parallax > MAX_PARALLAX)
-                          or _same_scene(fit, picture, qshape, kq.pts))
-        sparse_reg = _build(method="sparse", m=fit.matrix, dm=dm, verified=ok,
-                            inliers=fit.inliers, matches=len(fit.src), support=support,
-                            same_scene=same_scene, ecc=0.0, qshape=qshape, rshape=rshape)
-        if ok or same_scene or fit.inliers >= 3 * MIN_INLIERS:
-            return sparse_reg
-    else:
-        same_scene = _same_scene(fit, picture, qshape, kq.pts)
+    for flip in (False, True):
+        kqo = keypoints(np.ascontiguousarray(q[:, ::-1])) if flip else kq
+        fit = sparse_fit(kqo, kr, qshape, flip=flip)
+        if fit is None:
+            continue
+        if best_fit is None or fit.inliers > best_fit.inliers:
+            best_fit = fit
+        if fit.inliers < MIN_INLIERS or not _scale_ok(fit.matrix):
+            continue
+        reg = _sparse(q, r, fit, picture, kq)
+        if reg.verified:
+            return reg
+        if sparse_reg is None or reg.same_scene > sparse_reg.same_scene or (
+                reg.same_scene == sparse_reg.same_scene and reg.inliers > sparse_reg.inliers):
+            sparse_reg = reg
+    fit = best_fit
+    if sparse_reg is not None and (sparse_reg.same_scene or sparse_reg.inliers >= 3 * MIN_INLIERS):
+        return sparse_reg
+    same_scene = sparse_reg.same_scene if sparse_reg else _same_scene(fit, picture, qshape,
+                                                                      kq.pts)
     n_matches = len(fit.src) if fit is not None else 0
     few = (min(len(kq.pts), len(kr.pts)) < DENSE_MAX_KEYPOINTS
            or max(qshape) < 64 or max(rshape) < 64
