@@ -26,6 +26,8 @@ MIN_INLIERS = 10
 #: DENSE_MAX_SIDE (speed) and the smaller one's at least DENSE_MIN_SIDE (digits are 28 px)
 DENSE_MIN_SIDE = 96
 DENSE_MAX_SIDE = 128
+#: blur (pixels per DENSE_MIN_SIDE) of the affine ECC stage
+DENSE_BLUR = 2.0
 
 
 @dataclass(frozen=True)
@@ -138,34 +140,92 @@ def _scale(f: float) -> np.ndarray:
     return np.diag([f, f, 1.0])
 
 
+def _ecc(template: np.ndarray, image: np.ndarray, warp: np.ndarray, motion: int
+         ) -> tuple[float, np.ndarray] | None:
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    try:
+        cc, w = cv2.findTransformECC(template, image, warp.astype(np.float32), motion, crit,
+                                     None, 5)
+    except cv2.error:
+        return None
+    return float(cc), w.astype(np.float64)
+
+
+def _similar(qf: np.ndarray, rf: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The similarity (rotation, one scale, shift; possibly mirrored) nearest to the affine
+    query -> reference warp ``w``, refined by a Euclidean ECC on the reference rescaled by that
+    scale: a copy is a similarity, and an affine's shear and stretch would let one writer's
+    digit morph into another's. Returns (query -> reference 3x3, correlation)."""
+    lin = w[:2, :2]
+    mirror = np.linalg.det(lin) < 0
+    flip = mirror_matrix(rf.shape[1]) if mirror else np.eye(3)
+    img = np.ascontiguousarray(rf[:, ::-1]) if mirror else rf
+    w3 = flip @ np.vstack([w, [0.0, 0.0, 1.0]])
+    u, sv, vt = np.linalg.svd(w3[:2, :2])
+    rot = u @ vt
+    s = float(sv.mean())
+    if not 0.1 < s < 10:
+        return None
+    centre = np.array([qf.shape[1] / 2, qf.shape[0] / 2, 1.0])
+    t = (w3 @ centre)[:2] - s * rot @ centre[:2]
+    size = (max(4, round(img.shape[1] / s)), max(4, round(img.shape[0] / s)))
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA if s > 1 else cv2.INTER_LINEAR)
+    sx, sy = img.shape[1] / size[0], img.shape[0] / size[1]
+    e0 = np.hstack([rot, (t / s)[:, None]])
+    out = _ecc(qf, small, e0, cv2.MOTION_EUCLIDEAN)
+    if out is None:
+        return None
+    cc, e = out
+    q2r = np.linalg.inv(flip) @ np.diag([sx, sy, 1.0]) @ np.vstack([e, [0.0, 0.0, 1.0]])
+    return q2r, cc
+
+
 def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
               ) -> tuple[np.ndarray, float] | None:
-    """ECC (affine) of the reference onto the query from each initial reference->query model;
-    returns the best model (thumb pixels) and its correlation coefficient."""
+    """ECC of the reference onto the query from each initial reference->query model: affine
+    first, then constrained to the nearest similarity (``_similar``). Returns the best model
+    (reference -> query, thumb pixels) and its correlation coefficient."""
     big, small = max(*query.shape, *ref.shape), min(max(query.shape), max(ref.shape))
     f = min(DENSE_MAX_SIDE / big, max(1.0, DENSE_MIN_SIDE / max(1, small)))
     qf = _rescale(query, f).astype(np.float32)
     rf = _rescale(ref, f).astype(np.float32)
-    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    # the affine stage on blurred images: a wider basin (thin strokes of digits)
+    sig = DENSE_BLUR * max(qf.shape) / DENSE_MIN_SIDE
+    qb = cv2.GaussianBlur(qf, (0, 0), sig)
+    rb = cv2.GaussianBlur(rf, (0, 0), sig)
     best: tuple[np.ndarray, float] | None = None
     for init in inits:
         if abs(np.linalg.det(init[:2, :2])) < 1e-6:
             continue
         # ECC warps the input (reference) into the template (query): it wants query -> reference
-        m0 = np.linalg.inv(_scale(f) @ init @ _scale(1.0 / f))[:2].astype(np.float32)
-        try:
-            cc, w = cv2.findTransformECC(qf, rf, m0, cv2.MOTION_AFFINE, crit, None, 5)
-        except cv2.error:
+        m0 = np.linalg.inv(_scale(f) @ init @ _scale(1.0 / f))[:2]
+        aff = _ecc(qb, rb, m0, cv2.MOTION_AFFINE)
+        if aff is None:
             continue
-        m = _scale(1.0 / f) @ np.linalg.inv(np.vstack([w, [0, 0, 1]])) @ _scale(f)
+        sim = _similar(qf, rf, aff[1])
+        if sim is None:
+            continue
+        q2r, cc = sim
+        m = _scale(1.0 / f) @ np.linalg.inv(q2r) @ _scale(f)
         if best is None or cc > best[1]:
-            best = (m.astype(np.float64), float(cc))
+            best = (m, cc)
     return best
 
 
-def centred_inits(qshape: tuple[int, int], rshape: tuple[int, int]) -> list[np.ndarray]:
-    """Reference fitted into the query frame, centred: as is and mirrored."""
+def _centroid(img: np.ndarray) -> np.ndarray:
+    m = cv2.moments(img.astype(np.float32))
+    if m["m00"] <= 1e-6:
+        return np.array([img.shape[1] / 2, img.shape[0] / 2])
+    return np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]])
+
+
+def centred_inits(query: np.ndarray, ref: np.ndarray) -> list[np.ndarray]:
+    """Reference fitted into the query frame: centred, with the intensity centroids aligned,
+    and mirrored."""
+    qshape, rshape = query.shape[:2], ref.shape[:2]
     s = min(qshape[0] / rshape[0], qshape[1] / rshape[1])
     t = np.array([[s, 0.0, (qshape[1] - s * rshape[1]) / 2],
                   [0.0, s, (qshape[0] - s * rshape[0]) / 2], [0.0, 0.0, 1.0]])
-    return [t, mirror_matrix(qshape[1]) @ t]
+    c = t.copy()
+    c[:2, 2] = _centroid(query) - s * _centroid(ref)
+    return [c, t, mirror_matrix(qshape[1]) @ t]

@@ -43,7 +43,7 @@ MIN_OVERLAP = 0.04
 MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
 #: dense (ECC) path: correlation after alignment, and the tighter residual it must reach
-MIN_ECC = 0.9
+MIN_ECC = 0.98
 MAX_RESIDUAL_DENSE = 0.2
 #: dense alignment runs when sparse features are too few: a thumb with fewer keypoints than
 #: this (flat scene), a tiny image, or a sparse fit with a handful of inliers
@@ -301,7 +301,7 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     if not few:
         return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
     # dense alignment: too few features (small images, flat scenes) or a weak sparse fit
-    inits = centred_inits(qshape, rshape)
+    inits = centred_inits(q, r)
     if fit is not None and fit.inliers >= 3 and _scale_ok(fit.matrix):
         inits.insert(0, fit.matrix)
     dense = dense_fit(q, r, inits)
