@@ -80,7 +80,7 @@ class StreamService:
         snapshotter: Snapshotter | None = None,
         delivery_deadline_s: float | None = None,
         max_deferred: int | None = None,
-        stop_grace_s: float = 10.0,
+        stop_grace_s: float = 5.0,
         consumer_factory: Callable[[dict], KafkaConsumer] = Consumer,
         producer_factory: Callable[[dict], KafkaProducer] = Producer,
     ) -> None:

@@ -10,7 +10,8 @@ on input. Replays stay within what the kills can explain: redelivered verdicts a
 events in flight at the SIGKILLs (bound below), no dead-letter record is duplicated except for an
 event in flight at a kill, and once the stream is quiet the group's committed offsets are at the
 end of every partition (lag 0). ``DUPSTREAM_FAULT_SCALE`` multiplies the number of good events
-(CI runs the short version, scale 1).
+(CI runs the short version, scale 1). A second test stalls S3 under a running service and sends
+SIGINT while events wait on transient retries: a clean exit within the stop grace.
 """
 
 from __future__ import annotations
@@ -319,3 +320,53 @@ def test_no_event_is_lost_under_faults(proxied_kafka, proxied_s3, s3_endpoint, p
     for name, code in exit_codes.items():
         assert code == (-signal.SIGKILL if name in killed else 0), (name, logs[name][-2000:])
         assert "Traceback" not in logs[name], logs[name][-3000:]
+
+
+def test_sigint_while_events_wait_on_transient_retries(kafka_bootstrap, proxied_s3, s3_endpoint,
+                                                       photos, unique_name, tmp_path):
+    """S3 stalls after start-up: events wait on transient retries; SIGINT still stops the
+    service within its stop grace (5 s), cleanly, and nothing of the waiting events is
+    committed (the next owner takes them)."""
+    topics = {k: f"{unique_name}.{k}" for k in ("uploads", "verdicts", "dlq", "updates")}
+    ensure_topics(bootstrap_servers=kafka_bootstrap, topics={t: 1 for t in topics.values()},
+                  compacted={topics["updates"]})
+    store = MinioStore(endpoint=s3_endpoint, access_key="x", secret_key="y")
+    bucket = f"{unique_name}-sigint"
+    group = f"{unique_name}-svc"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(3):
+        store.put(bucket, f"img-{i}.jpg", edits.encode(photos["coffee"], "JPEG", 80 + i))
+    env = service_env(bootstrap=kafka_bootstrap, s3=f"127.0.0.1:{proxied_s3.port}",
+                      topics=topics, group=group, state_bucket=f"{unique_name}-state",
+                      overrides={"DUPSTREAM_S3__TIMEOUT_S": "1", "DUPSTREAM_S3__RETRIES": "0",
+                                 "DUPSTREAM_MODEL__DETECTOR": "none"})
+    log_path = tmp_path / "svc.log"
+    proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run"], env=env,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: "assigned [(" in log_path.read_text(), "assignment", timeout=90)
+        proxied_s3.block(25.0)  # S3 stalls: every fetch times out (transient)
+        for i in range(3):
+            ev = ImageUploaded(image_id=f"img-{i}", bucket=bucket, key=f"img-{i}.jpg")
+            producer.produce(topics["uploads"], key=ev.image_id.encode(),
+                             value=ev.model_dump_json().encode())
+        assert producer.flush(10) == 0
+        _wait(lambda: log_path.read_text().count("transient failure") >= 3,
+              "transient retries", timeout=30)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = log_path.read_text()
+    print(f"\nSIGINT during transient retries: exit {code} after {elapsed:.1f}s")
+    assert code == 0 and "Traceback" not in log, log[-3000:]
+    assert elapsed < 8.0, log[-3000:]  # the 5 s grace, then close
+    offsets = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        (tp,) = offsets.committed([TopicPartition(topics["uploads"], 0)], timeout=10)
+    finally:
+        offsets.close()
+    assert tp.offset <= 0  # nothing committed past the waiting events (none, or 0)
