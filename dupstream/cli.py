@@ -309,6 +309,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # -- train ---------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.decision:
+        from dupstream.lab.decision_data import Recipe
+        from dupstream.lab.decision_train import ASSETS, run
+
+        run(out=Path(args.out) if args.out else ASSETS, report_dir=Path(args.report),
+            seed=args.seed, recipe=Recipe(seed=args.seed), resamples=args.resamples,
+            command=" ".join(["dupstream", *sys.argv[1:]]))
+        return ExitCode.OK
     import torch
 
     from dupstream.lab.train import train
@@ -383,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
     tr.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)))
+    tr.add_argument("--decision", action="store_true",
+                    help="instead: the learned decision model (decision_model.json: generated "
+                    "digit, photo and CCTV pairs, the engine's pair features, gradient-boosted "
+                    "trees, calibration, cut-offs; the report goes to --report)")
+    tr.add_argument("--report", default="results/decision",
+                    help="--decision: report folder (decision_report.md/.json, reliability plot)")
+    tr.add_argument("--resamples", type=int, default=500,
+                    help="--decision: bootstrap resamples for the confidence intervals")
     tr.set_defaults(func=cmd_train)
 
     ix = sub.add_parser(

@@ -1,6 +1,13 @@
 """From a pair score to a three-way verdict with a calibrated probability.
 
-Two small artefacts, versioned with the model in ``workers/assets``:
+The learned decision (``workers/assets/decision_model.json``, ``learned.LearnedModel``): a
+gradient-boosted pair classifier over every signal the engine computes (``pairfeatures``), with a
+strictly increasing calibration to P(copy) and one domain-free cut-off per preference. When it is
+packaged, ``DecisionPolicy`` decides with it wherever the pair's image features are at hand (the
+engine, ``compare``, ``scan``, the stream); without it (or without the features), with the
+calibrated fused score below.
+
+Two small artefacts of the fused-score decision, versioned with the model in ``workers/assets``:
 
 * ``calibration.json``: the ``Calibrator`` that maps the fused score S to P(copy) (a domain
   can carry its own in ``decision.json``);
@@ -22,6 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from dupstream.workers.calibration import Calibrator
+from dupstream.workers.features import ImageFeatures
+from dupstream.workers.learned import LearnedModel
+from dupstream.workers.pairfeatures import pair_features
 from dupstream.workers.similarity import PairScore
 
 Kind = Literal["duplicate", "near_duplicate", "unique"]
@@ -131,6 +141,18 @@ def default_decision_model() -> DecisionModel | None:
     return DecisionModel.from_dict(json.loads(ref.read_text()))
 
 
+@dataclass(frozen=True)
+class Decision:
+    """One pair's decision: the verdict, P(the verdict is right), the review flag, P(copy) and
+    the cut-off it was compared with."""
+
+    kind: Kind
+    probability: float
+    review: bool
+    p_copy: float
+    cut: float
+
+
 @dataclass(kw_only=True)
 class DecisionPolicy:
     """Documented cut-offs.
@@ -147,6 +169,12 @@ class DecisionPolicy:
       ``near_duplicate`` (an edited copy: crop, flip/rotation, overlay, framing, objects added
       or removed);
     * ``review`` when P(copy) is within ``review_margin`` of the cut-off (humans in the loop).
+
+    With a ``learned`` model and the pair's image features (``query`` / ``reference``): P(copy)
+    is the learned model's calibrated probability over ``pairfeatures.pair_features`` (the
+    verification evidence is among its features: no rule-based overrides), and the cut-off is
+    the model's for the tenant's preference, the same for every domain. The three-way split, the
+    scene-change rule and the review band are the same as above.
     """
 
     calibrator: Calibrator
@@ -175,25 +203,38 @@ class DecisionPolicy:
     #: duplicate (CCTV: a new person in an otherwise identical frame is an event to keep)
     scene_change_domains: frozenset[str] = frozenset({"cctv"})
     scene_change_tenants: frozenset[str] = frozenset()
+    #: the learned pair classifier (``decision_model.json``); None: the fused-score decision
+    learned: LearnedModel | None = None
+
+    def uses_learned(self, query: ImageFeatures | None, reference: ImageFeatures | None) -> bool:
+        return self.learned is not None and query is not None and reference is not None
 
     def resolve_domain(self, tenant: str | None = None, domain: str | None = None) -> str | None:
         return domain or self.tenant_domains.get(tenant or "", None) or self.domain
 
     def p_copy(self, score: PairScore, *, tenant: str | None = None,
-               domain: str | None = None) -> float:
-        """Calibrated P(copy): the domain's calibrator when ``decision.json`` has one, else
+               domain: str | None = None, query: ImageFeatures | None = None,
+               reference: ImageFeatures | None = None) -> float:
+        """Calibrated P(copy): the learned model's when it is loaded and the pair's image
+        features are given; else the domain's calibrator when ``decision.json`` has one, else
         ``calibrator``; 1 for identical bytes."""
         if score.exact:
             return 1.0
+        if self.uses_learned(query, reference):
+            return self.learned.p_copy(pair_features(score, query, reference))
         cal = None
         if self.cutoffs is not None:
             cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
         return float((cal or self.calibrator)(score.fused))
 
     def p_copy_verified(self, score: PairScore, *, tenant: str | None = None,
-                        domain: str | None = None) -> float:
+                        domain: str | None = None, query: ImageFeatures | None = None,
+                        reference: ImageFeatures | None = None) -> float:
         """P(copy) with the verification evidence: at least ``verified_p_copy`` when the pair
-        registered, at most 1 - ``same_scene_p_unique`` when it is another photo of the scene."""
+        registered, at most 1 - ``same_scene_p_unique`` when it is another photo of the scene.
+        The learned model reads that evidence itself: its P(copy) as it is."""
+        if self.uses_learned(query, reference):
+            return self.p_copy(score, query=query, reference=reference)
         p = self.p_copy(score, tenant=tenant, domain=domain)
         reg = score.registration
         if reg is not None and reg.verified and not score.exact:
@@ -203,7 +244,11 @@ class DecisionPolicy:
         return p
 
     def cut_off(self, score: PairScore, *, tenant: str | None = None,
-                domain: str | None = None) -> float:
+                domain: str | None = None, learned: bool = False) -> float:
+        """The cut-off on P(copy): the learned model's for the tenant's preference (``learned``),
+        else the fused-score decision's."""
+        if learned and self.learned is not None:
+            return self.learned.cut(self.tenant_preferences.get(tenant or "", self.preference))
         if self.cutoffs is None:
             return self.p_copy_min
         dom = self.resolve_domain(tenant, domain)
@@ -243,25 +288,37 @@ class DecisionPolicy:
                 and score.visual >= self.duplicate_visual_min)
 
     def decide(self, score: PairScore, *, tenant: str | None = None,
-               domain: str | None = None) -> tuple[Kind, float, bool]:
-        """(verdict, P(verdict is right), review flag).
+               domain: str | None = None, query: ImageFeatures | None = None,
+               reference: ImageFeatures | None = None) -> tuple[Kind, float, bool]:
+        """(verdict, P(verdict is right), review flag): ``decision`` in short."""
+        d = self.decision(score, tenant=tenant, domain=domain, query=query, reference=reference)
+        return d.kind, d.probability, d.review
 
-        With the verification stage's evidence (``score.registration``): a pair that registers
-        under one transform with support inside the picture is a copy (at least
-        ``verified_p_copy``); a pair whose content matches but does not register rigidly is
-        another photo of the same scene: ``unique`` (``same_scene`` evidence), whatever the
-        global similarity says. Without it (or when registration is inconclusive), the
-        calibrated fused score decides, as before."""
-        p = self.p_copy_verified(score, tenant=tenant, domain=domain)
-        cut = self.cut_off(score, tenant=tenant, domain=domain)
+    def decision(self, score: PairScore, *, tenant: str | None = None,
+                 domain: str | None = None, query: ImageFeatures | None = None,
+                 reference: ImageFeatures | None = None) -> Decision:
+        """The verdict for one pair.
+
+        With the learned model and the pair's image features, its calibrated P(copy) against
+        its cut-off. Otherwise, with the verification stage's evidence (``score.registration``):
+        a pair that registers under one transform with support inside the picture is a copy (at
+        least ``verified_p_copy``); a pair whose content matches but does not register rigidly
+        is another photo of the same scene: ``unique`` (``same_scene`` evidence), whatever the
+        global similarity says; without it (or when registration is inconclusive), the
+        calibrated fused score decides. A copy is a ``duplicate`` when the evidence says it is
+        the same picture, else a ``near_duplicate``."""
+        learned = self.uses_learned(query, reference)
+        p = self.p_copy_verified(score, tenant=tenant, domain=domain, query=query,
+                                 reference=reference)
+        cut = self.cut_off(score, tenant=tenant, domain=domain, learned=learned)
         review = abs(p - cut) < self.review_margin and not score.exact
         if p < cut:
-            return "unique", 1.0 - p, review
+            return Decision("unique", 1.0 - p, review, p, cut)
         same_picture = (self._same_picture_by_hash(score)
                         or self._same_picture_by_registration(score))
         if same_picture and not score.exact and self.scene_changed(score, tenant, domain):
             same_picture = False
-        return ("duplicate" if same_picture else "near_duplicate"), p, review
+        return Decision("duplicate" if same_picture else "near_duplicate", p, review, p, cut)
 
     def scene_changed(self, score: PairScore, tenant: str | None = None,
                       domain: str | None = None) -> bool:

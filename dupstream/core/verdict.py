@@ -117,6 +117,11 @@ class Verdict(BaseModel):
         description="calibrated P(this verdict is right): P(copy) for duplicate and "
         "near_duplicate, 1 - P(copy of the best candidate) for unique",
     )
+    p_copy: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="calibrated P(the query is a copy of the best candidate), whatever the "
+        "verdict (the learned decision's probability; the verdict compares it with the "
+        "cut-off); None when there was no candidate")
     review: bool = Field(False, description="near the decision threshold: worth a human look")
     evidence: Evidence = Field(default_factory=Evidence)
     model_version: str

