@@ -125,5 +125,5 @@ def test_reference_bank_hits_carry_the_bank_name(blobs):
     d.memory.add_to_bank("copyright", [features_to_record("work-17", None, feat)])
     (v,) = d.process([Upload("u1", blobs["astronaut"], "acme")])
     assert v.verdict == "duplicate" and v.match_id == "work-17"
-    assert v.evidence.model_extra["bank"] == "copyright"
+    assert v.evidence.bank == "copyright"
     assert len(d.memory) == 1 and len(d.memory.banks["copyright"]) == 1

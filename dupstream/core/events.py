@@ -17,11 +17,15 @@ class ImageUploaded(BaseModel):
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
-    image_id: str = Field(..., min_length=1, max_length=1024)
-    bucket: str = Field(..., min_length=3, max_length=63)
-    key: str = Field(..., min_length=1, max_length=1024)
-    tenant: str | None = Field(None, max_length=256)
-    ts: datetime | None = None
+    image_id: str = Field(..., min_length=1, max_length=1024,
+                          description="the upload's id: the verdict's key and image_id")
+    bucket: str = Field(..., min_length=3, max_length=63,
+                        description="object-storage bucket holding the image")
+    key: str = Field(..., min_length=1, max_length=1024,
+                     description="object key of the image in the bucket")
+    tenant: str | None = Field(None, max_length=256, description="whose upload it is: matches "
+                               "are scoped to the tenant (and its reference banks)")
+    ts: datetime | None = Field(None, description="upload time (informational)")
 
 
 def decode_event(payload: bytes | None) -> ImageUploaded:

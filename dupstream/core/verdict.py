@@ -31,7 +31,7 @@ class RegistrationEvidence(BaseModel):
     method: Literal["sparse", "dense", "none"] = Field(
         ..., description="sparse: local features + robust fit; dense: ECC alignment (small or "
         "flat images); none: no transform found")
-    transform: Transform
+    transform: Transform = Field(..., description="the reference -> query transform")
     inliers: int = Field(..., description="feature matches consistent with the transform")
     matches: int = Field(0, description="ratio-test feature matches")
     inlier_ratio: float = Field(..., description="inliers / matches")
@@ -59,17 +59,24 @@ class Evidence(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    exact_hash: bool = False
+    exact_hash: bool = Field(False, description="the bytes are identical (SHA-256) to the match")
     visual: float | None = Field(None, description="Sv: cosine of the visual embeddings")
     pdq_distance: int | None = Field(None, description="PDQ Hamming distance (0..256)")
     pdq_transform: str | None = Field(
         None, description="dihedral transform under which the PDQ distance was found"
     )
     semantic: float | None = Field(None, description="Ss: semantic similarity")
-    jaccard: float | None = None
-    semantic_cosine: float | None = None
-    graph: float | None = None
-    fused: float | None = Field(None, description="S = alpha*Sv + (1-alpha)*Ss")
+    jaccard: float | None = Field(None, description="multiset Jaccard of the detected object "
+                                  "classes (None: no objects on one side)")
+    semantic_cosine: float | None = Field(None, description="cosine of the semantic "
+                                          "embeddings (object classes, layout, sizes, colours)")
+    graph: float | None = Field(None, description="cosine of the object-graph (GCN) "
+                                "embeddings")
+    fused: float | None = Field(None, description="S = alpha*Sv + (1-alpha)*Ss (Sv: the best of "
+                                "visual and content_visual)")
+    alpha: float | None = Field(None, description="the fusion weight alpha of S")
+    bank: str | None = Field(None, description="the reference bank the match came from (None: "
+                             "the tenant's own uploads)")
     content_visual: float | None = Field(
         None, description="visual cosine of the pictures without their frames (borders, "
         "letterbox, screenshot UI): the best of content vs content and content vs whole")
@@ -95,7 +102,8 @@ class Evidence(BaseModel):
                                        description="in the reference only (removed)")
     objects_moved: list[str] = Field(default_factory=list, description="in both, moved "
                                      "relative to the registered picture")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="plain-language notes: objects "
+                             "added/removed/moved, policy decisions, fast path, late match")
 
 
 class Verdict(BaseModel):
@@ -103,12 +111,15 @@ class Verdict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = VERDICT_SCHEMA_VERSION
-    image_id: str
-    tenant: str | None = None
-    verdict: VerdictKind
-    match_id: str | None = None
-    match_tenant: str | None = None
+    schema_version: int = Field(VERDICT_SCHEMA_VERSION, description="version of this schema")
+    image_id: str = Field(..., description="the upload judged (the event's image_id)")
+    tenant: str | None = Field(None, description="the upload's tenant")
+    verdict: VerdictKind = Field(..., description="duplicate: the same picture (re-encoded, "
+                                 "resized, lightly recoloured); near_duplicate: an edited copy "
+                                 "(crop, rotation/flip, caption, border/screenshot framing, "
+                                 "objects pasted/removed); unique: anything else")
+    match_id: str | None = Field(None, description="the image it copies (None when unique)")
+    match_tenant: str | None = Field(None, description="the tenant of the match")
     score: float = Field(0.0, description="fused similarity to the best match (0 if none)")
     probability: float = Field(
         ...,
@@ -123,7 +134,11 @@ class Verdict(BaseModel):
         "verdict (the learned decision's probability; the verdict compares it with the "
         "cut-off); None when there was no candidate")
     review: bool = Field(False, description="near the decision threshold: worth a human look")
-    evidence: Evidence = Field(default_factory=Evidence)
-    model_version: str
+    evidence: Evidence = Field(default_factory=Evidence,
+                               description="why: every signal that took part (see Evidence)")
+    model_version: str = Field(..., description="embedder / detector / graph / calibration "
+                               "and decision artefacts that produced this verdict")
     replica: str | None = Field(None, description="the replica that reached this verdict")
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="per-stage time "
+                                         "for this image (fetch, decode, hash, embed, detect, "
+                                         "graph, search, verify, total)")
