@@ -51,8 +51,9 @@ FLAT_MARGIN = 0.7
 MARGIN_RATIO = 2.5
 #: ... when it is at least this share of the dimension (a sliver of margin is not evidence)
 BLUR_MARGIN = 0.05
-#: grey-level tolerance of a frame colour
+#: grey-level tolerance of a frame colour, and the share of the outer ring a colour must hold
 COLOUR_TOL = 4
+RING_SHARE = 0.015
 #: a line is crossed (it is the edge of a UI bar or a strip of text / icons, not of the
 #: picture) when within MIN_PICTURE of the dimension behind it a row is made of frame colours
 #: for at least this share
@@ -95,7 +96,7 @@ def _frame_colours(g: np.ndarray) -> np.ndarray:
     gi = g.astype(np.int32)
     for _ in range(5):
         c = int(np.argmax(hist))
-        if hist[c] < 0.05 * len(ring):
+        if hist[c] < RING_SHARE * len(ring):
             break
         out |= np.abs(gi - c) <= COLOUR_TOL
         hist[max(0, c - 2 * COLOUR_TOL) : c + 2 * COLOUR_TOL + 1] = 0
@@ -215,27 +216,29 @@ def _tidy(m: _Maps, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]
             h if reset[1] else y1)
 
 
-def _valid(m: _Maps, box: tuple[int, int, int, int]) -> bool:
+def _bad_sides(m: _Maps, box: tuple[int, int, int, int]) -> list[int] | None:
+    """Framed sides (0 top, 1 bottom, 2 left, 3 right) that are not a frame's: a weak line, or
+    a blur (or the photo's own sky) without a comparable opposite margin. None: the box as a
+    whole is not a picture in a frame (too small, a sliver, no framed side, textured outside)."""
     h, w = m.g.shape
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
     if bw <= 0 or bh <= 0 or bw * bh < MIN_AREA * h * w:
-        return False
+        return None
     if not 1 / MAX_ASPECT <= bw / bh <= MAX_ASPECT:
-        return False
+        return None
     margins = (y0, h - y1, x0, w - x1)
     dims = (h, h, w, w)
     framed = [mg >= MIN_MARGIN * d for mg, d in zip(margins, dims, strict=True)]
     if not any(framed):
-        return False
+        return None
     outside = np.ones((h, w), bool)
     outside[y0:y1, x0:x1] = False
     if m.smooth[outside].mean() < OUTSIDE_SMOOTH:
-        return False
+        return None
     cover = _side_cover(m, box)
     need = FINAL_COVER if sum(framed) < 3 else FINAL_COVER_ALL_ROUND
-    if any(f and c < need for f, c in zip(framed, cover, strict=True)):
-        return False
+    bad = [i for i in range(4) if framed[i] and cover[i] < need]
     flats = _margin_flat(m, box)
     opposite = (1, 0, 3, 2)
     for i in range(4):
@@ -243,8 +246,28 @@ def _valid(m: _Maps, box: tuple[int, int, int, int]) -> bool:
             continue
         j = opposite[i]
         if not framed[j] or not 1 / MARGIN_RATIO <= margins[i] / max(margins[j], 1) <= MARGIN_RATIO:
-            return False
-    return True
+            bad.append(i)
+    return sorted(set(bad))
+
+
+def _unframe(box: tuple[int, int, int, int], sides: list[int], w: int, h: int
+             ) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return (0 if 2 in sides else x0, 0 if 0 in sides else y0, w if 3 in sides else x1,
+            h if 1 in sides else y1)
+
+
+def _settle(m: _Maps, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The box if it is a frame's; else the box with its bad sides unframed, if that is."""
+    h, w = m.g.shape
+    for _ in range(2):
+        bad = _bad_sides(m, box)
+        if bad is None:
+            return None
+        if not bad:
+            return box
+        box = _unframe(box, bad, w, h)
+    return None
 
 
 def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -273,11 +296,11 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
             if new == box:
                 break
             box = new
-        box = _tidy(m, box)
-        if _valid(m, box):
+        settled = _settle(m, _tidy(m, box))
+        if settled is not None:
             break
     else:
         return None
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = settled
     return (int(round(x0 / s)), int(round(y0 / s)),
             min(w0, int(round(x1 / s))), min(h0, int(round(y1 / s))))

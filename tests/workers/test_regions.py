@@ -1,0 +1,155 @@
+"""content_box on real packaged photos inside synthetic frames: solid and blurred borders,
+letterbox bars, phone and desktop screenshot UIs; no box for photos without a frame."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from dupstream.lab.data import edits
+from dupstream.lab.data.photos import load_photos
+from dupstream.workers.regions import content_box
+
+NAMES = ["astronaut", "chelsea", "coffee", "motorcycle_left", "china", "grace_hopper"]
+#: the found box must overlap the true one at IoU >= this ("within a few %" of its sides)
+MIN_IOU = 0.9
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return load_photos(NAMES)
+
+
+def jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def solid(rgb):
+    h, w = rgb.shape[:2]
+    top, bottom, left, right = int(0.06 * h), int(0.1 * h), int(0.08 * w), int(0.05 * w)
+    out = cv2.copyMakeBorder(rgb, top, bottom, left, right, cv2.BORDER_CONSTANT,
+                             value=(240, 235, 220))
+    return out, (left, top, left + w, top + h)
+
+
+def blurred(rgb):
+    """The photo on an enlarged, heavily blurred copy of itself (a "fit to square" fill)."""
+    h, w = rgb.shape[:2]
+    big_h, big_w = int(h * 1.35), int(w * 1.3)
+    bg = cv2.GaussianBlur(cv2.resize(rgb, (big_w, big_h)), (0, 0), max(big_h, big_w) / 25)
+    y, x = (big_h - h) // 2, (big_w - w) // 2
+    bg[y : y + h, x : x + w] = rgb
+    return bg, (x, y, x + w, y + h)
+
+
+def letterbox(rgb):
+    """In a 16:9 video frame: black bars left and right (pillarbox) for a photo narrower than
+    16:9, above and below (letterbox) for a wider one (after a quarter turn)."""
+    h, w = rgb.shape[:2]
+    if w / h < 16 / 9:
+        pad = (int(h * 16 / 9) - w) // 2
+        out = cv2.copyMakeBorder(rgb, 0, 0, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        return out, (pad, 0, pad + w, h)
+    pad = (int(w * 9 / 16) - h) // 2
+    out = cv2.copyMakeBorder(rgb, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return out, (0, pad, w, pad + h)
+
+
+def letterbox_bars(rgb):
+    """A landscape photo in a 4:5 frame, black bars above and below."""
+    h, w = rgb.shape[:2]
+    pad = (int(w * 5 / 4) - h) // 2
+    out = cv2.copyMakeBorder(rgb, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return out, (0, pad, w, pad + h)
+
+
+def phone(rgb, dark: bool = False):
+    """A phone screenshot: status bar, a user bar with avatar and name, the photo at 90 % of the
+    screen width, a row of action icons and two lines of caption below."""
+    h, w = rgb.shape[:2]
+    sw, sh = 480, 960
+    bg, fg = ((18, 18, 18), (235, 235, 235)) if dark else ((250, 250, 250), (20, 20, 20))
+    c = np.full((sh, sw, 3), bg, np.uint8)
+    c[:34] = (0, 0, 0) if dark else (225, 225, 225)
+    cv2.putText(c, "9:41", (12, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, fg, 1, cv2.LINE_AA)
+    cv2.circle(c, (26, 70), 15, (200, 120, 60), -1)
+    cv2.putText(c, "someone", (52, 76), cv2.FONT_HERSHEY_SIMPLEX, 0.55, fg, 1, cv2.LINE_AA)
+    pw = int(sw * 0.9)
+    ph = int(pw * h / w)
+    x, y = (sw - pw) // 2, 110
+    c[y : y + ph, x : x + pw] = cv2.resize(rgb, (pw, ph), interpolation=cv2.INTER_AREA)
+    ya = y + ph + 16
+    for i in range(4):
+        cv2.circle(c, (28 + 44 * i, ya + 12), 11, fg, 2)
+    cv2.putText(c, "liked by a friend and 1,234 others", (12, ya + 56), cv2.FONT_HERSHEY_SIMPLEX,
+                0.45, fg, 1, cv2.LINE_AA)
+    cv2.putText(c, "what a view #travel", (12, ya + 80), cv2.FONT_HERSHEY_SIMPLEX, 0.45, fg, 1,
+                cv2.LINE_AA)
+    return c, (x, y, x + pw, y + ph)
+
+
+def desktop(rgb):
+    """A desktop window: menu bar, toolbar, a file sidebar, the photo in the viewer."""
+    h, w = rgb.shape[:2]
+    c = np.full((640, 1024, 3), (236, 236, 236), np.uint8)
+    c[:28] = (60, 60, 70)
+    cv2.putText(c, "File  Edit  View  Image  Help", (10, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                (250, 250, 250), 1, cv2.LINE_AA)
+    c[28:60] = (245, 245, 245)
+    for i in range(8):
+        cv2.rectangle(c, (10 + i * 34, 34), (34 + i * 34, 54), (120, 120, 140), 1)
+    c[60:, :180] = (225, 225, 230)
+    for i in range(10):
+        cv2.putText(c, f"folder_{i}", (12, 90 + 26 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (40, 40, 40), 1, cv2.LINE_AA)
+    s = min(760 / w, 520 / h)
+    pw, ph = int(w * s), int(h * s)
+    x, y = 200 + (800 - pw) // 2, 80 + (540 - ph) // 2
+    c[y : y + ph, x : x + pw] = cv2.resize(rgb, (pw, ph), interpolation=cv2.INTER_AREA)
+    return c, (x, y, x + pw, y + ph)
+
+
+@pytest.mark.parametrize("frame", [solid, blurred, letterbox, letterbox_bars, phone, desktop],
+                         ids=["solid", "blurred", "pillarbox", "letterbox", "phone", "desktop"])
+def test_finds_the_photo_in_its_frame(photos, frame):
+    names = NAMES if frame is not blurred else ["chelsea", "coffee", "motorcycle_left"]
+    for name in names:
+        img, truth = frame(photos[name])
+        box = content_box(jpeg(img))
+        assert box is not None, (frame.__name__, name)
+        assert iou(box, truth) >= MIN_IOU, (frame.__name__, name, box, truth)
+
+
+def test_dark_phone_ui(photos):
+    for name in ["chelsea", "coffee", "china"]:
+        img, truth = phone(photos[name], dark=True)
+        box = content_box(jpeg(img))
+        assert box is not None and iou(box, truth) >= MIN_IOU, (name, box, truth)
+
+
+def test_no_box_without_a_frame(photos):
+    rng = np.random.default_rng(0)
+    for name, rgb in photos.items():
+        for edit in (edits.jpeg, edits.crop, edits.rotate, edits.paste, edits.watermark):
+            assert content_box(edit(rgb, rng)) is None, (name, edit.__name__)
+
+
+def test_grey_input_and_tiny_images(photos):
+    img, truth = solid(photos["coffee"])
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    assert iou(content_box(grey), truth) >= MIN_IOU
+    assert content_box(np.zeros((10, 10, 3), np.uint8)) is None
+    assert content_box(np.full((64, 64, 3), 128, np.uint8)) is None
