@@ -34,6 +34,8 @@ __all__ = ["REG_SIDE", "Registration", "match_objects", "register", "registratio
 
 #: longest side of a registration thumbnail (what a reference record keeps: <= 64 KiB grey)
 REG_SIDE = 256
+#: thumbs with a side below this are not registered (method "none")
+MIN_SIDE = 6
 #: support grid (cells per side) over the overlap inside the query's picture
 GRID = 4
 #: verification thresholds, sparse path
@@ -274,6 +276,8 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     (ECC) alignment only when features are too few for the sparse fit."""
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
+    if min(*qshape, *rshape) < MIN_SIDE:
+        return _none(qshape, rshape)
     picture = _picture_mask(q)
     kq, kr = keypoints(q), keypoints(r)
     best_fit: SparseFit | None = None
