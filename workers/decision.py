@@ -192,7 +192,8 @@ class DecisionPolicy:
     verified_p_copy: float = 0.95
     same_scene_p_unique: float = 0.9
     duplicate_overlap_min: float = 0.97
-    duplicate_reg_changed_max: float = 0.01
+    #: a caption of a few words changes ~1 % of the picture: it must stay a near_duplicate
+    duplicate_reg_changed_max: float = 0.002
     cutoffs: DecisionModel | None = None
     domain: str | None = None
     preference: str = "balanced"
@@ -285,6 +286,7 @@ class DecisionPolicy:
         return (abs(reg.rotation_deg) <= 1.0 and not reg.flip
                 and min(reg.overlap_ref, reg.overlap_query) >= self.duplicate_overlap_min
                 and reg.changed_area <= self.duplicate_reg_changed_max
+                and not reg.changed_regions
                 and score.visual >= self.duplicate_visual_min)
 
     def decide(self, score: PairScore, *, tenant: str | None = None,
