@@ -27,6 +27,8 @@ FLOW_MIN_SIDE = 64
 FLOW_TEXTURE = 6.0
 #: at most this many flow vectors enter the affine refit
 FLOW_POINTS = 1500
+#: the flow's refit replaces the model when it moves a corner by more than this (px per 256)
+REFINE_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class DiffMap:
     #: to the dense flow between the aligned images: ~0 for a copy, >= 1 where the scene moved
     #: (parallax of another viewpoint, another moment). 0 when not measured (tiny images).
     parallax: float = 0.0
+    #: the reference -> query model the map was measured with (refined by the flow or not)
+    matrix: np.ndarray | None = None
 
 
 def warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
@@ -80,9 +84,11 @@ def _local_ncc(q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
-             picture: np.ndarray | None = None) -> DiffMap:
+             picture: np.ndarray | None = None, *, refine: bool = True) -> DiffMap:
     """Warp ``ref`` onto ``query`` with ``m`` (reference -> query) and measure what differs over
-    the overlap (inside ``picture``, the query's content region, when given)."""
+    the overlap (inside ``picture``, the query's content region, when given). With ``refine``,
+    a model the dense flow corrects by more than REFINE_PX is replaced by the flow's affine
+    refit and the map is measured again (a sparse fit from few features is imprecise)."""
     qshape, rshape = query.shape[:2], ref.shape[:2]
     cover, oq, orf = overlap_masks(m, qshape, rshape)
     k = max(1, round(min(qshape) / 128))
@@ -90,7 +96,7 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     if picture is not None and (inner & picture).sum() >= 16:
         inner &= picture
     if inner.sum() < 16:
-        return DiffMap(cover, oq, orf, 2.0, 1.0, 1.0, (), 1.0, 0.0)
+        return DiffMap(cover, oq, orf, 2.0, 1.0, 1.0, (), 1.0, 0.0, 0.0, m)
     sig = BLUR_SIGMA * max(1.0, min(qshape) / 256)
     q = cv2.GaussianBlur(query.astype(np.float32), (0, 0), sig)
     r = cv2.GaussianBlur(warp(ref, m, qshape, cv2.INTER_LINEAR).astype(np.float32), (0, 0), sig)
@@ -113,9 +119,23 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     changed = changed.astype(bool) & inner
     n_in = float(inner.sum())
     boxes = _regions(changed, n_in, qshape)
-    plx = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else 0.0
+    plx, refit = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)
+    if refine and refit is not None and _moved(m, refit, qshape, rshape) > REFINE_PX:
+        better = diff_map(query, ref, refit, picture, refine=False)
+        if better.residual <= residual and better.parallax <= plx:
+            return better
     return DiffMap(cover, oq, orf, residual, photometric, float(changed.sum()) / n_in, boxes,
-                   gain, bias, plx)
+                   gain, bias, plx, m)
+
+
+def _moved(a: np.ndarray, b: np.ndarray, qshape: tuple[int, int], rshape: tuple[int, int]
+           ) -> float:
+    """Largest displacement (query px per 256) between two models at the reference corners."""
+    h, w = rshape
+    c = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
+    pa, pb = c @ a.T, c @ b.T
+    d = pa[:, :2] / pa[:, 2:3] - pb[:, :2] / pb[:, 2:3]
+    return float(np.linalg.norm(d, axis=1).max()) * 256.0 / max(qshape)
 
 
 def _edges(img: np.ndarray, inner: np.ndarray) -> np.ndarray:
@@ -128,9 +148,11 @@ def _edges(img: np.ndarray, inner: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(g, alpha=255.0 / max(top, 1e-3))
 
 
-def parallax(q: np.ndarray, r: np.ndarray, inner: np.ndarray, m: np.ndarray) -> float:
-    """Residual motion after alignment (see ``DiffMap.parallax``). ``q``, ``r``: blurred float
-    query and reference warped onto it; ``m``: the reference -> query model."""
+def parallax(q: np.ndarray, r: np.ndarray, inner: np.ndarray, m: np.ndarray
+             ) -> tuple[float, np.ndarray | None]:
+    """Residual motion after alignment (see ``DiffMap.parallax``), and the affine reference ->
+    query model refitted to the dense flow (None when it could not be fitted). ``q``, ``r``:
+    blurred float query and reference warped onto it; ``m``: the reference -> query model."""
     eq, er = _edges(q, inner), _edges(r, inner)
     eq[~inner] = er[~inner]
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(eq, er, None)
@@ -138,7 +160,7 @@ def parallax(q: np.ndarray, r: np.ndarray, inner: np.ndarray, m: np.ndarray) -> 
                                  cv2.Sobel(q, cv2.CV_32F, 0, 1)) > 8.0 * FLOW_TEXTURE)
     ys, xs = np.nonzero(tex)
     if len(xs) < 50:
-        return 0.0
+        return 0.0, None
     step = max(1, len(xs) // FLOW_POINTS)
     ys, xs = ys[::step], xs[::step]
     dst = np.stack([xs, ys], 1).astype(np.float32)
@@ -150,9 +172,9 @@ def parallax(q: np.ndarray, r: np.ndarray, inner: np.ndarray, m: np.ndarray) -> 
     src = (hom[:, :2] / hom[:, 2:3]).astype(np.float32)
     a, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
     if a is None:
-        return 0.0
+        return 0.0, None
     err = np.linalg.norm(np.hstack([src, np.ones((len(src), 1), np.float32)]) @ a.T - dst, axis=1)
-    return float(np.median(err)) * 256.0 / max(q.shape)
+    return float(np.median(err)) * 256.0 / max(q.shape), np.vstack([a, [0.0, 0.0, 1.0]])
 
 
 def _gain_bias(q: np.ndarray, r: np.ndarray) -> tuple[float, float]:

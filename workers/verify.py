@@ -223,6 +223,8 @@ def _same_scene(fit: SparseFit | None, picture: np.ndarray, qshape: tuple[int, i
 def _build(*, method: str, m: np.ndarray, dm: DiffMap, verified: bool, inliers: int,
            matches: int, support: float, same_scene: bool, ecc: float,
            qshape: tuple[int, int], rshape: tuple[int, int]) -> Registration:
+    if dm.matrix is not None:
+        m = dm.matrix  # refined by the dense flow
     scale, rot, flip = _decompose(m)
     return Registration(
         verified=verified, method=method, scale=scale, rotation_deg=rot, flip=flip,
