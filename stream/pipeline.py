@@ -14,13 +14,23 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
-from dupstream.core.errors import BlobUnavailable, DupstreamError, ModelError
+from dupstream.core.errors import (
+    BlobUnavailable,
+    ConfigError,
+    DupstreamError,
+    ModelError,
+    WeightsError,
+)
 from dupstream.core.events import ImageUploaded, decode_event
 from dupstream.core.verdict import Verdict
 from dupstream.engine import Deduper, Failed, Upload
 from dupstream.stream.blobs import ObjectStore
 from dupstream.stream.metrics import Metrics
 from dupstream.stream.ports import KafkaMessage, Part, part_of
+
+#: errors that are deployment faults, not a property of one image: they end the run (exit code
+#: 3/4 from ``dupstream run``) instead of dead-lettering every event
+FATAL = (WeightsError, ConfigError)
 
 log = logging.getLogger("dupstream.stream.service")
 
@@ -160,12 +170,16 @@ class Pipeline:
         uploads = [Upload(it.event.image_id, it.data, it.event.tenant) for it in items]
         try:
             results = self.deduper.process(uploads)
+        except FATAL:  # a deployment fault (weights, configuration): stop, never dead-letter
+            raise
         except Exception as exc:  # isolate the image that breaks the batch
             log.warning("batch inference failed (%s); retrying image by image", exc)
             results = []
             for up in uploads:
                 try:
                     results.extend(self.deduper.process([up]))
+                except FATAL:
+                    raise
                 except Exception as one_exc:
                     err = one_exc if isinstance(one_exc, DupstreamError) else ModelError(
                         f"{type(one_exc).__name__}: {one_exc}")
@@ -176,7 +190,7 @@ class Pipeline:
             else:
                 res.timings_ms.update(it.timings_ms)
                 it.verdict = res
-                for stage in ("decode", "hash", "embed", "search"):
+                for stage in ("decode", "hash", "embed", "detect", "search", "verify"):
                     if stage in res.timings_ms:
                         self.metrics.stage.labels(stage=stage).observe(
                             res.timings_ms[stage] / 1e3)

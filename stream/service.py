@@ -157,9 +157,9 @@ class StreamService:
         return ok, {"ready": ok, **detail}
 
     def warm_up(self) -> None:
-        import numpy as np
-
-        self.deduper.extractor.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
+        """Every configured model loaded and verified (a no-op re-check when the composition
+        root already warmed the engine up): readiness waits for it."""
+        self.deduper.warm_up()
         self._warm = True
 
     def _update_ready(self) -> None:

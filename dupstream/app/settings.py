@@ -44,8 +44,9 @@ class S3Settings(BaseModel):
     timeout_s: float = 10.0
     #: retries inside one fetch (jittered exponential backoff) before the batch moves on
     retries: int = 3
-    #: how long an event whose blob fetch keeps failing transiently is retried (re-read from
-    #: its offset) before it is dead-lettered as blob_unavailable
+    #: how long an event whose blob fetch keeps failing transiently is retried (deferred: held
+    #: and retried on its own, its successors go on) before it is dead-lettered as
+    #: blob_unavailable
     transient_budget_s: float = 300.0
 
 

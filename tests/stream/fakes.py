@@ -219,12 +219,22 @@ class FakeDeduper:
         self.extractor = SimpleNamespace(embedder=SimpleNamespace(embed=lambda imgs: None))
         self.memory = SimpleNamespace(stats=lambda: {})
 
+        self.warmed = 0
+        #: image_id -> exception raised when that image is processed
+        self.raises: dict[str, Exception] = {}
+
     def __len__(self) -> int:
         return len(self.processed)
+
+    def warm_up(self) -> dict:
+        self.warmed += 1
+        return {}
 
     def process(self, uploads: list[Upload]) -> list[Verdict]:
         out = []
         for up in uploads:
+            if up.image_id in self.raises:
+                raise self.raises[up.image_id]
             self.processed[up.image_id] += 1
             out.append(Verdict(image_id=up.image_id, tenant=up.tenant, verdict="unique",
                                probability=1.0, model_version="fake"))

@@ -304,3 +304,22 @@ def test_a_stop_request_does_not_wait_past_its_grace_for_the_final_snapshot():
     assert time.monotonic() - t0 < 1.0
     assert True in calls  # the final snapshot was attempted
     release.set()
+
+
+def test_a_weights_fault_at_run_time_stops_the_service_instead_of_dead_lettering():
+    import pytest
+
+    from dupstream.core.errors import WeightsError
+
+    rig = make_rig(partitions=1)
+    rig.upload("img-0")
+    rig.upload("img-1")
+    rig.deduper.raises["img-1"] = WeightsError("detector weights sha256 mismatch")
+    rig.service.warm_up()  # what run() does first: the engine's full warm-up
+    assert rig.deduper.warmed == 1 and rig.service.readiness()[1]["models_warm"] is True
+    rig.service.open()
+    with pytest.raises(WeightsError):
+        drain(rig, lambda: False)
+    assert rig.dead_letters() == []  # a deployment fault is not the image's fault
+    # nothing of the failing batch is committed: a fixed deployment replays it
+    assert rig.consumer.committed.get(P0, 0) == 0
