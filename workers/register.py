@@ -26,6 +26,8 @@ MIN_INLIERS = 10
 #: DENSE_MAX_SIDE (speed) and the smaller one's at least DENSE_MIN_SIDE (digits are 28 px)
 DENSE_MIN_SIDE = 96
 DENSE_MAX_SIDE = 128
+#: a dense alignment this good ends the search over initialisations
+DENSE_GOOD = 0.99
 #: blur (pixels per DENSE_MIN_SIDE) of the affine ECC stage
 DENSE_BLUR = 2.0
 
@@ -209,6 +211,8 @@ def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
         m = _scale(1.0 / f) @ np.linalg.inv(q2r) @ _scale(f)
         if best is None or cc > best[1]:
             best = (m, cc)
+        if cc >= DENSE_GOOD:
+            break  # the alignment is already as good as a copy's gets
     return best
 
 

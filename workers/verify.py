@@ -305,14 +305,15 @@ def register(query: np.ndarray, reference: np.ndarray) -> Registration:
     same_scene = sparse_reg.same_scene if sparse_reg else _same_scene(fit, picture, qshape,
                                                                       kq.pts)
     n_matches = len(fit.src) if fit is not None else 0
-    few = (min(len(kq.pts), len(kr.pts)) < DENSE_MAX_KEYPOINTS
-           or max(qshape) < 64 or max(rshape) < 64
-           or (fit is not None and fit.inliers >= DENSE_MIN_INLIERS))
-    if not few:
+    featureless = (min(len(kq.pts), len(kr.pts)) < DENSE_MAX_KEYPOINTS
+                   or max(qshape) < 64 or max(rshape) < 64)
+    weak = (fit is not None and fit.inliers >= DENSE_MIN_INLIERS and _scale_ok(fit.matrix))
+    if not (featureless or weak):
         return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
-    # dense alignment: too few features (small images, flat scenes) or a weak sparse fit
-    inits = centred_inits(q, r)
-    if fit is not None and fit.inliers >= 3 and _scale_ok(fit.matrix):
+    # dense alignment: from generic starts where features are too few (small images, flat
+    # scenes); from the weak sparse fit only where there were features enough to match
+    inits = centred_inits(q, r) if featureless else []
+    if weak:
         inits.insert(0, fit.matrix)
     dense = dense_fit(q, r, inits)
     if dense is None:
