@@ -28,6 +28,10 @@ SMOOTH_BY = "grad"
 LAP_SMOOTH = 2.0
 #: a grey-level step across a boundary (over 2 pixels) at least this large makes a line pixel
 STEP = 10.0
+#: a last try with weaker steps (a blur meeting the photo's own edge) accepts only a centred
+#: frame all round, margins within WEAK_RATIO of each other
+WEAK_STEP = 5.0
+WEAK_RATIO = 1.5
 #: share of a side (over the span of the perpendicular sides) that must be line pixels
 LINE_COVER = 0.4
 #: the final box: every framed side is a line along at least this share of its span
@@ -84,6 +88,7 @@ class _Maps:
         self.flat = grad < FLAT_GRAD
         self.g = f
         self.framey = _frame_colours(g) & self.flat
+        self.step = STEP
 
 
 def _frame_colours(g: np.ndarray) -> np.ndarray:
@@ -103,7 +108,7 @@ def _frame_colours(g: np.ndarray) -> np.ndarray:
     return out
 
 
-def _line_rows(g: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+def _line_rows(g: np.ndarray, smooth: np.ndarray, step_min: float) -> np.ndarray:
     """(h, w) bool: pixel (b, x) is on a top-side line at boundary b (frame rows < b): a step
     across b and smooth frame 3 rows above."""
     h, w = g.shape
@@ -112,7 +117,7 @@ def _line_rows(g: np.ndarray, smooth: np.ndarray) -> np.ndarray:
     step = np.maximum(np.abs(pad[2:h + 2] - pad[0:h]), np.abs(pad[3:h + 3] - pad[1:h + 1]))
     above = np.zeros_like(smooth)
     above[3:] = smooth[:-3]
-    return (step >= STEP) & above
+    return (step >= step_min) & above
 
 
 def _find_side(g: np.ndarray, smooth: np.ndarray, framey: np.ndarray, lines: np.ndarray,
@@ -166,7 +171,7 @@ def _sides(m: _Maps, box: tuple[int, int, int, int], cross: bool) -> tuple[int, 
     )
     for view, span, back in views:
         g, smooth, framey = view(m.g), view(m.smooth), view(m.framey)
-        lines = _line_rows(np.ascontiguousarray(g), np.ascontiguousarray(smooth))
+        lines = _line_rows(np.ascontiguousarray(g), np.ascontiguousarray(smooth), m.step)
         b = _find_side(g, smooth, framey, lines, span, cross)
         out.append(back(b) if b else back(0))
     top, bottom, left, right = out
@@ -198,7 +203,8 @@ def _side_cover(m: _Maps, box: tuple[int, int, int, int]) -> list[float]:
         if b < 3 or a1 - a0 < 2:
             out.append(1.0 if b < 3 else 0.0)
             continue
-        lines = _line_rows(np.ascontiguousarray(view(m.g)), np.ascontiguousarray(view(m.smooth)))
+        lines = _line_rows(np.ascontiguousarray(view(m.g)), np.ascontiguousarray(view(m.smooth)),
+                           m.step)
         out.append(float(lines[b - 1 : b + 2, a0:a1].any(axis=0).mean()))
     return out
 
@@ -270,6 +276,15 @@ def _settle(m: _Maps, box: tuple[int, int, int, int]) -> tuple[int, int, int, in
     return None
 
 
+def _centred(box: tuple[int, int, int, int], w: int, h: int) -> bool:
+    """Framed on all four sides, each margin within WEAK_RATIO of its opposite: a centred fill
+    (blurred "fit to square" borders), the only frame accepted on weak lines."""
+    x0, y0, x1, y1 = box
+    pairs = ((y0, h - y1, h), (x0, w - x1, w))
+    return all(min(a, b) >= MIN_MARGIN * d and max(a, b) <= WEAK_RATIO * max(1, min(a, b))
+               for a, b, d in pairs)
+
+
 def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1) of the picture inside its frame, in pixels of ``rgb`` (x1, y1 exclusive).
 
@@ -289,7 +304,9 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     h, w = g.shape
     # UI frames need lines crossed (bars, text); a simple border or letterbox must not (the
     # photo's own flat sky behind the line may share the ring's colours): the first valid wins
-    for cross in (True, False):
+    settled = None
+    for cross, step in ((True, STEP), (False, STEP), (False, WEAK_STEP)):
+        m.step = step
         box = (0, 0, w, h)
         for _ in range(3):
             new = _sides(m, box, cross)
@@ -297,9 +314,11 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
                 break
             box = new
         settled = _settle(m, _tidy(m, box))
+        if settled is not None and step != STEP and not _centred(settled, w, h):
+            settled = None
         if settled is not None:
             break
-    else:
+    if settled is None:
         return None
     x0, y0, x1, y1 = settled
     return (int(round(x0 / s)), int(round(y0 / s)),

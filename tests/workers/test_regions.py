@@ -125,7 +125,10 @@ def desktop(rgb):
 @pytest.mark.parametrize("frame", [solid, blurred, letterbox, letterbox_bars, phone, desktop],
                          ids=["solid", "blurred", "pillarbox", "letterbox", "phone", "desktop"])
 def test_finds_the_photo_in_its_frame(photos, frame):
-    names = NAMES if frame is not blurred else ["chelsea", "coffee", "motorcycle_left"]
+    # blurred fills: the packaged photos whose edges are a sky or a flat background as blurry as
+    # the fill (rocket, china, coins, moon, hubble) are not found; these are
+    names = NAMES if frame is not blurred else ["astronaut", "chelsea", "coffee",
+                                                 "motorcycle_left", "grace_hopper"]
     for name in names:
         img, truth = frame(photos[name])
         box = content_box(jpeg(img))
@@ -134,7 +137,7 @@ def test_finds_the_photo_in_its_frame(photos, frame):
 
 
 def test_dark_phone_ui(photos):
-    for name in ["chelsea", "coffee", "china"]:
+    for name in ["astronaut", "chelsea", "coffee", "china"]:
         img, truth = phone(photos[name], dark=True)
         box = content_box(jpeg(img))
         assert box is not None and iou(box, truth) >= MIN_IOU, (name, box, truth)
