@@ -89,6 +89,20 @@ class _Maps:
         self.g = f
         self.framey = _frame_colours(g) & self.flat
         self.step = STEP
+        self._lines: dict[tuple[int, float], np.ndarray] = {}
+
+    def view(self, side: int, a: np.ndarray) -> np.ndarray:
+        """``a`` seen from side 0 top, 1 bottom, 2 left, 3 right (that side on top)."""
+        return (a, a[::-1], a.T, a.T[::-1])[side]
+
+    def lines(self, side: int) -> np.ndarray:
+        """Line evidence of ``side`` (seen from that side), cached per step."""
+        key = (side, self.step)
+        if key not in self._lines:
+            self._lines[key] = _line_rows(np.ascontiguousarray(self.view(side, self.g)),
+                                          np.ascontiguousarray(self.view(side, self.smooth)),
+                                          self.step)
+        return self._lines[key]
 
 
 def _frame_colours(g: np.ndarray) -> np.ndarray:
@@ -162,19 +176,12 @@ def _sides(m: _Maps, box: tuple[int, int, int, int], cross: bool) -> tuple[int, 
     the frame goes on are crossed)."""
     x0, y0, x1, y1 = box
     h, w = m.g.shape
-    out = []
-    views = (
-        (lambda a: a, (x0, x1), lambda b: b),  # top
-        (lambda a: a[::-1], (x0, x1), lambda b: h - b),  # bottom
-        (lambda a: a.T, (y0, y1), lambda b: b),  # left
-        (lambda a: a.T[::-1], (y0, y1), lambda b: w - b),  # right
-    )
-    for view, span, back in views:
-        g, smooth, framey = view(m.g), view(m.smooth), view(m.framey)
-        lines = _line_rows(np.ascontiguousarray(g), np.ascontiguousarray(smooth), m.step)
-        b = _find_side(g, smooth, framey, lines, span, cross)
-        out.append(back(b) if b else back(0))
-    top, bottom, left, right = out
+    spans = ((x0, x1), (x0, x1), (y0, y1), (y0, y1))
+    backs = (lambda b: b, lambda b: h - b, lambda b: b, lambda b: w - b)
+    top, bottom, left, right = (
+        backs[i](_find_side(m.view(i, m.g), m.view(i, m.smooth), m.view(i, m.framey),
+                            m.lines(i), spans[i], cross))
+        for i in range(4))
     return left, top, right, bottom
 
 
@@ -197,15 +204,12 @@ def _side_cover(m: _Maps, box: tuple[int, int, int, int]) -> list[float]:
     h, w = m.g.shape
     x0, y0, x1, y1 = box
     out = []
-    views = ((lambda a: a, y0, (x0, x1)), (lambda a: a[::-1], h - y1, (x0, x1)),
-             (lambda a: a.T, x0, (y0, y1)), (lambda a: a.T[::-1], w - x1, (y0, y1)))
-    for view, b, (a0, a1) in views:
+    for i, (b, (a0, a1)) in enumerate(((y0, (x0, x1)), (h - y1, (x0, x1)), (x0, (y0, y1)),
+                                       (w - x1, (y0, y1)))):
         if b < 3 or a1 - a0 < 2:
             out.append(1.0 if b < 3 else 0.0)
             continue
-        lines = _line_rows(np.ascontiguousarray(view(m.g)), np.ascontiguousarray(view(m.smooth)),
-                           m.step)
-        out.append(float(lines[b - 1 : b + 2, a0:a1].any(axis=0).mean()))
+        out.append(float(m.lines(i)[b - 1 : b + 2, a0:a1].any(axis=0).mean()))
     return out
 
 
