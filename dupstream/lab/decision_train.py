@@ -47,17 +47,16 @@ MONOTONE = {"visual": 1, "content_visual": 1, "visual_best": 1, "pdq_distance": 
 HGB = {"max_iter": 250, "learning_rate": 0.06, "max_leaf_nodes": 15, "min_samples_leaf": 20,
        "l2_regularization": 1.0, "early_stopping": False}
 BLEND_WEIGHTS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5)
-#: single signals compared with P(copy): name -> (column, orientation)
-SIGNALS = {"SSCD cosine (visual)": ("visual", 1), "content-region cosine": ("content_visual", 1),
-           "best visual": ("visual_best", 1), "fused S": ("fused", 1),
-           "PDQ (dihedral)": ("pdq_distance", -1), "pHash": ("phash", 1),
-           "thumbnail changed area": ("thumb_changed_area", -1),
-           "semantic Ss": ("semantic", 1), "object Jaccard": ("jaccard", 1),
-           "semantic cosine": ("semantic_cosine", 1), "graph": ("graph", 1),
-           "registration support": ("reg_support", 1),
-           "registration inlier ratio": ("reg_inlier_ratio", 1),
-           "registration overlap": ("reg_overlap_query", 1),
-           "registration residual": ("reg_residual", -1)}
+#: single signals compared with P(copy): name -> column (each oriented by its AUC on the
+#: training split: a signal is read in the direction that ranks copies higher there)
+SIGNALS = {"SSCD cosine (visual)": "visual", "content-region cosine": "content_visual",
+           "best visual": "visual_best", "fused S": "fused", "PDQ distance (dihedral)":
+           "pdq_distance", "pHash": "phash", "thumbnail changed area": "thumb_changed_area",
+           "semantic Ss": "semantic", "object Jaccard": "jaccard",
+           "semantic cosine": "semantic_cosine", "graph": "graph",
+           "registration support": "reg_support", "registration inlier ratio": "reg_inlier_ratio",
+           "registration overlap": "reg_overlap_query", "registration residual": "reg_residual",
+           "registration changed area": "reg_changed_area"}
 
 
 def log(msg: str) -> None:
@@ -231,9 +230,18 @@ def _with_ci(stat, groups, resamples, seed) -> dict:
             "ci": group_bootstrap(stat, groups, resamples=resamples, seed=seed)}
 
 
+def orientation(data: dict, col: str, fit_mask: np.ndarray) -> int:
+    """+1 when higher values rank copies higher on ``fit_mask`` (the training pairs), else -1."""
+    v, y = column(data, col)[fit_mask], data["label"][fit_mask]
+    have = ~np.isnan(v)
+    if have.sum() < 10 or len(np.unique(y[have])) < 2:
+        return 1
+    return 1 if M.auc(y[have], v[have]) >= 0.5 else -1
+
+
 def evaluate_block(data: dict, mask: np.ndarray, p: np.ndarray, cut: float, *,
                    baselines: dict[str, tuple[np.ndarray, float]], resamples: int,
-                   seed: int) -> dict:
+                   seed: int, signs: dict[str, int]) -> dict:
     """Metrics of one block of pairs (a set's test split, or the held-out family)."""
     y = data["label"][mask]
     g = data["source"][mask]
@@ -252,13 +260,14 @@ def evaluate_block(data: dict, mask: np.ndarray, p: np.ndarray, cut: float, *,
             "f1": _with_ci(lambda i, bpred=bpred: _f1(y[i], bpred[i]), g, resamples, seed),
             "auc": M.auc(y, bp)}
     sig = {}
-    for name, (col, sign) in SIGNALS.items():
-        v = column(data, col)[mask] * sign
+    for name, col in SIGNALS.items():
+        v = column(data, col)[mask] * signs[col]
         have = ~np.isnan(v)
         if have.sum() < 10 or len(np.unique(y[have])) < 2:
             sig[name] = {"coverage": float(have.mean()), "auc": None}
             continue
         sig[name] = {"coverage": float(have.mean()), "auc": M.auc(y[have], v[have]),
+                     "orientation": signs[col],
                      "auc_p_copy_same_pairs": M.auc(y[have], p[have])}
     out["signals"] = sig
     kinds = {}
@@ -299,8 +308,9 @@ def _tuned(data, col, sign, fit_mask, mask) -> tuple[np.ndarray, float]:
 
 def evaluate_model(model: LearnedModel, ablations: dict[str, LearnedModel], data: dict,
                    blocks: dict[str, np.ndarray], fit_mask: np.ndarray, *, resamples: int,
-                   seed: int) -> dict:
+                   seed: int, train_mask: np.ndarray) -> dict:
     old_p, old_cut = old_decision(data)
+    signs = {col: orientation(data, col, train_mask) for col in SIGNALS.values()}
     out = {}
     for name, mask in blocks.items():
         if not mask.any():
@@ -313,7 +323,53 @@ def evaluate_model(model: LearnedModel, ablations: dict[str, LearnedModel], data
         for an, am in ablations.items():
             base[an] = (predict(am, data, mask), am.cut("balanced"))
         out[name] = evaluate_block(data, mask, p, model.cut("balanced"), baselines=base,
-                                   resamples=resamples, seed=seed)
+                                   resamples=resamples, seed=seed, signs=signs)
+    return out
+
+
+def code_identity() -> dict:
+    """The git commit and a hash of the feature code (workers/*.py) the run used."""
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for f in sorted((root / "workers").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        head = None
+    return {"git_head": head, "workers_sha256": h.hexdigest()[:16]}
+
+
+def skew_check(model: LearnedModel, recipe: Recipe, data: dict, *, per_set: int, seed: int,
+               cache: Path) -> dict:
+    """Train / serve skew: ``per_set`` random test pairs of each set recomputed with the code as
+    it is now, compared with the cached features the model was trained on."""
+    from dupstream.engine.build import build_extractor
+    from dupstream.lab.decision_data import recompute
+
+    extractor = build_extractor(threads=2)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in SETS:
+        idx = np.flatnonzero(data["set"] == name)
+        local = np.flatnonzero(data["split"][idx] == "test")
+        if not len(local):
+            continue
+        rows = np.sort(rng.choice(local, min(per_set, len(local)), replace=False))
+        now = recompute(name, recipe, rows, extractor)
+        then = data["X"][idx[rows]]
+        same = np.isclose(now, then, atol=1e-6) | (np.isnan(now) & np.isnan(then))
+        cols = [NAMES.index(n) for n in model.features]
+        dp = np.abs(model.p_copy_matrix(now[:, cols]) - model.p_copy_matrix(then[:, cols]))
+        out[name] = {"pairs": len(rows), "identical_pairs": float(np.mean(same.all(axis=1))),
+                     "features_differing": sorted({NAMES[j] for j in np.flatnonzero(
+                         ~same.all(axis=0))}),
+                     "max_abs_dp": float(dp.max()), "share_dp_over_0.01": float(
+                         np.mean(dp > 0.01))}
     return out
 
 
@@ -336,7 +392,7 @@ def choose_features(data, train, val, seed) -> tuple[tuple[str, ...], dict]:
 
 
 def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed: int = 0,
-        recipe: Recipe | None = None, resamples: int = 500,
+        recipe: Recipe | None = None, resamples: int = 500, skew_pairs: int = 60,
         command: str = "dupstream train --decision", cache: Path = CACHE) -> dict:
     """Train, calibrate and evaluate; ``decision_model.json`` and ``decision_recipe.json`` go
     to ``out`` (the package's assets by default), the report to ``report_dir``."""
@@ -352,7 +408,8 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
             "command": command, "hgb": HGB, "monotone": MONOTONE,
             "fitted_on": "train split (trees; calibration on 5-fold out-of-fold margins grouped "
                          "by source), validation split (blend weight, cut-offs)",
-            "feature_choice": feat_info, "sklearn_model": "HistGradientBoostingClassifier"}
+            "feature_choice": feat_info, "sklearn_model": "HistGradientBoostingClassifier",
+            "code": code_identity()}
     model, info = train_model(data, train, val, features, seed=seed, meta=meta)
     model.meta["train"] = {k: v for k, v in info.items() if k != "calibration"}
     model.meta["calibration"] = info["calibration"]
@@ -375,7 +432,8 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     blocks = {f"{s} test": (data["set"] == s) & (data["split"] == "test") for s in SETS}
     report = {"model": model.version, "bytes": len(text), "features": list(features),
               "cutoffs": model.cutoffs, "meta": model.meta, "test": evaluate_model(
-                  model, abl, data, blocks, val, resamples=resamples, seed=seed)}
+                  model, abl, data, blocks, val, resamples=resamples, seed=seed,
+                  train_mask=train)}
     # held-out family: the whole pipeline again without it, tested on all of its pairs
     fam = recipe.heldout
     htrain, hval = _masks(data, fam)
@@ -386,7 +444,11 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
                          "cutoffs": hmodel.cutoffs,
                          "results": evaluate_model(hmodel, {"visual-only model": hvis}, data,
                                                    hblock, hval, resamples=resamples,
-                                                   seed=seed)}
+                                                   seed=seed, train_mask=htrain)}
+    if skew_pairs:
+        log(f"skew check: {skew_pairs} test pairs per set recomputed with the code as it is now")
+        report["skew"] = skew_check(model, recipe, data, per_set=skew_pairs, seed=seed,
+                                    cache=cache)
     report["seconds"] = {"extraction": data["seconds"], "total": time.perf_counter() - t0}
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "decision_report.json").write_text(json.dumps(report, indent=1, default=float))
@@ -450,6 +512,7 @@ def markdown(rep: dict) -> str:
         for sn, s in b["signals"].items():
             if s["auc"] is None:
                 continue
+            sn = sn + (" (lower = copy)" if s.get("orientation", 1) < 0 else "")
             lines.append(f"| {name} | {sn} | {s['coverage']:.2f} | {s['auc']:.3f} | "
                          f"{s['auc_p_copy_same_pairs']:.3f} |")
     lines += ["", "Per pair kind (recall for copies, FPR for non-copies):", "",
@@ -459,4 +522,12 @@ def markdown(rep: dict) -> str:
             rate = d.get("recall", d.get("fpr"))
             what = "recall" if "recall" in d else "FPR"
             lines.append(f"| {name} | {k} | {d['n']} | {what} {rate:.3f} |")
+    if rep.get("skew"):
+        lines += ["", "Train / serve skew (test pairs recomputed with the code at report time):",
+                  "", "| set | pairs | identical features | max abs dP | share dP > 0.01 | "
+                  "features that differ |", "|---|---|---|---|---|---|"]
+        for name, k in rep["skew"].items():
+            lines.append(f"| {name} | {k['pairs']} | {k['identical_pairs']:.3f} | "
+                         f"{k['max_abs_dp']:.4f} | {k['share_dp_over_0.01']:.3f} | "
+                         f"{', '.join(k['features_differing']) or '-'} |")
     return "\n".join(lines) + "\n"

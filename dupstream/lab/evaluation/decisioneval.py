@@ -1,0 +1,51 @@
+"""The shipped learned decision (``workers/assets/decision_model.json``) on an evaluation set's
+test pairs, through the engine's own path: ``score_pair``, ``verify_pair`` where
+``DecisionPolicy.needs_verification``, then ``DecisionPolicy.decision`` with both images'
+features - the same artefact and code as ``compare``, ``scan`` and the stream, no domain given.
+
+The training recipe (``lab.decision_data``) splits MNIST digits and the catalogue photos exactly
+as the evaluation does, so these test pairs were not trained on; the CCTV segments are split
+differently there (the evaluation's CCTV set also holds ``vtest``, which training never uses).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dupstream.lab.evaluation import metrics as M
+
+
+def learned_decisions(res, table) -> dict | None:
+    """Verdicts, P(copy) and summary metrics of the shipped learned decision on ``res``'s test
+    pairs (``table``: the set's per-image features); None when no model is packaged."""
+    from dupstream.workers.decision import (
+        DecisionPolicy,
+        default_calibrator,
+        default_decision_model,
+    )
+    from dupstream.workers.learned import default_learned_model
+    from dupstream.workers.similarity import score_pair, verify_pair
+
+    model = default_learned_model()
+    if model is None:
+        return None
+    policy = DecisionPolicy(calibrator=default_calibrator(), cutoffs=default_decision_model(),
+                            learned=model)
+    arr = res.ds.arrays()
+    te = np.flatnonzero(res.split == "test")
+    kinds, probs = [], []
+    for i in te:
+        q, r = table.features[arr["b"][i]], table.features[arr["a"][i]]
+        s = score_pair(q, r)
+        if policy.needs_verification(s):
+            s = verify_pair(s, q, r)
+        d = policy.decision(s, query=q, reference=r)
+        kinds.append(d.kind)
+        probs.append(d.p_copy)
+    y = arr["label"][te]
+    pred = np.asarray([k != "unique" for k in kinds], bool)
+    p = np.asarray(probs, np.float64)
+    prec, rec, f1 = M.prf(y, pred)
+    return {"model": model.version, "precision": prec, "recall": rec, "f1": f1,
+            "auc": M.auc(y, p), "ece": M.ece(y, p), "pred": pred, "prob": p,
+            "verdicts": {k: kinds.count(k) for k in ("duplicate", "near_duplicate", "unique")}}
