@@ -2,7 +2,8 @@
 
 - *Collections*: the uploads, and one per reference bank. A collection's rows are shared by its
   id map, exact-hash store, PDQ store and one vector index per indexed record array.
-- *Records*: the compact per-image records, in a bounded LRU over an optional stored form.
+- *Records*: the compact per-image records, in a bounded LRU over an optional stored form,
+  written to it behind ``add`` by a bounded queue (``state.writebehind``), never under the lock.
 - *Replication*: ``add`` a record locally, publish ``encode_update(record)`` under
   ``update_key(record)`` to the compacted index-updates topic, and ``apply`` every update read
   back from that topic, own ones included. ``apply`` is idempotent (a key already present is a
@@ -53,6 +54,7 @@ from dupstream.state.records import (
     record_from_wire,
     record_to_wire,
 )
+from dupstream.state.writebehind import Slot, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,13 @@ class MemoryConfig:
     pdq_nprobe: int = 32
     records_max_items: int = 100_000
     records_max_bytes: int = 512 * 1024 * 1024
+    #: record-store write-behind (``state.writebehind``): records queued for the stored form at
+    #: most (count, bytes), how long ``add`` waits for room before ``RecordBacklog``, writer
+    #: threads; runtime settings, not persisted
+    record_queue_max_items: int = 4096
+    record_queue_max_bytes: int = 128 * 1024 * 1024
+    record_queue_wait_s: float = 5.0
+    record_writers: int = 2
     #: how long own uploads are remembered for the ``missed`` check of remote updates
     replication_window_s: float = 60.0
     #: index specs for reference banks (default: exact flat, banks are curated and smaller)
@@ -324,11 +333,18 @@ class Memory:
         self.lock = threading.RLock()
         self.uploads = Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
         self.banks: dict[str, Collection] = {}
+        c = self.config
+        #: new records reach the stored form through a bounded write-behind, off the lock
+        writes = None if record_store is None else WriteBehind(
+            record_store, max_items=c.record_queue_max_items,
+            max_bytes=c.record_queue_max_bytes, wait_s=c.record_queue_wait_s,
+            writers=c.record_writers)
         self.records = RecordCache(
-            max_items=self.config.records_max_items,
-            max_bytes=self.config.records_max_bytes,
+            max_items=c.records_max_items,
+            max_bytes=c.records_max_bytes,
             backing=record_store,
             loader=loader,
+            writes=writes,
         )
         #: feed position: "topic/partition" -> next offset to read
         self.positions: dict[str, int] = {}
@@ -408,7 +424,8 @@ class Memory:
         q = rec.meta.get("pdq_quality")
         return q is None or q >= self.config.pdq_min_quality
 
-    def _add_many(self, recs: list[ImageRecord], *, local: bool) -> list[bool]:
+    def _add_many(self, recs: list[ImageRecord], *, local: bool,
+                  slot: Slot | None = None) -> list[bool]:
         by_bank: dict[str | None, list[int]] = {}
         for i, r in enumerate(recs):
             by_bank.setdefault(r.bank, []).append(i)
@@ -424,15 +441,37 @@ class Memory:
             self._prune_recent(time.time())
         for r, flag in zip(recs, new, strict=True):
             if flag:
-                self.records.put(r, persist=local)
+                self.records.put(r)
                 if local and r.bank is None:
                     self._recent.append((r.ts, r.key))
+            if slot is not None:
+                # queued for the stored form (no I/O here). A key already present is a replay
+                # (an event read again after a kill, a rebalance or a failed flush): its record is
+                # written again, since its first write may never have happened (idempotent)
+                slot.submit(r if flag else (self.records.peek(r.key) or r))
         return new
+
+    def _reserve(self, recs: list[ImageRecord]) -> Slot | None:
+        """Room in the write-behind for ``recs``, taken before they are indexed and outside the
+        lock (it may wait while the queue is full; ``RecordBacklog`` when it stays full)."""
+        writes = self.records.writes
+        if writes is None:
+            return None
+        return writes.reserve(len(recs), sum(r.nbytes() for r in recs))
+
+    def flush_records(self, timeout_s: float, *, until=None) -> None:
+        """Wait until every record added so far is in the record store (``WriteBehind.flush``;
+        ``RecordFlushTimeout`` when not within ``timeout_s``). A no-op without a record store."""
+        if self.records.writes is not None:
+            self.records.writes.flush(timeout_s, until=until)
 
     def add(self, rec: ImageRecord) -> bool:
         """Add a record produced on this replica. Returns False when its key is already present.
 
         Stamps ``origin``/``ts`` when unset. After a True, publish ``encode_update(rec)``.
+        With a record store, the record's write is queued (``WriteBehind``): room is reserved
+        first, outside the lock (waits while the queue is full, ``RecordBacklog`` when it stays
+        full; the record is then not added); ``flush_records`` makes it durable.
         """
         if not rec.origin:
             rec.origin = self.replica_id
@@ -440,8 +479,13 @@ class Memory:
             rec.ts = time.time()
         if rec.model is None:
             rec.model = self.identity
-        with self.lock, omp_threads(self.config.threads):
-            return self._add_many([rec], local=True)[0]
+        slot = self._reserve([rec])
+        try:
+            with self.lock, omp_threads(self.config.threads):
+                return self._add_many([rec], local=True, slot=slot)[0]
+        finally:
+            if slot is not None:
+                slot.release()
 
     def add_to_bank(self, bank: str, recs: list[ImageRecord]) -> list[bool]:
         """Load images into a reference bank (publish their updates too, to replicate it)."""
@@ -451,8 +495,13 @@ class Memory:
             r.origin = r.origin or self.replica_id
             r.ts = r.ts or now
             r.model = r.model or self.identity
-        with self.lock, omp_threads(self.config.threads):
-            return self._add_many(recs, local=True)
+        slot = self._reserve(recs)
+        try:
+            with self.lock, omp_threads(self.config.threads):
+                return self._add_many(recs, local=True, slot=slot)
+        finally:
+            if slot is not None:
+                slot.release()
 
     def apply(self, data: bytes, *, position: tuple[str, int, int] | None = None) -> Applied:
         """Apply one update from the index-updates topic (idempotent; own updates are no-ops).
@@ -548,9 +597,12 @@ class Memory:
                     "hits": cs.hits,
                     "misses": cs.misses,
                     "fetched": cs.fetched,
+                    "from_queue": cs.queued,
                     "recomputed": cs.recomputed,
                     "lost": cs.lost,
                     "evicted": cs.evicted,
+                    "writes": (None if self.records.writes is None
+                               else self.records.writes.snapshot()),
                 },
                 "updates_applied": self._applied,
                 "updates_replayed": self._replayed,

@@ -7,7 +7,9 @@ height, PDQ quality, where the image came from). New feature fields need no chan
 ``RecordCache`` keeps the recently used records in memory, bounded by count *and* bytes. On a
 miss it asks the backing ``RecordStore`` (the stored form, e.g. ``BlobRecordStore`` in object
 storage), then an optional ``loader`` (recompute, e.g. refetch the image and re-extract), and
-returns ``None`` when neither has it.
+returns ``None`` when neither has it. With a write-behind (``state.writebehind.WriteBehind``),
+writes to the stored form are queued and written by background threads; a record still queued
+is served from the queue on a miss.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +27,9 @@ from dupstream.core.errors import BlobNotFound, DupstreamError, StateError
 from dupstream.state.blobstore import BlobStore
 from dupstream.state.codec import pack, unpack
 from dupstream.state.idmap import key64
+
+if TYPE_CHECKING:
+    from dupstream.state.writebehind import WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +147,8 @@ class BlobRecordStore:
 class CacheStats:
     hits: int = 0
     misses: int = 0  # not in memory
-    fetched: int = 0  # of the misses: found in the stored form
+    fetched: int = 0  # of the misses: found in the stored form (its write queue included)
+    queued: int = 0  # of the fetched: served from the write-behind queue (not yet written)
     recomputed: int = 0  # of the misses: rebuilt by the loader
     lost: int = 0  # of the misses: nowhere
     evicted: int = 0
@@ -159,6 +165,7 @@ class RecordCache:
         max_bytes: int = 512 * 1024 * 1024,
         backing: RecordStore | None = None,
         loader: Callable[[RecordKey], ImageRecord | None] | None = None,
+        writes: WriteBehind | None = None,
     ) -> None:
         if max_items <= 0 or max_bytes <= 0:
             raise StateError("record cache bounds must be positive")
@@ -166,6 +173,8 @@ class RecordCache:
         self.max_bytes = max_bytes
         self.backing = backing
         self.loader = loader
+        #: writes to ``backing`` go through this queue when set (else synchronously)
+        self.writes = writes
         self.stats = CacheStats()
         self._lru: OrderedDict[RecordKey, tuple[ImageRecord, int]] = OrderedDict()
         self._bytes = 0
@@ -196,8 +205,11 @@ class RecordCache:
             self.stats.evicted += 1
 
     def put(self, rec: ImageRecord, *, persist: bool = False) -> None:
-        """Keep ``rec`` as most recent; with ``persist`` also write it to the stored form."""
-        if persist and self.backing is not None:
+        """Keep ``rec`` as most recent; with ``persist`` also write it to the stored form
+        (queued, when there is a write-behind)."""
+        if persist and self.writes is not None:
+            self.writes.submit(rec)
+        elif persist and self.backing is not None:
             try:
                 self.backing.put(rec)
             except DupstreamError as exc:
@@ -224,14 +236,20 @@ class RecordCache:
                 self.stats.hits += 1
                 return hit[0]
             self.stats.misses += 1
-        rec = self.backing.get(key) if self.backing is not None else None
+        rec = self.writes.get(key) if self.writes is not None else None
+        if rec is not None:
+            self.stats.queued += 1
+        elif self.backing is not None:
+            rec = self.backing.get(key)
         if rec is not None:
             self.stats.fetched += 1
         elif self.loader is not None:
             rec = self.loader(key)
             if rec is not None:
                 self.stats.recomputed += 1
-                if self.backing is not None:
+                if self.writes is not None:
+                    self.writes.offer(rec)  # best effort: a full queue skips it (recomputable)
+                elif self.backing is not None:
                     self.backing.put(rec)
         if rec is None:
             self.stats.lost += 1

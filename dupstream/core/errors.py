@@ -131,6 +131,22 @@ class ModelMismatch(StateError):
     reason = "model_mismatch"
 
 
+class RecordBacklog(StateError):
+    """The record store's write-behind queue stayed full (the store is down or slower than the
+    stream): the image was not added; retry it later (transient)."""
+
+    reason = "record_backlog"
+    transient = True
+
+
+class RecordFlushTimeout(StateError):
+    """Records added before a flush were not all written to the record store within its timeout
+    (transient: they stay queued and are retried)."""
+
+    reason = "record_flush_timeout"
+    transient = True
+
+
 class DeliveryError(DupstreamError):
     """A verdict or dead-letter record could not be delivered to Kafka (transient)."""
 
