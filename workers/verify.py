@@ -11,7 +11,7 @@ moment). Pure functions over numpy arrays; no I/O, no models.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -81,8 +81,8 @@ class Registration:
 
     verified: bool
     method: str  # "sparse" | "dense" | "none"
-    scale: float
-    rotation_deg: float
+    scale: float  # thumb px, or image px when register() is given the original sizes
+    rotation_deg: float  # degrees, counter-clockwise as seen (cv2 / PIL convention)
     flip: bool  # the reference is mirrored (left-right) before the rotation
     tx: float  # offset of the reference origin in the query, / query width
     ty: float  # ... / query height
@@ -160,7 +160,8 @@ def _decompose(m: np.ndarray) -> tuple[float, float, bool]:
     if flip:
         lin = lin @ np.diag([-1.0, 1.0])
     scale = math.sqrt(abs(float(np.linalg.det(lin))))
-    rot = math.degrees(math.atan2(lin[1, 0], lin[0, 0]))
+    # counter-clockwise as seen on screen (y down), like cv2.getRotationMatrix2D / PIL rotate
+    rot = -math.degrees(math.atan2(lin[1, 0], lin[0, 0]))
     return scale, rot, flip
 
 
@@ -271,11 +272,24 @@ def _sparse(q: np.ndarray, r: np.ndarray, fit: SparseFit, picture: np.ndarray,
                   qshape=qshape, rshape=rshape)
 
 
-def register(query: np.ndarray, reference: np.ndarray) -> Registration:
+def register(query: np.ndarray, reference: np.ndarray, *,
+             query_size: tuple[int, int] | None = None,
+             ref_size: tuple[int, int] | None = None) -> Registration:
     """Register ``reference`` onto ``query`` (two registration thumbs, grey uint8).
 
     Sparse first: the query as it is, then mirrored (unless the first verified); the dense
-    (ECC) alignment only when features are too few for the sparse fit."""
+    (ECC) alignment only when features are too few for the sparse fit. ``scale`` is in thumb
+    pixels unless the original images' sizes (w, h) are given, then in image pixels (query
+    size / reference size); rotation and the normalised offsets do not depend on it."""
+    reg = _register(query, reference)
+    if query_size and ref_size and query_size[0] > 0 and ref_size[0] > 0:
+        fq = query.shape[1] / query_size[0]
+        fr = reference.shape[1] / ref_size[0]
+        reg = replace(reg, scale=reg.scale * fr / fq)
+    return reg
+
+
+def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
     if min(*qshape, *rshape) < MIN_SIDE:

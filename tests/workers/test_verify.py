@@ -85,10 +85,15 @@ def test_rotation_with_fill(photos, angle):
     query, _ = rotate_fill(ref, angle, fill=(20, 200, 40))
     r = reg(query, ref)
     assert r.verified and not r.flip
-    # cv2's angle is counter-clockwise in image axes (y down): -angle in our convention
-    err = (r.rotation_deg + angle + 180) % 360 - 180
+    # counter-clockwise as seen, like cv2.getRotationMatrix2D's angle
+    err = (r.rotation_deg - angle + 180) % 360 - 180
     assert abs(err) < ANGLE_TOL
     assert abs(r.scale / thumb_scale(query, ref, 1.0) - 1) < SCALE_TOL
+    # in image pixels when the original sizes are given
+    sized = register(registration_thumb(query), registration_thumb(ref),
+                     query_size=(query.shape[1], query.shape[0]),
+                     ref_size=(ref.shape[1], ref.shape[0]))
+    assert abs(sized.scale - 1) < SCALE_TOL
 
 
 def test_flip_and_crop_offset(photos):
@@ -241,7 +246,7 @@ def test_mnist_transform_is_recovered(mnist):
     r = register(copy, d)
     assert r.verified and r.method == "dense"
     assert abs(r.scale - 1.1) < 0.05
-    assert abs(r.rotation_deg + 15.0) < 3.0
+    assert abs(r.rotation_deg - 15.0) < 3.0
     got = np.array(r.matrix).reshape(3, 3)[:2]
     assert np.abs(got[:, :2] - m[:, :2]).max() < 0.05
     assert np.abs(got[:, 2] - m[:, 2]).max() < 1.0  # pixels of the 28-px digit
