@@ -479,6 +479,9 @@ class Memory:
             rec.ts = time.time()
         if rec.model is None:
             rec.model = self.identity
+        writes = self.records.writes
+        if writes is not None and writes.get(rec.key) is not None and rec.key in self:
+            return False  # present, and its write still queued: nothing to add or write again
         slot = self._reserve([rec])
         try:
             with self.lock, omp_threads(self.config.threads):

@@ -42,6 +42,12 @@ class Metrics:
                               "Events polled and not yet committed", registry=r)
         self.ready = Gauge("dupstream_stream_ready", "1 when the consumer is ready", registry=r)
         self.commits = Counter("dupstream_stream_commits_total", "Offset commits", registry=r)
+        self.record_queue = Gauge("dupstream_state_record_queue_depth_records",
+                                  "Records waiting to be written to the record store", registry=r)
+        self.record_write_failures = Counter(
+            "dupstream_state_record_write_failures_total",
+            "Failed record-store writes, by kind (transient: retried; permanent: given up)",
+            ["kind"], registry=r)
 
     def observe_stats(self, stats_json: str) -> None:
         """librdkafka statistics callback: per-partition consumer lag."""

@@ -14,7 +14,10 @@ small parts, each testable with in-process fakes of the Kafka clients (``ports``
 - ``checkpoint``: the commit position of a partition is its lowest unacknowledged offset, so a
   commit never passes a deferred event; positions are committed after every batch and whenever the
   stream is quiet (so the group's lag reaches 0);
-- ``snapshots``: snapshots of the index on a background thread.
+- ``snapshots``: snapshots of the index on a background thread;
+- ``records``: the record store's write-behind (``state.writebehind``), flushed before every
+  commit, so a committed event's record is in the record store (no flush, no commit: the events
+  stay uncommitted and a later commit, or the next owner's replay, covers them).
 
 A stop request (SIGINT/SIGTERM -> ``stop()``) is seen within ``batch_wait_s`` while polling, and
 every wait on the network (fetches, delivery) gives up ``stop_grace_s`` after it; events whose
@@ -30,9 +33,10 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer
 
-from dupstream.core.errors import DeliveryError
+from dupstream.core.errors import DeliveryError, RecordFlushTimeout
 from dupstream.engine import Deduper
 from dupstream.state.records import ImageRecord
+from dupstream.state.writebehind import WriteBehind
 from dupstream.stream.blobs import ObjectStore
 from dupstream.stream.checkpoint import Checkpoint
 from dupstream.stream.consumer import Partitions, Rebalance, usable
@@ -81,6 +85,8 @@ class StreamService:
         delivery_deadline_s: float | None = None,
         max_deferred: int | None = None,
         stop_grace_s: float = 5.0,
+        records: WriteBehind | None = None,
+        record_flush_s: float = 10.0,
         consumer_factory: Callable[[dict], KafkaConsumer] = Consumer,
         producer_factory: Callable[[dict], KafkaProducer] = Producer,
     ) -> None:
@@ -106,6 +112,9 @@ class StreamService:
         self.updates_topic = updates_topic
         self.feed = feed
         self.snapshotter = snapshotter
+        #: the record store's write-behind, flushed (within ``record_flush_s``) before commits
+        self.records, self.record_flush_s = records, record_flush_s
+        self._record_failures = {"transient": 0, "permanent": 0}
         self._consumer_factory, self._producer_factory = consumer_factory, producer_factory
 
         self._stop = threading.Event()
@@ -233,15 +242,41 @@ class StreamService:
             self.commit()  # quiet: commit what the last batches covered (lag reaches 0)
         self.metrics.inflight.set(self.checkpoint.outstanding())
         self.metrics.index_size.set(len(self.deduper))
+        self._export_records()
         return bool(msgs)
 
     def commit(self) -> bool:
         if self.consumer is None:
             return False
+        if self.checkpoint.pending() and not self._records_flushed():
+            return False
         if self.checkpoint.commit(self.consumer):
             self.metrics.commits.inc()
             return True
         return False
+
+    def _records_flushed(self) -> bool:
+        """Before a commit: the records added so far are in the record store (at-least-once for
+        records too). False when they are not within ``record_flush_s`` (or a stop's grace)."""
+        if self.records is None:
+            return True
+        try:
+            self.records.flush(self.record_flush_s, until=self._give_up_at)
+        except RecordFlushTimeout as exc:
+            log.warning("not committing: %s", exc)
+            return False
+        return True
+
+    def _export_records(self) -> None:
+        if self.records is None:
+            return
+        s = self.records.snapshot()
+        self.metrics.record_queue.set(s["queued"])
+        for kind, n in (("transient", s["retried"]), ("permanent", s["dropped"])):
+            if n > self._record_failures[kind]:
+                self.metrics.record_write_failures.labels(kind=kind).inc(
+                    n - self._record_failures[kind])
+                self._record_failures[kind] = n
 
     def _follow_feed(self) -> None:
         """Apply the index updates that arrived; publish corrected verdicts for late matches."""
@@ -262,6 +297,11 @@ class StreamService:
             left = self._grace_left()
             self.producer.flush(self.delivery_timeout_s if left is None
                                 else min(self.delivery_timeout_s, left))
+        if self.records is not None:  # drain the record writes within the grace
+            left = self._grace_left()
+            self.records.stop(self.record_flush_s if left is None
+                              else min(self.record_flush_s, left))
+            self._export_records()
         if self.consumer is not None:
             try:
                 self.consumer.close()

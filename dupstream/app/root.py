@@ -57,6 +57,10 @@ def memory_config(state: StateSettings, *, dim: int = 512) -> MemoryConfig:
         scope=state.scope,
         records_max_items=state.records_max_items,
         records_max_bytes=state.records_max_bytes,
+        record_queue_max_items=state.record_queue_max_items,
+        record_queue_max_bytes=state.record_queue_max_bytes,
+        record_queue_wait_s=state.record_queue_wait_s,
+        record_writers=state.record_writers,
         replication_window_s=state.replication_window_s,
         allow_model_mismatch=state.allow_model_mismatch,
     )
@@ -193,6 +197,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
         max_blob_bytes=s3.max_blob_bytes, batch_max=settings.batch.max_events,
         batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
         transient_budget_s=s3.transient_budget_s,
+        records=memory.records.writes, record_flush_s=st.record_flush_timeout_s,
     )
     return Service(service=service, metrics=metrics, memory=memory, snapshot_id=snapshot_id,
                    metrics_port=settings.metrics_port or None)

@@ -91,6 +91,16 @@ class StateSettings(BaseModel):
     index_nprobe: int = 32
     records_max_items: int = 100_000
     records_max_bytes: int = 512 * 1024 * 1024
+    #: record-store write-behind: records waiting to be written to object storage, at most this
+    #: many and bytes; a full queue holds up adding an image for up to record_queue_wait_s, then
+    #: the event is retried later (deferred); record_writers threads write them
+    record_queue_max_items: int = Field(default=4096, gt=0)
+    record_queue_max_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    record_queue_wait_s: float = Field(default=5.0, ge=0)
+    record_writers: int = Field(default=2, gt=0)
+    #: how long a commit waits for the records its events added to be written (not written by
+    #: then: no commit yet, the records stay queued and are retried)
+    record_flush_timeout_s: float = Field(default=10.0, gt=0)
     replication_window_s: float = 60.0
     replica_id: str | None = None
     #: use a snapshot / index updates written by another model (embedder or weights) instead of
