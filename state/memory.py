@@ -8,6 +8,12 @@
   ``update_key(record)`` to the compacted index-updates topic, and ``apply`` every update read
   back from that topic, own ones included. ``apply`` is idempotent (a key already present is a
   no-op), so replicas that applied the same set of updates hold the same images.
+- *Removal* (take-downs): ``remove`` a key locally and publish ``encode_removal(key)`` under the
+  same Kafka key as the image's add (``update_key``), so compaction keeps only the removal. A
+  removed key is a tombstone: its rows stay in the indexes but it is never a candidate again, its
+  record is dropped, and re-adding the same key is a no-op (image ids are not reused). Tombstones
+  travel in snapshots. Releases before removals skip a removal update as "not a version-1 index
+  update" (logged), so the format stays backward compatible.
 
 Tenant scoping: with ``scope="tenant"`` (the default) a lookup matches only images of the query's
 tenant; ``scope="global"`` matches across tenants. Reference banks are matched for every tenant
@@ -138,11 +144,23 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Removal:
+    """A take-down from the index-updates feed: forget ``key`` everywhere."""
+
+    key: RecordKey
+    origin: str = ""
+    ts: float = 0.0
+
+
+@dataclass(frozen=True)
 class Applied:
+    #: the added record; for a removal, a key-only stub (no arrays) of the removed image
     record: ImageRecord
     new: bool  # False: already present (a replay, or our own update coming back)
     lag_s: float | None  # now - record.ts, for updates from other replicas
     missed: list[RecordKey]  # own uploads judged without this record: re-judge them
+    #: True when the update was a removal (``record`` is then the stub)
+    removed: bool = False
 
 
 def _index_for(spec: IndexSpec) -> VectorIndex:
@@ -312,6 +330,33 @@ def decode_update(data: bytes) -> ImageRecord:
     return rec
 
 
+def encode_removal(key: RecordKey, *, origin: str = "", ts: float = 0.0) -> bytes:
+    """``{"v": 1, "op": "remove", "k": [bank, tenant, image_id], "o": origin, "ts": ts}``:
+    publish it under ``pack(list(key))`` (the same Kafka key as the image's add)."""
+    bank, tenant, image_id = key
+    return pack({"v": UPDATE_VERSION, "op": "remove", "k": [bank, tenant, image_id],
+                 "o": origin, "ts": float(ts)})
+
+
+def decode_message(data: bytes) -> ImageRecord | Removal:
+    """An index update of either kind: an added record, or a ``Removal``."""
+    msg = unpack(data)
+    if isinstance(msg, dict) and msg.get("v") == UPDATE_VERSION and msg.get("op") == "remove":
+        k = msg.get("k")
+        if (not isinstance(k, list) or len(k) != 3 or not isinstance(k[2], str)
+                or not all(x is None or isinstance(x, str) for x in k[:2])):
+            raise StateError("malformed removal update")
+        return Removal((k[0], k[1], k[2]), origin=str(msg.get("o") or ""),
+                       ts=float(msg.get("ts") or 0.0))
+    return decode_update(data)
+
+
+def _stub(key: RecordKey, origin: str, ts: float) -> ImageRecord:
+    bank, tenant, image_id = key
+    return ImageRecord(image_id, tenant, "", np.zeros((0, 32), np.uint8), bank=bank,
+                       origin=origin, ts=ts)
+
+
 class Memory:
     """Index + exact + PDQ + records + reference banks of one replica (thread-safe)."""
 
@@ -356,6 +401,8 @@ class Memory:
         self._replayed = 0
         self._refused = 0
         self._unidentified = 0
+        #: tombstones: keys removed (take-downs); never candidates again (persisted in snapshots)
+        self.removed: set[RecordKey] = set()
 
     # -- collections -------------------------------------------------------------------------
     def _pdq_params(self) -> dict[str, int]:
@@ -506,6 +553,23 @@ class Memory:
             if slot is not None:
                 slot.release()
 
+    def remove(self, key: RecordKey) -> bool:
+        """Forget a stored image (a take-down) on this replica: it is never a candidate again
+        and its record is dropped. Returns False when the key is unknown or already removed.
+        After a True, publish ``encode_removal(key, ...)`` so every replica forgets it."""
+        with self.lock:
+            return self._remove(key)
+
+    def _remove(self, key: RecordKey) -> bool:
+        if key in self.removed or key not in self:
+            return False
+        self.removed.add(key)
+        self.records.discard(key)
+        return True
+
+    def is_removed(self, key: RecordKey) -> bool:
+        return key in self.removed
+
     def apply(self, data: bytes, *, position: tuple[str, int, int] | None = None) -> Applied:
         """Apply one update from the index-updates topic (idempotent; own updates are no-ops).
 
@@ -516,15 +580,27 @@ class Memory:
     def apply_many(
         self, batch: list[bytes], *, positions: list[tuple[str, int, int]] | None = None
     ) -> list[Applied]:
-        recs = [decode_update(d) for d in batch]
+        msgs = [decode_message(d) for d in batch]
+        recs = [m for m in msgs if isinstance(m, ImageRecord)]
         now = time.time()
         with self.lock, omp_threads(self.config.threads):
             for rec in recs:  # all admitted first: a foreign update changes nothing
                 self._admit(rec)
-            new = self._add_many(recs, local=False)
+            added = iter(self._add_many(recs, local=False))
             out = []
             self._prune_recent(now)
-            for rec, flag in zip(recs, new, strict=True):
+            for msg in msgs:
+                if isinstance(msg, Removal):  # after the adds before it in the batch
+                    # a removal may arrive before its add (another partition): remembered, so
+                    # the add is then never a candidate either
+                    fresh = msg.key not in self.removed
+                    self.removed.add(msg.key)
+                    self.records.discard(msg.key)
+                    self._applied += 1
+                    out.append(Applied(_stub(msg.key, msg.origin, msg.ts), fresh, None, [],
+                                       removed=True))
+                    continue
+                rec, flag = msg, next(added)
                 remote = rec.origin != self.replica_id
                 lag = max(0.0, now - rec.ts) if remote and rec.ts else None
                 if lag is not None:
@@ -577,12 +653,15 @@ class Memory:
                 )
         out: dict[RecordKey, Candidate] = {}
         for c in found:
-            if c.key != query.key and c.key not in out:
+            if c.key != query.key and c.key not in out and c.key not in self.removed:
                 out[c.key] = c
         return list(out.values())
 
     def record(self, key: RecordKey) -> ImageRecord | None:
-        """The full record of a stored image: LRU, then the stored form, then the loader."""
+        """The full record of a stored image: LRU, then the stored form, then the loader (None
+        for a removed image)."""
+        if key in self.removed:
+            return None
         return self.records.get(key)
 
     def stats(self) -> dict[str, Any]:
@@ -611,6 +690,7 @@ class Memory:
                 "updates_replayed": self._replayed,
                 "updates_refused": self._refused,
                 "updates_unidentified": self._unidentified,
+                "removed": len(self.removed),
                 "model": None if self.identity is None else self.identity.to_dict(),
                 "replication_lag_s": self._lag_last,
                 "replication_lag_max_s": self._lag_max,

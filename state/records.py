@@ -222,6 +222,13 @@ class RecordCache:
         with self._lock:
             self._insert(rec)
 
+    def discard(self, key: RecordKey) -> None:
+        """Drop ``key`` from the LRU (a removed image); the stored form is left as it is."""
+        with self._lock:
+            old = self._lru.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+
     def peek(self, key: RecordKey) -> ImageRecord | None:
         """In-memory lookup only; does not touch recency or the stored form."""
         with self._lock:

@@ -93,6 +93,9 @@ def _serialize(memory: Memory) -> tuple[dict[str, bytes], dict[str, Any]]:
             "model": None if memory.identity is None else memory.identity.to_dict(),
             "collections": collections,
             "records": len(memory.records),
+            #: tombstones of removed images (absent in snapshots written before removals)
+            "removed": sorted([list(k) for k in memory.removed],
+                              key=lambda k: [str(x) for x in k]),
         }
     return blobs, fields
 
@@ -251,6 +254,7 @@ def load_snapshot(
             memory.records.put(record_from_wire(w))
         offsets = {str(k): int(v) for k, v in manifest["offsets"].items()}
         memory.positions = dict(offsets)
+        memory.removed = {(k[0], k[1], k[2]) for k in manifest.get("removed", [])}
     except BlobNotFound as exc:
         raise StateError(f"snapshot {snap_id}: a blob is missing ({exc})") from exc
     except (KeyError, TypeError) as exc:
