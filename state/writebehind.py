@@ -38,6 +38,9 @@ from dupstream.state.records import ImageRecord, RecordKey, RecordStore
 
 log = logging.getLogger(__name__)
 
+#: a permanent failure is logged once per reason in this many seconds (each one is counted)
+LOG_EVERY_S = 60.0
+
 
 def is_transient(exc: BaseException) -> bool:
     """A failure worth retrying: a transient ``DupstreamError`` (the S3 adapter's mapping) or an
@@ -126,6 +129,7 @@ class WriteBehind:
         self._delay = retry_min_s
         self._generation = 0
         self._threads: list[threading.Thread] = []
+        self._logged_at: dict[str, float] = {}
 
     # -- sizes -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -301,6 +305,17 @@ class WriteBehind:
             self._cond.wait()
         return None
 
+    def _log_permanent(self, entry: _Entry, err: BaseException) -> None:
+        """(Under the condition.) One line per reason a minute at most: a misconfigured store
+        (a bad bucket, no permission) refuses every write."""
+        reason = getattr(err, "reason", type(err).__name__)
+        now = time.monotonic()
+        if now - self._logged_at.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+            return
+        self._logged_at[reason] = now
+        log.error("record %s not written to the record store (%s, permanent; %d writes given "
+                  "up so far): %s", entry.rec.key, reason, self.stats.dropped, err)
+
     def _run(self, gen: int) -> None:
         while True:
             with self._cond:
@@ -329,7 +344,5 @@ class WriteBehind:
                 else:
                     self._drop(entry)
                     self.stats.dropped += 1
-                    reason = getattr(err, "reason", type(err).__name__)
-                    log.error("record %s not written to the record store (%s, permanent): %s",
-                              entry.rec.key, reason, err)
+                    self._log_permanent(entry, err)
                 self._cond.notify_all()
