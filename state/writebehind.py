@@ -258,6 +258,7 @@ class WriteBehind:
     def stop(self, timeout_s: float) -> bool:
         """Drain within ``timeout_s``, then stop the writers. Returns whether the queue was
         drained; records left are kept queued (logged)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
         try:
             self.flush(timeout_s)
             drained = True
@@ -268,8 +269,8 @@ class WriteBehind:
             self._generation += 1  # the current writers exit after their write in hand
             threads, self._threads = self._threads, []
             self._cond.notify_all()
-        for t in threads:
-            t.join(0.5)
+        for t in threads:  # a writer stuck in a hung put is a daemon: not waited for past it
+            t.join(max(0.0, min(0.5, deadline - time.monotonic())))
         return drained
 
     # -- writers ---------------------------------------------------------------------------
