@@ -60,21 +60,22 @@ def exit_code_for(exc: DupstreamError) -> ExitCode:
         return ExitCode.STATE
     return ExitCode.ERROR
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
-
-
 def _iter_paths(paths: Sequence[str]) -> Iterator[Path]:
     """Files in the given order; a directory contributes its image files sorted by path."""
-    for p in map(Path, paths):
-        if p.is_dir():
-            yield from sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            yield p
+    from dupstream.app.scanner import collect
+
+    yield from collect(paths).files
 
 
 def _open_out(path: str | None):
-    return open(path, "w") if path and path != "-" else sys.stdout
+    """The output file (``-`` or none: stdout); one line and exit 2 when it cannot be written."""
+    if not path or path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w")
+    except OSError as exc:
+        print(f"dupstream: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(ExitCode.USAGE) from None
 
 
 def _read(path: Path) -> bytes:
@@ -84,40 +85,73 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _quiet_warnings() -> None:
+    """Library deprecation chatter (torch's FutureWarnings, ...) stays off stderr unless -v."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+
+
 # -- scan ----------------------------------------------------------------------------------------
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dupstream.engine import Failed, Upload
+    from dupstream.app.scanner import collect, judge_files
     from dupstream.engine.build import build_deduper
 
+    found = collect(args.paths)
+    if found.missing:  # before any model loads: a typo costs nothing
+        for m in found.missing:
+            print(f"dupstream: not found: {m}", file=sys.stderr)
+        return ExitCode.USAGE
+    out = _open_out(args.out)  # unwritable: one line, exit 2, before the models load
+    quiet = args.quiet
+    t0 = time.perf_counter()
+    if not quiet:
+        print(f"loading models ({args.embedder}, detector {args.detector}) ...", file=sys.stderr,
+              flush=True)
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
     deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error
-    paths = list(_iter_paths(args.paths))
-    out = _open_out(args.out)
+    if not quiet:
+        print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     counts: dict[str, int] = {}
+    failed: list[dict] = []
     try:
-        bar = tqdm(total=len(paths), unit="img", disable=args.quiet or not sys.stderr.isatty())
-        for start in range(0, len(paths), args.batch):
-            chunk = paths[start : start + args.batch]
-            uploads = [Upload(str(p), _read(p), args.tenant) for p in chunk]
-            for res in deduper.process(uploads):
-                if isinstance(res, Failed):
-                    row = {"image_id": res.image_id, "verdict": None, "match_id": None,
-                           "probability": None, "error": res.error.reason,
-                           "message": str(res.error)}
-                    counts["error"] = counts.get("error", 0) + 1
-                else:
-                    row = res.model_dump(mode="json")
-                    counts[res.verdict] = counts.get(res.verdict, 0) + 1
-                out.write(json.dumps(row) + "\n")
-            bar.update(len(chunk))
+        bar = tqdm(total=len(found.files), unit="img", disable=quiet or not sys.stderr.isatty())
+        for row in judge_files(deduper, found.files, tenant=args.tenant, batch=args.batch):
+            if row.get("error"):
+                counts["error"] = counts.get("error", 0) + 1
+                failed.append(row)
+            else:
+                counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+            out.write(json.dumps(row) + "\n")
+            bar.update(1)
         bar.close()
+        out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"scanned {len(paths)} images: {json.dumps(counts)}", file=sys.stderr)
+    print(f"scanned {len(found.files)} images: {json.dumps(counts)}", file=sys.stderr)
+    if found.skipped:
+        print(f"skipped {sum(found.skipped.values())} files: {json.dumps(dict(found.skipped))}",
+              file=sys.stderr)
+    for row in failed:
+        print(f"failed: {row['image_id']}: {row['error']}: {row['message']}", file=sys.stderr)
+    if failed and not args.allow_errors:
+        return ExitCode.INPUT_ERRORS
     return ExitCode.OK
 
 
@@ -362,8 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("paths", nargs="+", help="image files and/or directories")
     scan.add_argument("--out", help="write JSON lines here (default: stdout)")
     scan.add_argument("--tenant", help="tenant to scope the scan to")
-    scan.add_argument("--batch", type=int, default=16, help="images per model batch")
-    scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scan.add_argument("--batch", type=_positive_int, default=16, help="images per model batch")
+    scan.add_argument("--allow-errors", action="store_true",
+                      help="exit 0 even when some files fail (default: exit 1, INPUT_ERRORS)")
+    scan.add_argument("-q", "--quiet", action="store_true",
+                      help="no model-loading line, no progress bar")
     _add_model_args(scan)
     scan.set_defaults(func=cmd_scan)
 
@@ -480,8 +517,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.verbose else logging.CRITICAL)
     from dupstream.app.startup import Interrupted
 
+    if not args.verbose:
+        _quiet_warnings()
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
     except DupstreamError as exc:
         print(f"dupstream: {exc.reason}: {exc}", file=sys.stderr)
         return exit_code_for(exc)

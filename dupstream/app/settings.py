@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dupstream.core.errors import ConfigError
@@ -172,7 +172,9 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{yaml_path}: top level must be a mapping")
         try:
             env = cls()  # env + defaults
-        except ValueError as exc:  # pydantic's ValidationError: a bad DUPSTREAM_* value
+        except ValidationError as exc:  # a bad DUPSTREAM_* value: name the variable
+            raise ConfigError(_describe(exc, env=True)) from exc
+        except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         merged = _deep_merge(data, env.model_dump(exclude_unset=True))
         try:
@@ -197,3 +199,34 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
         else:
             out[key] = value
     return out
+            unknown = _unknown_keys(cls, data)
+            if unknown:
+                raise ConfigError(f"{yaml_path}: unknown setting(s) {', '.join(unknown)} "
+                                  "(see README, Configuration)")
+        except ValidationError as exc:  # a bad YAML value (env values passed above)
+            raise ConfigError(_describe(exc, env=False, source=yaml_path)) from exc
+def _describe(exc: ValidationError, *, env: bool, source: str | Path | None = None) -> str:
+    """One line per bad value, naming the environment variable or the YAML key."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ())]
+        where = ("DUPSTREAM_" + "__".join(loc).upper() if env
+                 else f"{source or 'settings'}: {'.'.join(loc)}")
+        parts.append(f"{where}={err.get('input')!r}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys of a YAML mapping that no field of ``model`` (recursively) has."""
+    out = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out.append(prefix + str(key))
+            continue
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):
+            out += _unknown_keys(sub, value, f"{prefix}{key}.")
+    return out
+
+

@@ -1,0 +1,100 @@
+"""``dupstream scan`` over local files: which files, in which order, and one row per image.
+
+Pure orchestration over a ``Deduper``: the CLI and the Python API (``dupstream.api``) share it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: file name endings ``scan`` treats as images when it walks a directory
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclass
+class FileSet:
+    """The files a scan will judge, in order, and what it left out and why."""
+
+    files: list[Path] = field(default_factory=list)
+    #: paths given on the command line that do not exist
+    missing: list[str] = field(default_factory=list)
+    #: files found in directories but not scanned, counted by reason (e.g. ``not an image (.txt)``)
+    skipped: Counter = field(default_factory=Counter)
+
+
+def collect(paths: Sequence[str | os.PathLike]) -> FileSet:
+    """Files in the given order; a directory contributes its image files sorted by path (hidden
+    files and folders left out). A file named explicitly is always scanned."""
+    out = FileSet()
+    seen: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p).parts
+                if not f.is_file():
+                    continue
+                if any(part.startswith(".") for part in rel):
+                    out.skipped["hidden"] += 1
+                elif f.suffix.lower() not in IMAGE_SUFFIXES:
+                    out.skipped[f"not an image ({f.suffix.lower() or 'no suffix'})"] += 1
+                elif f not in seen:
+                    seen.add(f)
+                    out.files.append(f)
+        elif p.exists():
+            if p not in seen:
+                seen.add(p)
+                out.files.append(p)
+        else:
+            out.missing.append(str(p))
+    return out
+
+
+def read_bytes(path: Path) -> tuple[bytes, str | None]:
+    """The file's bytes, or ``b""`` and why it could not be read."""
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return b"", f"{exc.strerror or exc}"
+
+
+def judge_files(
+    deduper: Any,
+    files: Iterable[Path],
+    *,
+    tenant: str | None = None,
+    batch: int = 16,
+    on_row: Callable[[dict], None] | None = None,
+) -> Iterator[dict]:
+    """One JSON-ready row per file, in order, each judged against everything before it
+    (and everything already in the deduper's memory)."""
+    from dupstream.core.errors import ImageError
+    from dupstream.engine import Failed, Upload
+
+    files = list(files)
+    for start in range(0, len(files), batch):
+        chunk = files[start : start + batch]
+        uploads, unreadable = [], {}
+        for p in chunk:
+            data, why = read_bytes(p)
+            if why is not None:
+                unreadable[str(p)] = why
+            uploads.append(Upload(str(p), data, tenant))
+        for res in deduper.process(uploads):
+            if isinstance(res, Failed):
+                err = res.error
+                if res.image_id in unreadable:
+                    err = ImageError(f"cannot read the file: {unreadable[res.image_id]}",
+                                     reason="image_unreadable")
+                row = {"image_id": res.image_id, "verdict": None, "match_id": None,
+                       "probability": None, "p_copy": None, "error": err.reason,
+                       "message": str(err)}
+            else:
+                row = res.model_dump(mode="json")
+            if on_row is not None:
+                on_row(row)
+            yield row
