@@ -115,6 +115,7 @@ class StreamService:
         #: the record store's write-behind, flushed (within ``record_flush_s``) before commits
         self.records, self.record_flush_s = records, record_flush_s
         self._record_failures = {"transient": 0, "permanent": 0}
+        self._records_behind = False  # the last flush before a commit timed out
         self._consumer_factory, self._producer_factory = consumer_factory, producer_factory
 
         self._stop = threading.Event()
@@ -264,7 +265,9 @@ class StreamService:
             self.records.flush(self.record_flush_s, until=self._give_up_at)
         except RecordFlushTimeout as exc:
             log.warning("not committing: %s", exc)
+            self._records_behind = True
             return False
+        self._records_behind = False
         return True
 
     def _export_records(self) -> None:
@@ -321,8 +324,8 @@ class StreamService:
             ahead, self._ahead = self._ahead, None
             self._finish(ahead)
         for attempt in range(3):  # a connection dropped just now: a failed commit means replays
-            if self.commit() or not self.checkpoint.pending():
-                break
+            if self.commit() or not self.checkpoint.pending() or self._records_behind:
+                break  # (records not written: waiting record_flush_s again would not help)
             if self._stop.is_set() and self._give_up_at() <= time.monotonic():
                 break
             time.sleep(0.2 * (attempt + 1))

@@ -243,3 +243,27 @@ def test_replayed_events_write_their_records_again():
     again = Counter(e[1] for e in rig.consumer.journal if e[0] == "put")
     assert all(again[k] == puts[k] + 1 for k in rig.images)
     assert rig.deduper.processed == {k: 2 for k in rig.images}
+
+
+def test_a_revoke_while_the_records_are_not_written_commits_none_of_them_and_waits_once():
+    rig, records, _ = make_rig(partitions=2, record_flush_s=0.3)
+    records.down = True
+    for i in range(4):
+        rig.upload(f"img-{i}", partition=i % 2)
+    rig.service.open()
+    drain(rig, lambda: len(rig.verdicts()) == 4)
+    took: list[float] = []
+
+    def revoke() -> None:
+        t0 = time.monotonic()
+        rig.consumer.revoke([P0])
+        took.append(time.monotonic() - t0)
+
+    rig.consumer.before_consume.append(revoke)
+    rig.service.step()
+    assert took and took[0] < 0.9  # one flush timeout, not one per commit attempt
+    assert rig.consumer.committed == {}  # the next owner of P0 replays (and writes the records)
+    records.down = False
+    drain(rig, lambda: rig.consumer.committed.get(P1) == 2)
+    assert P0 not in rig.consumer.committed
+    assert_commits_follow_record_writes(rig)
