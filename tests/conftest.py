@@ -113,3 +113,38 @@ def photos():
     from dupstream.lab.data.photos import load_photos
 
     return load_photos(["astronaut", "chelsea", "coffee", "rocket", "china", "grace_hopper"])
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory) -> Server:
+    """A real Milvus standalone server (PyPI ``milvus`` 2.3.x, in .servers/milvus, installed by
+    scripts/setup.sh) on a free port of 127.0.0.1, started once per session (~10-20 s) and
+    stopped at the end. Skips (with the reason) where it is not installed or pymilvus is not."""
+    py = SRV / "milvus" / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"{py} is missing: the Milvus server is not installed on this machine "
+                    "(scripts/setup.sh installs it where the milvus wheel can be installed)")
+    try:
+        import pymilvus  # noqa: F401
+    except ImportError:
+        pytest.skip("pymilvus is not installed (scripts/setup.sh installs it)")
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("milvus")
+    log, ready = tmp / "milvus.log", tmp / "ready"
+    proc = subprocess.Popen(
+        [str(py), str(ROOT / "scripts" / "milvus_server.py"), "--data-dir", str(tmp / "data"),
+         "--port", str(port), "--ready-file", str(ready)],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    server = Server(proc, port, log)
+    try:
+        _wait(lambda: ready.exists() or proc.poll() is not None, "Milvus server", timeout=120)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Milvus server exited: {log.read_text()[-2000:]}")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(milvus_server) -> str:
+    return f"http://127.0.0.1:{milvus_server.port}"
