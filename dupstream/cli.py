@@ -116,6 +116,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for m in found.missing:
             print(f"dupstream: not found: {m}", file=sys.stderr)
         return ExitCode.USAGE
+    groups_out = _open_out(args.groups) if args.groups else None
     out = _open_out(args.out)  # unwritable: one line, exit 2, before the models load
     quiet = args.quiet
     t0 = time.perf_counter()
@@ -129,6 +130,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     counts: dict[str, int] = {}
     failed: list[dict] = []
+    rows: list[dict] = []
     try:
         bar = tqdm(total=len(found.files), unit="img", disable=quiet or not sys.stderr.isatty())
         for row in judge_files(deduper, found.files, tenant=args.tenant, batch=args.batch):
@@ -138,6 +140,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             else:
                 counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
             out.write(json.dumps(row) + "\n")
+            rows.append(row)
             bar.update(1)
         bar.close()
         out.flush()
@@ -150,6 +153,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
               file=sys.stderr)
     for row in failed:
         print(f"failed: {row['image_id']}: {row['error']}: {row['message']}", file=sys.stderr)
+    from dupstream.app.groups import build_groups, summary
+    from dupstream.app.probe import Looker, file_facts
+
+    groups = build_groups(rows, facts=file_facts, look=Looker())
+    if groups_out is not None:
+        json.dump({"groups": [g.to_dict() for g in groups],
+                   "failed": [{"path": r["image_id"], "error": r["error"],
+                               "message": r["message"]} for r in failed]},
+                  groups_out, indent=1)
+        groups_out.write("\n")
+        if groups_out is not sys.stdout:
+            groups_out.close()
+    # the summary: on stdout when the rows went to a file, else after them on stderr
+    text = summary(groups)
+    print(f"{len(groups)} duplicate groups, {sum(len(g.members) - 1 for g in groups)} files "
+          "besides their keepers" + (":\n" + text if text else ""),
+          file=sys.stdout if args.out and args.out != "-" else sys.stderr)
     if failed and not args.allow_errors:
         return ExitCode.INPUT_ERRORS
     return ExitCode.OK
@@ -453,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("action", choices=["snapshot", "restore", "stats", "list"])
     ix.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
     ix.add_argument("--snapshot", help="restore: the snapshot id to roll back to")
+    scan.add_argument("--groups", metavar="FILE",
+                      help="write the duplicate groups here (JSON: each group's suggested keeper "
+                      "and every other member's role and reason; README, 'Photo folders')")
     ix.add_argument("--replay", action="store_true", help="stats: also replay the feed")
     ix.add_argument("--timeout", type=float, default=300.0, help="feed catch-up limit (s)")
     ix.set_defaults(func=cmd_index)
