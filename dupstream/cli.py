@@ -350,6 +350,45 @@ def cmd_index(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# -- serve ---------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dupstream.app.settings import Settings
+    from dupstream.app.startup import ServerWait, interruptible, probes
+
+    log = logging.getLogger("dupstream")
+    settings = Settings.load(args.config)
+    if args.port is not None:
+        settings.serve.port = args.port
+    if args.host is not None:
+        settings.serve.host = args.host
+    with interruptible():  # SIGINT/SIGTERM during start-up: a clean exit
+        servers = ServerWait(probes(settings), budget_s=settings.startup.budget_s).start()
+        import uvicorn
+
+        from dupstream.serve.build import build_server
+
+        log.info("S3 and the Kafka broker answer (%.1f s)", servers.result())
+        if args.create_topics:
+            from dupstream.app.root import kafka_auth
+            from dupstream.stream.kafka import ensure_topics
+
+            st = settings.state
+            ensure_topics(bootstrap_servers=settings.kafka.bootstrap_servers,
+                          extra=kafka_auth(settings)["extra"],
+                          topics={st.updates_topic: args.partitions},
+                          compacted={st.updates_topic})
+        server = build_server(settings)
+    log.info("lookup server on http://%s:%d (OpenAPI at /docs)", settings.serve.host,
+             settings.serve.port)
+    try:  # uvicorn handles SIGINT/SIGTERM itself: finishes the requests in hand, then returns
+        uvicorn.run(server.asgi, host=settings.serve.host, port=settings.serve.port,
+                    log_level="debug" if args.verbose else "warning",
+                    access_log=args.access_log, timeout_graceful_shutdown=10)
+    finally:
+        server.close()
+    return ExitCode.OK
+
+
 # -- bench ---------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     from dupstream.bench.pipeline import main as pipeline_main
@@ -407,6 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--idle-exit", type=float,
                      help="stop after this many seconds without events, once one was processed")
     run.set_defaults(func=cmd_run)
+
+    srv = sub.add_parser(
+        "serve", help="the lookup server: one image in over HTTP, one verdict out",
+        description="Serve POST /v1/lookup (an image as multipart field 'image', raw bytes or "
+        "JSON {bucket, key}) -> the stream's Verdict, POST /v1/images, GET/DELETE "
+        "/v1/images/{id}, /healthz, /readyz, /metrics, OpenAPI at /docs, from a read replica "
+        "of the index (latest snapshot + the index-updates feed; its adds and deletions are "
+        "published to the feed). Bearer tokens: DUPSTREAM_SERVE__TOKENS. Settings as for run.")
+    srv.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
+    srv.add_argument("--host", help="address to listen on (default DUPSTREAM_SERVE__HOST)")
+    srv.add_argument("--port", type=int, help="port (default DUPSTREAM_SERVE__PORT, 8080)")
+    srv.add_argument("--create-topics", action="store_true",
+                     help="create the index-updates topic if missing")
+    srv.add_argument("--partitions", type=int, default=3, help="partitions for --create-topics")
+    srv.add_argument("--access-log", action="store_true",
+                     help="log every request line (never the Authorization header)")
+    srv.set_defaults(func=cmd_serve)
 
     scan = sub.add_parser(
         "scan", help="the same pipeline over local files (no Kafka needed)",

@@ -137,6 +137,41 @@ class StartupSettings(BaseModel):
     budget_s: float = Field(default=15.0, ge=0)
 
 
+class ServeToken(BaseModel):
+    """One bearer token of ``dupstream serve``, bound to a tenant (and optionally to banks)."""
+
+    #: the bearer token (kept out of logs and reprs)
+    token: SecretStr
+    #: the tenant this token speaks for: it sees (and adds, deletes) only this tenant's uploads
+    tenant: str
+    #: reference banks it may match against and write to (None: every bank; []: none)
+    banks: list[str] | None = None
+
+
+class ServeSettings(BaseModel):
+    """``dupstream serve``: the synchronous lookup server (a read replica of the index)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: bearer tokens, e.g. DUPSTREAM_SERVE__TOKENS='[{"token": "...", "tenant": "acme"}]'
+    tokens: list[ServeToken] = Field(default_factory=list)
+    #: request bodies larger than this are refused (413 body_too_large)
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    #: requests waiting for the model at most (more: 503 overloaded with Retry-After)
+    queue_max: int = Field(default=64, gt=0)
+    #: micro-batch bounds: requests per model batch, and how long the first one waits for more
+    batch_max: int = Field(default=8, gt=0)
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    #: one request's limit, queueing included (over it: 503 timeout with Retry-After)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    #: the Retry-After (seconds) of a 503
+    retry_after_s: int = Field(default=1, ge=0)
+    #: buckets a JSON {bucket, key} lookup may read (empty: any the S3 credentials can)
+    buckets: list[str] = Field(default_factory=list)
+    #: how long an add waits for the broker to acknowledge its index update
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class BatchSettings(BaseModel):
     max_events: int = 16
     max_wait_ms: int = 200
@@ -157,6 +192,7 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     metrics_port: int = 0
 
     @classmethod
