@@ -50,6 +50,8 @@ class DiffMap:
     parallax: float = 0.0
     #: the reference -> query model the map was measured with (refined by the flow or not)
     matrix: np.ndarray | None = None
+    #: pixels of the largest changed region / overlap pixels (one replaced block of content)
+    largest_change: float = 0.0
 
 
 def warp(img: np.ndarray, m: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
@@ -99,7 +101,11 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
         return DiffMap(cover, oq, orf, 2.0, 1.0, 1.0, (), 1.0, 0.0, 0.0, m)
     sig = BLUR_SIGMA * max(1.0, min(qshape) / 256)
     q = cv2.GaussianBlur(query.astype(np.float32), (0, 0), sig)
-    r = cv2.GaussianBlur(warp(ref, m, qshape, cv2.INTER_LINEAR).astype(np.float32), (0, 0), sig)
+    # outside the overlap the warped reference takes the query's pixels: windows (blur, local
+    # correlation, flow) that straddle the overlap's edge then see no false edge there
+    rw = warp(_antialias(ref, m), m, qshape, cv2.INTER_LINEAR)
+    rw[~cover] = query[~cover]
+    r = cv2.GaussianBlur(rw.astype(np.float32), (0, 0), sig)
     qv, rv = q[inner], r[inner]
     step = max(1, len(qv) // 4000)
     gain, bias = _gain_bias(qv[::step], rv[::step])
@@ -118,14 +124,22 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     changed = changed.astype(bool) & inner
     n_in = float(inner.sum())
-    boxes = _regions(changed, n_in, qshape)
+    boxes, largest = _regions(changed, n_in, qshape)
     plx, refit = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)
     if refine and refit is not None and _moved(m, refit, qshape, rshape) > REFINE_PX:
         better = diff_map(query, ref, refit, picture, refine=False)
         if better.residual <= residual and better.parallax <= plx:
             return better
     return DiffMap(cover, oq, orf, residual, photometric, float(changed.sum()) / n_in, boxes,
-                   gain, bias, plx, m)
+                   gain, bias, plx, m, largest)
+
+
+def _antialias(ref: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The reference low-passed for a model that shrinks it (a linear warp would alias)."""
+    scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if scale >= 0.8:
+        return ref
+    return cv2.GaussianBlur(ref, (0, 0), 0.5 / max(scale, 0.05))
 
 
 def _moved(a: np.ndarray, b: np.ndarray, qshape: tuple[int, int], rshape: tuple[int, int]
@@ -195,9 +209,11 @@ def _gain_bias(q: np.ndarray, r: np.ndarray) -> tuple[float, float]:
 
 
 def _regions(changed: np.ndarray, n_in: float, shape: tuple[int, int]
-             ) -> tuple[tuple[float, float, float, float], ...]:
+             ) -> tuple[tuple[tuple[float, float, float, float], ...], float]:
+    """Boxes of the changed components (largest first) and the largest one's share."""
     h, w = shape
     n, _, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
+    largest = float(stats[1:, cv2.CC_STAT_AREA].max()) / n_in if n > 1 else 0.0
     out = []
     for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:16] + 1:
         x, y, bw, bh, area = (int(v) for v in stats[i])
@@ -205,4 +221,4 @@ def _regions(changed: np.ndarray, n_in: float, shape: tuple[int, int]
             continue
         out.append((round(x / w, 4), round(y / h, 4), round((x + bw) / w, 4),
                     round((y + bh) / h, 4)))
-    return tuple(out)
+    return tuple(out), largest

@@ -45,6 +45,10 @@ MIN_SUPPORT = 0.25
 MAX_RESIDUAL = 0.35
 MAX_CHANGED = 0.5
 MIN_OVERLAP = 0.04
+#: one changed block larger than this share of the overlap is another picture in the same
+#: frame (an overlay trap whose frame hides the picture's edges), not an edit: captions,
+#: watermarks and pasted objects measured <= 0.15
+MAX_REGION = 0.2
 #: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
 MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
@@ -98,6 +102,7 @@ class Registration:
     changed_area: float
     changed_regions: tuple[tuple[float, float, float, float], ...]
     same_scene: bool
+    largest_change: float = 0.0  # the largest changed region's share of the overlap (pixels)
     matches: int = 0  # ratio-test matches of the chosen orientation
     ecc: float = 0.0  # correlation after dense alignment (dense path)
     query_size: tuple[int, int] = (0, 0)  # (w, h) of the query thumb
@@ -126,6 +131,7 @@ class Registration:
             "reg_photometric": min(self.photometric, 2.0),
             "reg_changed_area": self.changed_area,
             "reg_changed_regions": float(len(self.changed_regions)),
+            "reg_largest_change": self.largest_change,
             "reg_same_scene": float(self.same_scene),
             "reg_ecc": self.ecc,
         }
@@ -148,6 +154,7 @@ class Registration:
             "parallax": r4(self.parallax),
             "photometric": r4(self.photometric),
             "changed_area": r4(self.changed_area),
+            "largest_change": r4(self.largest_change),
             "changed_regions": [list(b) for b in self.changed_regions],
             "same_scene": self.same_scene,
             "ecc": r4(self.ecc),
@@ -233,7 +240,7 @@ def _build(*, method: str, m: np.ndarray, dm: DiffMap, verified: bool, inliers: 
         matrix=tuple(float(v) for v in m.ravel()), inliers=inliers,
         inlier_ratio=inliers / matches if matches else 0.0, support=support,
         overlap_ref=dm.overlap_ref, overlap_query=dm.overlap_query, residual=dm.residual,
-        parallax=dm.parallax, photometric=dm.photometric,
+        parallax=dm.parallax, photometric=dm.photometric, largest_change=dm.largest_change,
         changed_area=dm.changed_area, changed_regions=dm.changed_regions, same_scene=same_scene,
         matches=matches, ecc=ecc, query_size=(qshape[1], qshape[0]),
         ref_size=(rshape[1], rshape[0]), gain=dm.gain, bias=dm.bias)
@@ -262,7 +269,8 @@ def _sparse(q: np.ndarray, r: np.ndarray, fit: SparseFit, picture: np.ndarray,
     dm = diff_map(q, r, fit.matrix, picture)
     support = spread(fit.dst[fit.inlier], dm.overlap & picture, kq.pts)
     content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
-               and dm.changed_area <= MAX_CHANGED and dm.overlap_query >= MIN_OVERLAP)
+               and dm.changed_area <= MAX_CHANGED and dm.largest_change <= MAX_REGION
+               and dm.overlap_query >= MIN_OVERLAP)
     ok = content and dm.parallax <= MAX_PARALLAX
     # the content matches all over but moved inside: another photo of the scene
     same_scene = not ok and ((support >= MIN_SUPPORT and dm.parallax > MAX_PARALLAX)
@@ -336,7 +344,8 @@ def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
     dm = diff_map(q, r, m, picture)
     sv = np.linalg.svd(m[:2, :2], compute_uv=False)
     ok = (cc >= MIN_ECC and dm.residual <= MAX_RESIDUAL_DENSE
-          and dm.changed_area <= MAX_CHANGED_DENSE and sv[0] / max(sv[1], 1e-9) <= MAX_ANISOTROPY
+          and dm.changed_area <= MAX_CHANGED_DENSE and dm.largest_change <= MAX_REGION
+          and sv[0] / max(sv[1], 1e-9) <= MAX_ANISOTROPY
           and dm.overlap_query >= MIN_OVERLAP and dm.parallax <= MAX_PARALLAX and _scale_ok(m))
     if not ok and sparse_reg is not None:
         return sparse_reg
