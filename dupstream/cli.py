@@ -363,9 +363,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.serve.host = args.host
     with interruptible():  # SIGINT/SIGTERM during start-up: a clean exit
         servers = ServerWait(probes(settings), budget_s=settings.startup.budget_s).start()
-        import uvicorn
-
         from dupstream.serve.build import build_server
+        from dupstream.serve.runner import serve_forever
 
         log.info("S3 and the Kafka broker answer (%.1f s)", servers.result())
         if args.create_topics:
@@ -380,12 +379,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = build_server(settings)
     log.info("lookup server on http://%s:%d (OpenAPI at /docs)", settings.serve.host,
              settings.serve.port)
-    try:  # uvicorn handles SIGINT/SIGTERM itself: finishes the requests in hand, then returns
-        uvicorn.run(server.asgi, host=settings.serve.host, port=settings.serve.port,
-                    log_level="debug" if args.verbose else "warning",
-                    access_log=args.access_log, timeout_graceful_shutdown=10)
-    finally:
-        server.close()
+    # until SIGINT/SIGTERM: the requests in hand are finished, then the server is closed
+    serve_forever(server, host=settings.serve.host, port=settings.serve.port,
+                  access_log=args.access_log, log_level="debug" if args.verbose else "warning")
     return ExitCode.OK
 
 
