@@ -108,7 +108,7 @@ def _quiet_warnings() -> None:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dupstream.app.scanner import collect, judge_files
+    from dupstream.app.scanner import collect, run_scan
     from dupstream.engine.build import build_deduper
 
     found = collect(args.paths)
@@ -117,60 +117,83 @@ def cmd_scan(args: argparse.Namespace) -> int:
             print(f"dupstream: not found: {m}", file=sys.stderr)
         return ExitCode.USAGE
     groups_out = _open_out(args.groups) if args.groups else None
+    report_out = _open_out(args.report) if args.report else None
     out = _open_out(args.out)  # unwritable: one line, exit 2, before the models load
     quiet = args.quiet
     t0 = time.perf_counter()
     if not quiet:
         print(f"loading models ({args.embedder}, detector {args.detector}) ...", file=sys.stderr,
               flush=True)
+    policy = {"preference": args.preference,
+              **({"domain": args.domain} if args.domain else {})}
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
-                            graph=not args.no_graph, threads=args.threads)
+                            graph=not args.no_graph, threads=args.threads,
+                            max_pixels=args.max_pixels, policy=policy)
     deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error
+    index = None
+    if args.index:
+        from dupstream.app.localindex import LocalIndex
+
+        try:
+            index = LocalIndex(args.index).open(deduper)  # another model's index: exit 5
+        except OSError as exc:
+            print(f"dupstream: cannot use index {args.index}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return ExitCode.USAGE
     if not quiet:
         print(f"models ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    counts: dict[str, int] = {}
-    failed: list[dict] = []
-    rows: list[dict] = []
+    bar = tqdm(total=len(found.files), unit="img", disable=quiet or not sys.stderr.isatty(),
+               dynamic_ncols=True)
+
+    def on_row(row: dict) -> None:
+        out.write(json.dumps(row) + "\n")
+        bar.set_postfix_str(Path(row["image_id"]).name[-30:], refresh=False)
+        bar.update(1)
+
     try:
-        bar = tqdm(total=len(found.files), unit="img", disable=quiet or not sys.stderr.isatty())
-        for row in judge_files(deduper, found.files, tenant=args.tenant, batch=args.batch):
-            if row.get("error"):
-                counts["error"] = counts.get("error", 0) + 1
-                failed.append(row)
-            else:
-                counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-            out.write(json.dumps(row) + "\n")
-            rows.append(row)
-            bar.update(1)
+        res = run_scan(deduper, found, tenant=args.tenant, batch=args.batch, index=index,
+                       on_row=on_row)
         bar.close()
         out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"scanned {len(found.files)} images: {json.dumps(counts)}", file=sys.stderr)
+    if index is not None:
+        snap = index.save(deduper)
+        print(f"index {args.index}: {res.reused} files unchanged since the last scan, "
+              f"{res.judged} judged now; {len(deduper)} images indexed (snapshot {snap})",
+              file=sys.stderr)
+    print(f"scanned {res.judged} images: {json.dumps(dict(res.counts))}", file=sys.stderr)
     if found.skipped:
         print(f"skipped {sum(found.skipped.values())} files: {json.dumps(dict(found.skipped))}",
               file=sys.stderr)
-    for row in failed:
+    for row in res.failed:
         print(f"failed: {row['image_id']}: {row['error']}: {row['message']}", file=sys.stderr)
-    from dupstream.app.groups import build_groups, summary
-    from dupstream.app.probe import Looker, file_facts
-
-    groups = build_groups(rows, facts=file_facts, look=Looker())
+    groups = res.groups
     if groups_out is not None:
         json.dump({"groups": [g.to_dict() for g in groups],
                    "failed": [{"path": r["image_id"], "error": r["error"],
-                               "message": r["message"]} for r in failed]},
+                               "message": r["message"]} for r in res.failed]},
                   groups_out, indent=1)
         groups_out.write("\n")
         if groups_out is not sys.stdout:
             groups_out.close()
+    if report_out is not None:
+        from dupstream.app.report import render
+
+        report_out.write(render(groups, failed=res.failed, skipped=found.skipped,
+                                scanned=len(found.files)))
+        if report_out is not sys.stdout:
+            report_out.close()
+        print(f"report: {args.report}", file=sys.stderr)
     # the summary: on stdout when the rows went to a file, else after them on stderr
+    from dupstream.app.groups import summary
+
     text = summary(groups)
     print(f"{len(groups)} duplicate groups, {sum(len(g.members) - 1 for g in groups)} files "
           "besides their keepers" + (":\n" + text if text else ""),
           file=sys.stdout if args.out and args.out != "-" else sys.stderr)
-    if failed and not args.allow_errors:
+    if res.failed and not args.allow_errors:
         return ExitCode.INPUT_ERRORS
     return ExitCode.OK
 
@@ -469,6 +492,23 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", help="write JSON lines here (default: stdout)")
     scan.add_argument("--tenant", help="tenant to scope the scan to")
     scan.add_argument("--batch", type=_positive_int, default=16, help="images per model batch")
+    scan.add_argument("--groups", metavar="FILE",
+                      help="write the duplicate groups here (JSON: each group's suggested keeper "
+                      "and every other member's role and reason; README, 'Photo folders')")
+    scan.add_argument("--report", metavar="FILE.html",
+                      help="write a self-contained HTML page: each group side by side with "
+                      "thumbnails, roles, p_copy, reasons and changed regions; failed files")
+    scan.add_argument("--index", metavar="DIR",
+                      help="keep a persistent index in DIR (the service's snapshot format): "
+                      "files already indexed with the same size and time are not read again, "
+                      "new ones are judged against everything indexed before")
+    scan.add_argument("--preference", default="balanced",
+                      choices=["balanced", "precision", "recall"],
+                      help="decision cut-off, as DUPSTREAM_POLICY__PREFERENCE for run")
+    scan.add_argument("--domain", help="calibration domain (photos, digits, cctv), as "
+                      "DUPSTREAM_POLICY__DOMAIN for run (default: the default model)")
+    scan.add_argument("--max-pixels", type=_positive_int, default=50_000_000,
+                      help="larger images fail as image_too_large (DUPSTREAM_IMAGE__MAX_PIXELS)")
     scan.add_argument("--allow-errors", action="store_true",
                       help="exit 0 even when some files fail (default: exit 1, INPUT_ERRORS)")
     scan.add_argument("-q", "--quiet", action="store_true",
@@ -525,9 +565,6 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("action", choices=["snapshot", "restore", "stats", "list"])
     ix.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
     ix.add_argument("--snapshot", help="restore: the snapshot id to roll back to")
-    scan.add_argument("--groups", metavar="FILE",
-                      help="write the duplicate groups here (JSON: each group's suggested keeper "
-                      "and every other member's role and reason; README, 'Photo folders')")
     ix.add_argument("--replay", action="store_true", help="stats: also replay the feed")
     ix.add_argument("--timeout", type=float, default=300.0, help="feed catch-up limit (s)")
     ix.set_defaults(func=cmd_index)

@@ -60,4 +60,18 @@ if ! "$VENV/bin/python" -c 'import pymilvus' 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'pymilvus==2.6.17' \
     || echo "setup: pymilvus did not install; the Milvus backend and its tests are unavailable"
 fi
+# Debian's Chromium, for the headless render test of `scan --report` (tests/test_scan_report.py);
+# guarded so setup never fails where it cannot install (not root, no apt, no such package): the
+# test then skips and says why
+if command -v chromium >/dev/null 2>&1; then
+  :
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }) \
+    && echo "setup: installed $(chromium --version 2>/dev/null)" \
+    || echo "setup: Debian chromium did not install; the report render test will skip"
+else
+  echo "setup: no chromium (needs root and apt-get); the report render test will skip"
+fi
 bash scripts/servers.sh install

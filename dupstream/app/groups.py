@@ -61,6 +61,8 @@ class Relation:
     #: the changed regions, [x0, y0, x1, y1] fractions of ``regions_on``
     regions: list[list[float]] = field(default_factory=list)
     regions_on: str | None = None
+    #: the pair is aligned (no shift, scale or turn): the regions apply to both pictures
+    regions_both: bool = False
 
 
 @dataclass
@@ -180,6 +182,7 @@ def read_pair(row: Mapping[str, Any], facts: Mapping[str, FileFacts],
         largest = float(reg.get("largest_change", changed) or 0)
         if regions and largest >= CHANGED_MIN:
             rel.regions, rel.regions_on = regions, q
+            rel.regions_both = _near_identity(t)
             box = _union(regions)
             where = _where(box)
             band = where != "in the picture"
@@ -329,7 +332,7 @@ def _assemble(keeper: str, comp: list[str], rels: list[Relation],
         members.append(Member(
             p, list(rel.roles), reason, compared_to=other, verdict=rel.verdict,
             p_copy=rel.p_copy, width=fp.width, height=fp.height, bytes=fp.bytes,
-            regions=rel.regions if rel.regions_on == p else []))
+            regions=rel.regions if rel.regions_on == p or rel.regions_both else []))
     if rels and not members[0].regions:
         for rel in rels:  # regions found with the keeper as the query: draw them on it
             if rel.regions_on == keeper:

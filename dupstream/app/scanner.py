@@ -98,3 +98,55 @@ def judge_files(
             if on_row is not None:
                 on_row(row)
             yield row
+
+
+@dataclass
+class ScanResult:
+    """What one scan found: every file's row (reused ones from an index included), in order."""
+
+    rows: list[dict] = field(default_factory=list)
+    #: how many files were judged now (the rest came from the index unchanged)
+    judged: int = 0
+    reused: int = 0
+    failed: list[dict] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    groups: list = field(default_factory=list)
+
+
+def run_scan(
+    deduper: Any,
+    found: FileSet,
+    *,
+    tenant: str | None = None,
+    batch: int = 16,
+    index: Any = None,
+    on_row: Callable[[dict], None] | None = None,
+    look: bool = True,
+) -> ScanResult:
+    """Judge ``found.files`` (those an ``index`` knows unchanged are not read again; their
+    earlier rows are reused), call ``on_row`` for each new row, then group everything."""
+    from dupstream.app.groups import build_groups
+    from dupstream.app.probe import Looker, file_facts
+
+    res = ScanResult(skipped=Counter(found.skipped))
+    reused = {p: row for p in found.files
+              if index is not None and (row := index.known(p)) is not None}
+    todo = [p for p in found.files if p not in reused]
+    new: dict[Path, dict] = {}
+    for path, row in zip(todo, judge_files(deduper, todo, tenant=tenant, batch=batch),
+                         strict=True):
+        new[path] = row
+        if row.get("error"):
+            res.failed.append(row)
+            res.counts["error"] += 1
+        else:
+            res.counts[row["verdict"]] += 1
+        if index is not None:
+            index.remember(path, row)
+        if on_row is not None:
+            on_row(row)
+    res.rows = [reused.get(p) or new[p] for p in found.files]
+    res.judged, res.reused = len(todo), len(reused)
+    res.groups = build_groups(res.rows, facts=file_facts, look=Looker() if look else None)
+    return res
