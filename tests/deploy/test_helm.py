@@ -57,6 +57,7 @@ OPTIONAL_METRICS = {"dupstream_stream_commits_total"}
 CORE_KINDS = {
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "ServiceAccount"), ("v1", "Service"),
     ("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"), ("batch/v1", "CronJob"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
 }
 CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
@@ -295,6 +296,13 @@ def test_schema_and_values_cover_the_same_keys():
     ({"config": {"batch": {"max_events": "many"}}}, "mistyped setting"),
     ({"resources": {"limits": {"memory": "lots"}}}, "bad quantity"),
     ({"probes": {"readiness": {"path": "readyz"}}}, "probe path"),
+    ({"config": {"serve": {"tokens": [{"token": "x" * 20, "tenant": "a"}]}}},
+     "bearer tokens in the ConfigMap"),
+    ({"server": {"port": 70000}}, "server port out of range"),
+    ({"server": {"replicas": 2}}, "typo of server.replicaCount"),
+    ({"server": {"autoscaling": {"targetCPU": 50}}}, "unknown autoscaling field"),
+    ({"secrets": {"serve": {"tokens": [{"token": "short", "tenant": "a"}]}}}, "short token"),
+    ({"secrets": {"serve": {"tokens": [{"token": "x" * 20}]}}}, "token without a tenant"),
 ])
 def test_schema_rejects_bad_values(override, why):
     bad = _merge(VALUES, override)
@@ -305,7 +313,7 @@ def test_schema_rejects_bad_values(override, why):
 #: mappings whose children are documented together by the comment above them
 DOC_BLOCKS = {"resources", "podSecurityContext", "securityContext", "updateStrategy",
               "probes.startup", "probes.liveness", "probes.readiness", "snapshotJob.resources",
-              "grafanaDashboard.labels"}
+              "grafanaDashboard.labels", "server.resources"}
 
 
 def test_values_yaml_documents_every_field():
@@ -727,3 +735,95 @@ def test_operations_guide_covers_the_metrics_and_topics():
     for heading in ("Topics", "Sizing", "Scaling", "Snapshot", "Upgrading models",
                     "Failure modes"):
         assert re.search(rf"^#+ .*{heading}", ops, re.M | re.I), heading
+
+
+# ------------------------------------------------------------------------ the lookup server
+
+SERVER_VALUES = {
+    "server": {"enabled": True, "autoscaling": {"enabled": True, "minReplicas": 2,
+                                                "maxReplicas": 6,
+                                                "targetRequestsPerSecond": 40}},
+    "secrets": {"s3": {"secret_key": "s3-secret"},
+                "serve": {"tokens": [{"token": "tok-acme-0123456789", "tenant": "acme"},
+                                     {"token": "tok-desk-0123456789", "tenant": "desk",
+                                      "banks": ["logos"]}]}},
+    "config": {"serve": {"queue_max": 128, "request_timeout_s": 10}},
+}
+
+
+def test_server_values_validate_and_default_off():
+    jsonschema.Draft7Validator(SCHEMA).validate(_merge(VALUES, SERVER_VALUES))
+    assert VALUES["server"]["enabled"] is False
+
+
+@needs_helm
+@pytest.mark.parametrize("kube_version", ["1.27.0", "1.37.0"])
+def test_server_render_is_valid_kubernetes(tmp_path, kube_version):
+    docs = render(tmp_path, SERVER_VALUES, kube_version=kube_version)
+    assert kinds(docs) == {"ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment",
+                           "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    validate_manifests(docs)
+
+
+@needs_helm
+def test_server_deployment_service_and_hpa(tmp_path):
+    docs = render(tmp_path, SERVER_VALUES)
+    name = f"{FULLNAME}-server"
+    dep, consumer = one(docs, "Deployment", name), one(docs, "Deployment", FULLNAME)
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    _assert_secure(pod, c)
+    assert c["args"] == ["serve"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["DUPSTREAM_SERVE__PORT"] == "8080"
+    assert "nvidia.com/gpu" not in c["resources"].get("limits", {})  # CPU unless server.gpu
+    # the same ConfigMap and Secret as the consumers
+    ccont = consumer["spec"]["template"]["spec"]["containers"][0]
+    assert c["envFrom"] == ccont["envFrom"]
+    pe = pod_env(docs)
+    assert json.loads(pe["DUPSTREAM_SERVE__TOKENS"]) == SERVER_VALUES["secrets"]["serve"]["tokens"]
+    assert "DUPSTREAM_SERVE__TOKENS" not in one(docs, "ConfigMap", FULLNAME)["data"]
+    assert pe["DUPSTREAM_SERVE__QUEUE_MAX"] == "128"
+    # the HPA owns the replica count
+    assert "replicas" not in dep["spec"] and consumer["spec"]["replicas"] == 2
+    # selectors never cross: the consumer Service/PDB never pick server pods and the reverse
+    server_pod = dep["spec"]["template"]["metadata"]["labels"]
+    consumer_pod = consumer["spec"]["template"]["metadata"]["labels"]
+    svc, csvc = one(docs, "Service", name), one(docs, "Service", FULLNAME)
+    pdb = one(docs, "PodDisruptionBudget")
+    assert svc["spec"]["selector"].items() <= server_pod.items()
+    assert not svc["spec"]["selector"].items() <= consumer_pod.items()
+    for sel in (csvc["spec"]["selector"], pdb["spec"]["selector"]["matchLabels"],
+                consumer["spec"]["selector"]["matchLabels"]):
+        assert not sel.items() <= server_pod.items()
+    assert dep["spec"]["selector"]["matchLabels"].items() <= server_pod.items()
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http",
+                                     "protocol": "TCP"}]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": name}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert metrics["Resource"]["resource"]["target"]["averageUtilization"] == 70
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "dupstream_serve_requests_per_second"
+    assert metrics["Pods"]["pods"]["target"]["averageValue"] == "40"
+
+
+@needs_helm
+def test_server_on_gpu_and_bad_autoscaling(tmp_path):
+    docs = render(tmp_path, {"server": {"enabled": True, "gpu": True}})
+    dep = one(docs, "Deployment", f"{FULLNAME}-server")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert dep["spec"]["replicas"] == 2
+    assert "HorizontalPodAutoscaler" not in kinds(docs)
+    err = render_error(tmp_path, {"server": {"enabled": True, "autoscaling": {
+        "enabled": True, "minReplicas": 5, "maxReplicas": 2}}})
+    assert "minReplicas (5) must be <= server.autoscaling.maxReplicas (2)" in err
+    err = render_error(tmp_path, {"server": {"enabled": True, "autoscaling": {
+        "enabled": True, "targetCPUUtilizationPercentage": 0}}})
+    assert "needs a target" in err

@@ -26,6 +26,13 @@ app.kubernetes.io/name: {{ include "dupstream.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Pod labels of the lookup server: another name, so the consumer's selectors (Service, PDB,
+anti-affinity) never pick server pods and the reverse. */}}
+{{- define "dupstream.serverSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "dupstream.name" . }}-server
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "dupstream.labels" -}}
 helm.sh/chart: {{ include "dupstream.chart" . }}
 {{ include "dupstream.selectorLabels" . }}
@@ -107,6 +114,12 @@ Call with (dict "map" .Values.config "prefix" "DUPSTREAM_").
 {{- end -}}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownBudgetSeconds) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownBudgetSeconds (%d): the pod would be killed before it flushes and commits" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownBudgetSeconds)) -}}
+{{- end -}}
+{{- if and .Values.server.enabled .Values.server.autoscaling.enabled (gt (int .Values.server.autoscaling.minReplicas) (int .Values.server.autoscaling.maxReplicas)) -}}
+{{- fail (printf "server.autoscaling.minReplicas (%d) must be <= server.autoscaling.maxReplicas (%d)" (int .Values.server.autoscaling.minReplicas) (int .Values.server.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if and .Values.server.enabled .Values.server.autoscaling.enabled (not .Values.server.autoscaling.targetCPUUtilizationPercentage) (not .Values.server.autoscaling.targetRequestsPerSecond) -}}
+{{- fail "server.autoscaling needs a target: targetCPUUtilizationPercentage or targetRequestsPerSecond" -}}
 {{- end -}}
 {{- if not .Values.config.metrics_port -}}
 {{- fail "config.metrics_port must be set: probes and metrics need the HTTP port" -}}
