@@ -183,6 +183,9 @@ class Collection:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def contains(self, image_id: str, tenant: str | None) -> bool:
+        return self.ids.row(image_id, tenant) is not None
+
     def _vectors(self, rec: ImageRecord) -> dict[str, np.ndarray]:
         out = {}
         for f, index in self.indexes.items():
@@ -368,15 +371,21 @@ class Memory:
         record_store: RecordStore | None = None,
         loader: Any = None,
         identity: ModelIdentity | None = None,
+        collections: Any = None,
     ) -> None:
+        """``collections``: the backend hook, ``(name) -> collection`` making the uploads
+        (``None``) and bank collections (default: in-process FAISS ``Collection``s; the Milvus
+        backend passes ``state.milvus.MilvusCollection``s, see ``state.milvus``)."""
         self.config = config or MemoryConfig()
+        self._new_collection = collections
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         #: the model whose vectors this memory holds (None: not known yet); see ``bind``
         self.identity = identity
         #: where that identity came from, for error messages ("snapshot X", ...)
         self.identity_source = "the index"
         self.lock = threading.RLock()
-        self.uploads = Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
+        self.uploads = (Collection(name=None, specs=self.config.vectors, pdq=self._pdq_params())
+                        if collections is None else collections(None))
         self.banks: dict[str, Collection] = {}
         c = self.config
         #: new records reach the stored form through a bounded write-behind, off the lock
@@ -418,9 +427,9 @@ class Memory:
             return self.uploads
         col = self.banks.get(bank)
         if col is None and create:
-            col = self.banks[bank] = Collection(
+            col = self.banks[bank] = (Collection(
                 name=bank, specs=self._bank_specs(), pdq=self._pdq_params()
-            )
+            ) if self._new_collection is None else self._new_collection(bank))
         return col
 
     def __len__(self) -> int:
@@ -429,7 +438,7 @@ class Memory:
     def __contains__(self, key: RecordKey) -> bool:
         bank, tenant, image_id = key
         col = self._collection(bank, create=False)
-        return col is not None and col.ids.row(image_id, tenant) is not None
+        return col is not None and col.contains(image_id, tenant)
 
     # -- model identity ----------------------------------------------------------------------
     def bind(self, identity: ModelIdentity) -> None:
@@ -442,6 +451,9 @@ class Memory:
         with self.lock:
             check_identity(self.identity, identity, what=self.identity_source,
                            allow_mismatch=self.config.allow_model_mismatch)
+            shared = getattr(self.uploads, "bind", None)  # a shared index checks its own
+            if shared is not None:
+                shared(identity, allow_mismatch=self.config.allow_model_mismatch)
             self.identity = identity
 
     def _admit(self, rec: ImageRecord) -> None:
@@ -641,6 +653,8 @@ class Memory:
         found: list[Candidate] = []
         with self.lock, omp_threads(self.config.threads):
             cols = [self.uploads, *self.banks.values()]
+            if getattr(self.uploads, "covers_banks", False):  # a shared index: banks included
+                cols = [self.uploads]
             for col in cols:
                 is_bank = col is not self.uploads
                 found += col.candidates(
