@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--domain", help="calibration domain (photos, digits, cctv), as "
                       "DUPSTREAM_POLICY__DOMAIN for run (default: the default model)")
     scan.add_argument("--max-pixels", type=_positive_int, default=50_000_000,
-                      help="larger images fail as image_too_large (DUPSTREAM_IMAGE__MAX_PIXELS)")
+                      help="images with more pixels fail as image_bomb "
+                      "(DUPSTREAM_IMAGE__MAX_PIXELS for run)")
     scan.add_argument("--allow-errors", action="store_true",
                       help="exit 0 even when some files fail (default: exit 1, INPUT_ERRORS)")
     scan.add_argument("-q", "--quiet", action="store_true",

@@ -62,12 +62,18 @@ def test_no_library_warnings_on_stderr(default_scan):
     assert "loading models" in r.stderr  # the model-loading line (not --quiet)
 
 
-def test_allow_errors_exits_0(folder):
-    r = _run("scan", str(folder / "zz_broken.jpg"), "--allow-errors", "-q",
-             "--detector", "none")
+def test_allow_errors_exits_0_and_policy_options(folder):
+    """--allow-errors; and the policy settings `run` takes: --preference, --domain, --max-pixels
+    (the 600 x 400 photo has more pixels than allowed)."""
+    r = _run("scan", str(folder / "zz_broken.jpg"), str(folder / "coffee.png"),
+             "--allow-errors", "-q", "--detector", "none", "--preference", "precision",
+             "--domain", "photos", "--max-pixels", "100000")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["error"].startswith("image_")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows[0]["error"].startswith("image_") and rows[1]["error"] == "image_bomb"
     assert "loading models" not in r.stderr  # --quiet
+    bad = _run("scan", str(folder), "--preference", "lenient")
+    assert bad.returncode == 2 and "invalid choice: 'lenient'" in bad.stderr
 
 
 @pytest.mark.parametrize("bad", ["0", "-3", "abc"])
@@ -106,3 +112,33 @@ def test_unknown_yaml_key_is_rejected(tmp_path):
     r = _run("run", "--config", str(cfg), "--max-events", "1")
     assert r.returncode == 3
     assert "unknown setting(s) batch.max_event" in r.stderr.strip().splitlines()[-1]
+
+
+def test_progress_on_a_terminal_moves_per_image(folder):
+    """On a terminal: the model-loading line, then a bar that counts every image (with the
+    rate and an ETA); nothing of it with --quiet (test_allow_errors_...)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # 120 columns
+    p = subprocess.Popen([*CLI, "scan", str(folder / "coffee.png"),
+                          str(folder / "coffee_copy.jpg"), "--detector", "none", "--batch", "1"],
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(300) == 0
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    assert "loading models (sscd, detector none)" in err and "models ready in" in err
+    assert "1/2" in err and "2/2" in err and "img/s" in err, err
