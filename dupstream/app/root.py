@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -80,6 +81,9 @@ def build_memory(
     config = memory_config(state, dim=dim)
     records = (BlobRecordStore(blobstore, prefix=state.prefix)
                if blobstore is not None and state.record_store else None)
+    if state.backend == "milvus":  # the shared index: nothing to restore, no feed
+        return milvus_memory(state, config, replica_id=replica_id, records=records,
+                             identity=identity), None
     if blobstore is not None and state.restore:
         restored = load_latest_snapshot(blobstore, prefix=state.prefix, config=config,
                                         replica_id=replica_id, record_store=records,
@@ -87,6 +91,30 @@ def build_memory(
         if restored is not None:
             return restored.memory, restored.snapshot_id
     return Memory(config, replica_id=replica_id, record_store=records, identity=identity), None
+
+
+def milvus_memory(state: StateSettings, config: MemoryConfig, *, replica_id: str,
+                  records: BlobRecordStore | None,
+                  identity: ModelIdentity | None = None) -> Memory:
+    """A memory whose vectors and PDQ hashes are in Milvus (``state.backend: milvus``); the
+    collections are created when absent and checked (schema, dimension, model) when present."""
+    from dupstream.state.milvus import MilvusCollection, MilvusConfig, MilvusStore
+
+    m = state.milvus
+    prefix = re.sub(r"[^0-9A-Za-z_]", "_", m.collection_prefix or state.prefix)
+    cfg = MilvusConfig(
+        uri=m.uri, token=None if m.token is None else m.token.get_secret_value(),
+        db_name=m.db_name, secure=m.secure, server_pem_path=m.server_pem_path,
+        server_name=m.server_name, prefix=prefix, consistency=m.consistency,
+        float_index=m.float_index, nlist=m.nlist, nprobe=m.nprobe, hnsw_m=m.hnsw_m,
+        hnsw_ef_construction=m.hnsw_ef_construction, hnsw_ef=m.hnsw_ef, pdq_nlist=m.pdq_nlist,
+        pdq_nprobe=m.pdq_nprobe, partitions=m.partitions, timeout_s=m.timeout_s)
+    store = MilvusStore(cfg, dims={f: s.dim for f, s in config.vectors.items()},
+                        identity=identity)
+    if identity is not None:
+        store.bind(identity, allow_mismatch=config.allow_model_mismatch)
+    return Memory(config, replica_id=replica_id, record_store=records, identity=identity,
+                  collections=lambda name: MilvusCollection(name=name, store=store))
 
 
 def with_retries(fn: Callable[[], T], *, what: str, budget_s: float) -> T:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dupstream.core.errors import ConfigError
@@ -68,6 +68,39 @@ class ModelSettings(BaseModel):
     detector_weights_dir: str | None = None
 
 
+class MilvusSettings(BaseModel):
+    """The Milvus server of ``state.backend: milvus`` (see docs/STATE.md "Milvus backend")."""
+
+    #: the Milvus proxy, e.g. http://milvus.db:19530 (https:// for TLS)
+    uri: str = "http://127.0.0.1:19530"
+    #: ``user:password`` or an API key (kept out of logs and reprs)
+    token: SecretStr | None = None
+    db_name: str = ""
+    #: TLS: verify the server with this CA / certificate file, expecting this server name
+    secure: bool = False
+    server_pem_path: str | None = None
+    server_name: str | None = None
+    #: collection names start with this (default: ``state.prefix``); one per indexed array + PDQ
+    collection_prefix: str | None = None
+    #: Strong: an add is searchable by every replica once it returns (waits one time tick,
+    #: ~0.2 s, per search); Session: by the writer only; Bounded/Eventually: later
+    consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Strong"
+    #: float vectors (the engine's embeddings): index type and parameters
+    float_index: Literal["IVF_SQ8", "HNSW", "FLAT", "IVF_FLAT"] = "IVF_SQ8"
+    nlist: int = Field(default=1024, gt=0)
+    nprobe: int = Field(default=32, gt=0)
+    hnsw_m: int = Field(default=16, gt=0)
+    hnsw_ef_construction: int = Field(default=200, gt=0)
+    hnsw_ef: int = Field(default=128, gt=0)
+    #: PDQ hashes: BIN_IVF_FLAT lists / lists probed
+    pdq_nlist: int = Field(default=1024, gt=0)
+    pdq_nprobe: int = Field(default=32, gt=0)
+    #: partitions the tenant partition key is hashed into
+    partitions: int = Field(default=64, gt=0, le=4096)
+    #: per request; slower or failing requests are transient errors (the event is retried)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class StateSettings(BaseModel):
     """The index every replica shares: the index-updates feed and snapshots in object storage."""
 
@@ -107,6 +140,18 @@ class StateSettings(BaseModel):
     #: refusing them at start (model_mismatch); vectors of two models are not comparable, see
     #: docs/STATE.md "Model identity and migration" before setting this
     allow_model_mismatch: bool = False
+    #: where the vectors and PDQ hashes live: ``embedded`` (FAISS in every replica, kept in sync
+    #: by the index-updates feed and snapshots) or ``milvus`` (one shared Milvus index: no feed,
+    #: no snapshot, no restore; records stay in object storage). With ``milvus``, replication,
+    #: restore and snapshot_interval_s are switched off.
+    backend: Literal["embedded", "milvus"] = "embedded"
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+
+    @model_validator(mode="after")
+    def _shared_index_needs_no_feed(self) -> StateSettings:
+        if self.backend == "milvus":
+            self.replication, self.restore, self.snapshot_interval_s = False, False, 0.0
+        return self
 
 
 class PolicySettings(BaseModel):
