@@ -487,7 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scan", help="the same pipeline over local files (no Kafka needed)",
         description="Judge local images in the given order (a directory contributes its images "
         "sorted by path), each against the ones before it. One JSON line per image: image_id "
-        "(the path), verdict, match_id, probability, evidence, model_version, timings_ms.")
+        "(the path), verdict, match_id, probability, p_copy, evidence, model_version, timings_ms. "
+        "Then the duplicate groups, whatever the file order: each with a suggested keeper (the "
+        "least edited, largest, oldest file) and every other member's role and reason (summary "
+        "on stdout, --groups JSON, --report HTML). Exit 1 when a file failed, 2 for a path "
+        "that does not exist.")
     scan.add_argument("paths", nargs="+", help="image files and/or directories")
     scan.add_argument("--out", help="write JSON lines here (default: stdout)")
     scan.add_argument("--tenant", help="tenant to scope the scan to")

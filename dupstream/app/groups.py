@@ -198,6 +198,9 @@ def read_pair(row: Mapping[str, Any], facts: Mapping[str, FileFacts],
                         _vote(votes, q)
                     elif fr_flat - fq_flat >= FLAT_MARGIN:
                         _vote(votes, r)
+        if (look is not None and _near_identity(t) and "caption" not in rel.roles
+                and "overlay" not in rel.roles):
+            _band_probe(rel, q, r, look, votes)
     elif ev.get("pdq_transform") not in (None, "identity"):
         tr = str(ev["pdq_transform"])
         role = "flip" if "flip" in tr or "transpose" in tr else "rotation"
@@ -233,6 +236,29 @@ def read_pair(row: Mapping[str, Any], facts: Mapping[str, FileFacts],
             rel.copy = ranked[0][0]
             rel.source = r if rel.copy == q else q
     return rel
+
+
+#: the bands looked at for an added caption when the changed regions do not show one
+BANDS = {"at the top": (0.0, 0.0, 1.0, 0.1), "at the bottom": (0.0, 0.9, 1.0, 1.0)}
+#: a caption band is at least this flat
+BAND_FLAT = 0.6
+
+
+def _band_probe(rel: Relation, q: str, r: str, look: Flatness, votes: dict[str, int]) -> None:
+    """Aligned pictures of which one has a flat band (a caption bar) where the other has
+    picture: the changed-region map can miss a band (it weighs the overlap, not fills)."""
+    for where, box in BANDS.items():
+        fq, fr = look.region(q, box), look.region(r, box)
+        if fq is None or fr is None:
+            continue
+        flat, other = (q, fq - fr) if fq > fr else (r, fr - fq)
+        if other >= FLAT_MARGIN and max(fq, fr) >= BAND_FLAT:
+            rel.roles.append("caption")
+            rel.details["caption"] = f"caption or band added {where}"
+            rel.regions = [list(box)]
+            rel.regions_on, rel.regions_both = flat, True
+            _vote(votes, flat)
+            return
 
 
 def _reason(rel: Relation) -> str:
