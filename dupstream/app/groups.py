@@ -216,8 +216,7 @@ def read_pair(row: Mapping[str, Any], facts: Mapping[str, FileFacts],
             _vote(votes, small)
     if fq.format and fr.format and fq.format != fr.format:
         if fq.lossless != fr.lossless:
-            if not rel.roles:
-                rel.roles.append("re-encode")
+            rel.roles.append("re-encode")
             rel.details["re-encode"] = f"re-encoded as {(fr if fq.lossless else fq).format}"
             _vote(votes, r if fq.lossless else q)
         elif not rel.roles:
