@@ -64,6 +64,9 @@ class PairScore:
     #: objects of the reference mapped through the registration into the query
     #: (``verify.match_objects``): matched / added / removed / moved / outside
     object_changes: dict | None = None
+    #: the registration's scale in image pixels (query size / reference size); the
+    #: registration itself measures it on the thumbnails (what the learned decision was fit on)
+    image_scale: float | None = None
 
     @property
     def visual_best(self) -> float:
@@ -86,6 +89,8 @@ class PairScore:
         reg = self.registration
         if reg is not None:
             out["registration"] = reg.evidence()
+            if self.image_scale is not None:
+                out["registration"]["transform"]["scale"] = round(self.image_scale, 4)
             out["same_scene"] = bool(reg.same_scene and not reg.verified)
             if reg.verified:
                 out["changed_area"] = round(reg.changed_area, 4)
@@ -225,7 +230,10 @@ def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> P
     if reg.method != "none" and query.objects is not None and ref.objects is not None:
         changes = match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
                                 ref.objects.boxes.tolist(), ref.objects.names)
-    return replace(score, registration=reg, object_changes=changes)
+    image_scale = None
+    if reg.method != "none" and reg.query_size[0] and reg.ref_size[0]:
+        image_scale = reg.scale * (query.width / reg.query_size[0]) / (ref.width / reg.ref_size[0])
+    return replace(score, registration=reg, object_changes=changes, image_scale=image_scale)
 
 
 def fuse(visual: float, semantic: float | None, alpha: float) -> float:

@@ -46,6 +46,8 @@ class RegistrationEvidence(BaseModel):
     photometric: float = Field(0.0, description="median intensity residual after a gain/bias "
                                "fit, / contrast")
     changed_area: float = Field(..., description="share of the overlap that differs")
+    largest_change: float = Field(0.0, description="the largest changed region's share of the "
+                                  "overlap")
     changed_regions: list[list[float]] = Field(
         default_factory=list, description="changed boxes [x0, y0, x1, y1], fractions of the "
         "query's width/height")
