@@ -92,6 +92,7 @@ COMMANDS = {
     "index": ["snapshot", "restore", "stats", "list", "--snapshot", "--replay"],
     "bench": ["--images", "--batches", "--modes", "--e2e"],
     "eval": ["--dataset", "--pairs", "--ship", "--quick", "--resamples"],
+    "serve": ["--config", "--host", "--port", "/v1/lookup", "DUPSTREAM_SERVE__TOKENS"],
 }
 
 
