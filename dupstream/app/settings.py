@@ -251,6 +251,10 @@ class Settings(BaseSettings):
                 raise ConfigError(f"cannot read settings file {yaml_path}: {exc}") from exc
             if not isinstance(data, dict):
                 raise ConfigError(f"{yaml_path}: top level must be a mapping")
+            unknown = _unknown_keys(cls, data)
+            if unknown:
+                raise ConfigError(f"{yaml_path}: unknown setting(s) {', '.join(unknown)} "
+                                  "(see README, Configuration)")
         try:
             env = cls()  # env + defaults
         except ValidationError as exc:  # a bad DUPSTREAM_* value: name the variable
@@ -260,32 +264,12 @@ class Settings(BaseSettings):
         merged = _deep_merge(data, env.model_dump(exclude_unset=True))
         try:
             return cls.model_validate(_unwrap_secrets(merged))
+        except ValidationError as exc:  # a bad YAML value (env values passed above)
+            raise ConfigError(_describe(exc, env=False, source=yaml_path)) from exc
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
 
-def _unwrap_secrets(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: _unwrap_secrets(v) for k, v in value.items()}
-    return value
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-            unknown = _unknown_keys(cls, data)
-            if unknown:
-                raise ConfigError(f"{yaml_path}: unknown setting(s) {', '.join(unknown)} "
-                                  "(see README, Configuration)")
-        except ValidationError as exc:  # a bad YAML value (env values passed above)
-            raise ConfigError(_describe(exc, env=False, source=yaml_path)) from exc
 def _describe(exc: ValidationError, *, env: bool, source: str | Path | None = None) -> str:
     """One line per bad value, naming the environment variable or the YAML key."""
     parts = []
@@ -311,3 +295,19 @@ def _unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = ""
     return out
 
 
+def _unwrap_secrets(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    return value
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
