@@ -1,11 +1,12 @@
 """The shipped learned decision (``workers/assets/decision_model.json``) on an evaluation set's
-test pairs, through the engine's own path: ``score_pair``, ``verify_pair`` where
-``DecisionPolicy.needs_verification``, then ``DecisionPolicy.decision`` with both images'
-features - the same artefact and code as ``compare``, ``scan`` and the stream, no domain given.
+test pairs, through the engine's own path: the production pair scores (``score_pair``, and
+``verify_pair`` where ``DecisionPolicy.needs_verification``: ``signals.product_signals``), then
+``DecisionPolicy.decision`` with both images' features - the same artefact and code as
+``compare``, ``scan`` and the stream, no domain given.
 
 The training recipe (``lab.decision_data``) splits MNIST digits and the catalogue photos exactly
 as the evaluation does, so these test pairs were not trained on; the CCTV segments are split
-differently there (the evaluation's CCTV set also holds ``vtest``, which training never uses).
+differently there (other frame counts per video), so CCTV test frames may have been trained on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ def learned_decisions(res, table) -> dict | None:
         default_decision_model,
     )
     from dupstream.workers.learned import default_learned_model
-    from dupstream.workers.similarity import score_pair, verify_pair
 
     model = default_learned_model()
     if model is None:
@@ -36,10 +36,7 @@ def learned_decisions(res, table) -> dict | None:
     kinds, probs = [], []
     for i in te:
         q, r = table.features[arr["b"][i]], table.features[arr["a"][i]]
-        s = score_pair(q, r)
-        if policy.needs_verification(s):
-            s = verify_pair(s, q, r)
-        d = policy.decision(s, query=q, reference=r)
+        d = policy.decision(res.scores[i], query=q, reference=r)
         kinds.append(d.kind)
         probs.append(d.p_copy)
     y = arr["label"][te]

@@ -51,6 +51,8 @@ class SetResult:
     scores: list = field(default_factory=list)  # production PairScore per pair
     n_queries: int = 0
     timings_s: dict = field(default_factory=dict)
+    #: the shipped learned decision on the test pairs (``decisioneval``); None: not packaged
+    learned: dict | None = None
 
 
 def ranking_columns(ds: EvalSet, table: ImageTable) -> tuple[dict, np.ndarray, np.ndarray]:

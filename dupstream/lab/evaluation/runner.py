@@ -106,6 +106,7 @@ def log(msg: str) -> None:
 
 
 def run(cfg: EvalConfig) -> Path:
+    from dupstream.lab.evaluation.decisioneval import learned_decisions
     from dupstream.lab.evaluation.document import write_report
     from dupstream.lab.evaluation.evaluate import evaluate_set
     from dupstream.lab.evaluation.signals import build_image_table
@@ -125,6 +126,10 @@ def run(cfg: EvalConfig) -> Path:
         log(f"{name}: {len(ds.images)} images, {len(ds.pairs)} pairs")
         table = build_image_table(ds, extractor, seed=cfg.seed, progress=cfg.progress)
         res = evaluate_set(ds, table, seed=cfg.seed, resamples=cfg.resamples)
+        res.learned = learned_decisions(res, table)
+        if res.learned is not None:
+            log(f"{name}: learned decision {res.learned['model']}: F1 {res.learned['f1']:.3f}, "
+                f"AUC {res.learned['auc']:.3f}, ECE {res.learned['ece']:.3f} (test)")
         res.timings_s = {**table.timings_s, "total": time.perf_counter() - t0}
         results.append(res)
         tables[name] = table
@@ -179,6 +184,8 @@ def per_kind(results, shipped, cfg: EvalConfig) -> dict:
                                             domain=r.ds.domain)["pred"]}
         if shipped:
             preds["refitted"] = shipped["per_set"][r.ds.name]["domain"]["pred"]
+        if r.learned is not None:
+            preds["learned decision (shipped)"] = r.learned["pred"]
         vis = next((m for m in r.methods if m.name == VISUAL and m.available), None)
         if vis is not None:
             preds["SSCD alone"] = vis.pred
