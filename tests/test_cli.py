@@ -86,7 +86,9 @@ def test_compare_one_pair_and_a_pairs_file(image_dir, tmp_path):
 #: from the parser, or loses its help text, fails here)
 COMMANDS = {
     "run": ["--config", "--create-topics", "--max-events", "--idle-exit", "DUPSTREAM_"],
-    "scan": ["--out", "--tenant", "--batch", "--embedder", "--detector", "--no-graph"],
+    "scan": ["--out", "--tenant", "--batch", "--embedder", "--detector", "--no-graph",
+             "--groups", "--report", "--index", "--allow-errors", "--preference", "--domain",
+             "--max-pixels", "--quiet"],
     "compare": ["--pairs", "--out", "--embedder", "--detector"],
     "train": ["--out", "--seed", "--epochs", "--embedder"],
     "index": ["snapshot", "restore", "stats", "list", "--snapshot", "--replay"],
