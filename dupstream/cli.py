@@ -324,6 +324,36 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 # -- index ---------------------------------------------------------------------------------------
+def _index_migrate(args: argparse.Namespace, settings, blobs, out: dict) -> int:
+    """``index migrate``: the embedded snapshot at ``state.prefix`` (latest, or ``--snapshot``)
+    copied into the Milvus collections of ``state.milvus`` (created when absent)."""
+    from dupstream.app.root import memory_config, milvus_memory
+    from dupstream.state.migrate import migrate_to_milvus
+    from dupstream.state.records import BlobRecordStore
+    from dupstream.state.snapshot import load_latest_snapshot, load_snapshot
+
+    st = settings.state
+    if st.backend != "milvus":
+        print("index migrate copies the embedded snapshot into Milvus: set "
+              "DUPSTREAM_STATE__BACKEND=milvus and DUPSTREAM_STATE__MILVUS__URI", file=sys.stderr)
+        return ExitCode.USAGE
+    config, records = memory_config(st), BlobRecordStore(blobs, prefix=st.prefix)
+    kw = {"prefix": st.prefix, "config": config, "replica_id": "migrate",
+          "record_store": records}
+    restored = (load_snapshot(blobs, args.snapshot, **kw) if args.snapshot
+                else load_latest_snapshot(blobs, **kw))
+    if restored is None:
+        print(f"no snapshot under {st.bucket}/{st.prefix}", file=sys.stderr)
+        return ExitCode.USAGE
+    target = milvus_memory(st, config, replica_id="migrate", records=None,
+                           identity=restored.memory.identity)
+    out["migrated_from"] = restored.snapshot_id
+    out["migrated"] = migrate_to_milvus(restored.memory, target).to_dict()
+    out["stats"] = target.stats()
+    print(json.dumps(out, indent=1, default=str))
+    return ExitCode.OK
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from dupstream.app.root import (
         build_engine,
@@ -340,8 +370,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     st = settings.state
     blobs = build_state_store(settings, build_object_store(settings, pool=False))
     out: dict = {"bucket": st.bucket, "prefix": st.prefix}
+    if args.action == "migrate":
+        return _index_migrate(args, settings, blobs, out)
     if args.action == "list":
         out["snapshots"] = list_snapshots(blobs, prefix=st.prefix)
+        if st.backend == "milvus":  # the shared index: its collections and sizes
+            stats = build_memory(state=st, blobstore=None)[0].stats()
+            out["milvus"] = {"images": stats["images"], "indexes": stats["indexes"]}
         print(json.dumps(out, indent=1))
         return ExitCode.OK
     # restore and snapshot refuse another model's state (the configured one: nothing loaded);
@@ -356,7 +391,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         memory, snap = build_memory(state=st, blobstore=blobs, identity=identity)
         out["loaded"] = snap
-    if args.action in ("snapshot", "stats") and (args.replay or args.action == "snapshot"):
+    if args.action in ("snapshot", "stats") and (args.replay or args.action == "snapshot") \
+            and st.backend != "milvus":
         feed = build_feed_replayer(settings, memory)
         try:
             out["replayed_updates"] = feed.start(timeout_s=args.timeout)
@@ -566,10 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
         "[--snapshot ID]: verify a snapshot (every blob's SHA-256, the manifest fingerprint, "
         "and that the configured embedder and weights wrote it) and make it the one replicas "
         "start from. stats [--replay]: load (and optionally replay) "
-        "and print sizes, index kinds and replication figures. list: snapshots, newest first.")
-    ix.add_argument("action", choices=["snapshot", "restore", "stats", "list"])
+        "and print sizes, index kinds and replication figures. list: snapshots, newest first. "
+        "migrate [--snapshot ID]: copy the embedded snapshot (latest, or ID) and its records "
+        "into the Milvus collections of state.backend=milvus (re-runnable: present images "
+        "are skipped).")
+    ix.add_argument("action", choices=["snapshot", "restore", "stats", "list", "migrate"])
     ix.add_argument("--config", help="YAML settings file (env DUPSTREAM_* overrides it)")
-    ix.add_argument("--snapshot", help="restore: the snapshot id to roll back to")
+    ix.add_argument("--snapshot", help="restore: the snapshot id to roll back to; migrate: "
+                    "the snapshot to copy (default: the latest)")
     ix.add_argument("--replay", action="store_true", help="stats: also replay the feed")
     ix.add_argument("--timeout", type=float, default=300.0, help="feed catch-up limit (s)")
     ix.set_defaults(func=cmd_index)

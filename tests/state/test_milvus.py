@@ -86,3 +86,27 @@ def test_an_unreachable_server_is_a_transient_error():
         MilvusStore(MilvusConfig(uri=f"http://127.0.0.1:{port}", timeout_s=1.0),
                     dims={"vector": DIM})
     assert err.value.transient and err.value.reason == "milvus_unavailable"
+
+
+def test_migrate_copies_an_embedded_memory_into_milvus(store):
+    from dupstream.state.migrate import migrate_to_milvus
+
+    rng = np.random.default_rng(4)
+    v = unit(rng, 6, DIM)
+    u = uuid.uuid4().hex[:6]
+    src = Memory(MemoryConfig(vectors={"vector": IndexSpec(dim=DIM, kind="flat")},
+                              records_max_items=5))
+    for i in range(4):
+        src.add(make_record(f"m{i}", f"x-{u}" if i % 2 else f"y-{u}", vector=v[i]))
+    src.add_to_bank(f"bank{u}", [make_record("ref", None, vector=v[4])])
+    src.add(make_record("gone", f"x-{u}", vector=v[5]))  # evicts m0 (LRU of 5, no store)
+    dst = _memory(store, "migrate")
+    got = migrate_to_milvus(src, dst, batch=2)
+    assert (got.images, got.added, got.present) == (6, 5, 0)
+    assert got.lost == [(None, f"y-{u}", "m0")]
+    again = migrate_to_milvus(src, dst)
+    assert (again.added, again.present) == (0, 5)  # re-runnable
+    found = dst.candidates(make_record("q", f"x-{u}", vector=near(rng, v[3], 0.05)))
+    assert [c.image_id for c in found if c.source == "vector"][:1] == ["m3"]
+    found = dst.candidates(make_record("q2", "anyone", vector=near(rng, v[4], 0.05)))
+    assert [(c.image_id, c.bank) for c in found][:1] == [("ref", f"bank{u}")]
