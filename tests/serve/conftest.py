@@ -23,6 +23,7 @@ TOKENS = {
     "zeta": "tok-zeta-0123456789",
     "acme-logos": "tok-acme-logos-0123",  # acme, granted bank "logos" only
     "acme-nobank": "tok-acme-nobank-012",  # acme, no bank
+    "archive": "tok-archive-0123456",  # the tenant of the image only the snapshot holds
 }
 #: what every process of these tests runs (the stream child gets them as DUPSTREAM_* too):
 #: objects do not matter here, so no detector (faster); the same model everywhere
@@ -67,6 +68,7 @@ def serve_env(kafka_bootstrap: str, s3_endpoint: str, names: dict[str, str]) -> 
             {"token": TOKENS["zeta"], "tenant": "zeta"},
             {"token": TOKENS["acme-logos"], "tenant": "acme", "banks": ["logos"]},
             {"token": TOKENS["acme-nobank"], "tenant": "acme", "banks": []},
+            {"token": TOKENS["archive"], "tenant": "archive"},
         ]),
         "DUPSTREAM_SERVE__MAX_BODY_BYTES": str(2 * 1024 * 1024),
         "DUPSTREAM_SERVE__QUEUE_MAX": "4",
@@ -111,6 +113,26 @@ def wait_ready(base: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{base} not ready within {timeout_s}s")
 
 
+def _write_snapshot(settings: Settings) -> None:
+    """A snapshot in the state bucket holding one image the feed never carried (tenant
+    ``archive``, so no other tenant's lookup can meet its synthetic vectors): a replica that
+    shows it was restored from the snapshot."""
+    from dupstream.app.root import build_object_store, build_state_store, memory_config
+    from dupstream.state.memory import Memory
+    from dupstream.state.records import ImageRecord
+    from dupstream.state.snapshot import write_snapshot
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal(512).astype(np.float32)
+    v /= np.linalg.norm(v)
+    mem = Memory(memory_config(settings.state), replica_id="snapshot-writer")
+    mem.add(ImageRecord("snap-img", "archive", "ab" * 32, rng.integers(0, 256, (8, 32),
+                                                                      dtype=np.uint8),
+                        arrays={"vector": v, "content": v}, meta={"width": 7, "height": 5}))
+    store = build_state_store(settings, build_object_store(settings, pool=False))
+    write_snapshot(mem, store, prefix=settings.state.prefix)
+
+
 @pytest.fixture(scope="session")
 def replica_a(kafka_bootstrap, s3_endpoint, serve_names):
     """Replica A: a lookup server built from settings (the composition of `dupstream serve`),
@@ -122,6 +144,7 @@ def replica_a(kafka_bootstrap, s3_endpoint, serve_names):
         for k, v in env.items():
             mp.setenv(k, v)
         settings = Settings.load()
+    _write_snapshot(settings)
     server = build_server(settings)
     try:
         with running(server.asgi) as base:

@@ -51,6 +51,17 @@ def _has(base: str, image_id: str, who: str = "acme") -> bool:
     return httpx.get(f"{base}/v1/images/{image_id}", headers=auth(who)).status_code == 200
 
 
+def test_a_replica_starts_from_the_latest_snapshot(replica_a):
+    base, server = replica_a
+    assert server.snapshot_id is not None
+    info = httpx.get(f"{base}/v1/images/snap-img", headers=auth("archive"))
+    assert info.status_code == 200, info.text
+    assert info.json()["origin"] == "snapshot-writer" and info.json()["width"] == 7
+    assert httpx.get(f"{base}/v1/images/snap-img", headers=auth("acme")).status_code == 404
+    ready = httpx.get(f"{base}/readyz").json()
+    assert ready["snapshot"] == server.snapshot_id and ready["feed"]["caught_up"] is True
+
+
 def test_stream_and_server_share_one_index(replica_a, kafka_bootstrap, s3_endpoint, serve_names,
                                            copies, tmp_path):
     base_a, _ = replica_a
