@@ -27,8 +27,8 @@ import hashlib
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -294,22 +294,6 @@ class _MilvusCollection:
             self.conn.call(f"inserting into {self.name}",
                            lambda client: client.insert(self.name, rows))
 
-    def keys(self, expr: str = "", *, batch: int = 1000) -> Iterable[RecordKey]:
-        """Every (bank, tenant, image_id) matching ``expr`` (``index list``)."""
-        def run(client: Any) -> list[dict[str, Any]]:
-            it = client.query_iterator(self.name, batch_size=batch, filter=expr,
-                                       output_fields=["tenant", "bank", "image_id"])
-            out: list[dict[str, Any]] = []
-            while True:
-                page = it.next()
-                if not page:
-                    it.close()
-                    return out
-                out.extend(page)
-
-        for r in self.conn.call(f"listing {self.name}", run):
-            yield (_back(r["bank"]), _back(r["tenant"]), r["image_id"])
-
     def drop(self) -> None:
         self.conn.call(f"dropping {self.name}", lambda client: client.drop_collection(self.name))
 
@@ -476,8 +460,11 @@ class MilvusStore:
     conn: MilvusConnection = field(init=False)
     vectors: dict[str, MilvusVectorIndex] = field(init=False)
     pdq: MilvusPDQStore = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
+        #: concurrent requests of one lookup or add (the client is thread-safe)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="milvus")
         self.conn = MilvusConnection(self.config)
         p = self.config.prefix
         self.vectors = {f: MilvusVectorIndex(self.conn, f"{p}_{f}", d, self.identity)
@@ -490,6 +477,7 @@ class MilvusStore:
         self.identity = identity
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         self.conn.close()
 
     def drop(self) -> None:
@@ -549,8 +537,9 @@ class MilvusCollection:
                 [as_matrix(recs[i].arrays[f], index.dim) for i in fresh]))
         pdq = self.store.pdq.rows(keys, np.concatenate([as_pdq(recs[i].pdq)[:1] for i in fresh]),
                                   [recs[i].digest for i in fresh], [usable[i] for i in fresh])
-        for f, index in self.indexes.items():
-            index.insert(rows[f])
+        for fut in [self.store.pool.submit(index.insert, rows[f])
+                    for f, index in self.indexes.items()]:
+            fut.result()
         self.store.pdq.insert(pdq)  # last: the key counts as present once its hash is in
         for i in fresh:
             new[i] = True
@@ -563,23 +552,26 @@ class MilvusCollection:
         uploads = key_filter(tenant=tenant, bank=None)
         banks = key_filter(banks_only=True)
         scopes = [uploads, banks] if self.name is None else [key_filter(bank=self.name)]
-        out: list[Candidate] = []
         either = " or ".join(f"({s})" for s in scopes)
-        for b, t, i in self.store.pdq.exact(query.digest, expr=either):
+        pool = self.store.pool
+        # every request waits for its consistency point (one time tick with Strong): issued
+        # together, a lookup costs about one tick instead of one per request
+        exact = pool.submit(self.store.pdq.exact, query.digest, expr=either)
+        pdq = (pool.submit(self.store.pdq.nearest, query.pdq, expr=either,
+                           max_distance=pdq_max_distance, k=2) if use_pdq else None)
+        vec = [(f, pool.submit(index.search, query.arrays[f], k, expr=expr))
+               for f, index in self.indexes.items() if f in query.arrays for expr in scopes]
+        out: list[Candidate] = []
+        for b, t, i in exact.result():
             out.append(Candidate(i, t, b, "exact", 1.0))
-        if use_pdq:
-            for h in self.store.pdq.nearest(query.pdq, expr=either,
-                                            max_distance=pdq_max_distance, k=2):
-                b, t, i = h.key
-                out.append(Candidate(i, t, b, "pdq", 1.0 - h.distance / 256.0, None,
-                                     h.distance, h.variant))
-        for f, index in self.indexes.items():
-            if f not in query.arrays:
-                continue
-            for expr in scopes:
-                for hit in index.search(query.arrays[f], k, expr=expr)[0]:
-                    b, t, i = hit.key
-                    out.append(Candidate(i, t, b, "vector", hit.score, f))
+        for h in pdq.result() if pdq is not None else []:
+            b, t, i = h.key
+            out.append(Candidate(i, t, b, "pdq", 1.0 - h.distance / 256.0, None,
+                                 h.distance, h.variant))
+        for f, fut in vec:
+            for hit in fut.result()[0]:
+                b, t, i = hit.key
+                out.append(Candidate(i, t, b, "vector", hit.score, f))
         return out
 
     def nbytes(self) -> dict[str, int]:
@@ -589,13 +581,3 @@ class MilvusCollection:
         raise StateError("the Milvus backend keeps no local index to snapshot "
                          "(set snapshot_interval_s to 0)")
 
-
-def visible_within(fn: Callable[[], bool], *, timeout_s: float, poll_s: float = 0.01) -> float:
-    """Seconds until ``fn()`` is true (the add -> searchable delay), or raise after timeout."""
-    t0 = time.perf_counter()
-    while True:
-        if fn():
-            return time.perf_counter() - t0
-        if time.perf_counter() - t0 > timeout_s:
-            raise StateError(f"not visible within {timeout_s} s")
-        time.sleep(poll_s)
