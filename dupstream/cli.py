@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ix = sub.add_parser(
-        "index", help="the shared index: snapshot | restore | stats | list",
+        "index", help="the shared index: snapshot | restore | stats | list | migrate",
         description="Operate on the index every replica shares (object storage + the "
         "index-updates topic; settings as for 'run'). snapshot: load the latest snapshot, "
         "replay the feed to its end, write a new snapshot (the snapshot-writer job). restore "
