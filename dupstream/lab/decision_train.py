@@ -78,12 +78,19 @@ def load_data(recipe: Recipe, *, cache: Path = CACHE, extractor_factory=None) ->
 
     tables = [load_or_build(name, recipe, cache, extractor_factory) for name in SETS]
     out = {}
-    for key in ("X", "label", "kind", "split", "source", "family", "set", "phash", "verified"):
+    for key in ("label", "kind", "split", "source", "family", "set", "phash", "verified"):
         out[key] = np.concatenate([t[key] for t in tables])
-    out["names"] = tuple(str(n) for n in tables[0]["names"])
-    if out["names"] != NAMES:
-        raise ValueError("cached features were computed with another pairfeatures.NAMES; "
-                         f"delete {cache} and rebuild")
+    cached = [tuple(str(n) for n in t["names"]) for t in tables]
+    if len(set(cached)) != 1 or any(n not in NAMES for n in cached[0]):
+        raise ValueError(f"cached features in {cache} do not match pairfeatures.NAMES; delete "
+                         "them and rebuild")
+    # columns in today's NAMES order; a feature added since the cache was built stays NaN and
+    # is not offered to the model (``available``)
+    x = np.concatenate([t["X"] for t in tables])
+    out["X"] = np.full((len(x), len(NAMES)), np.nan)
+    out["X"][:, [NAMES.index(n) for n in cached[0]]] = x
+    out["available"] = cached[0]
+    out["names"] = NAMES
     out["seconds"] = {name: t["seconds"].tolist() for name, t in zip(SETS, tables, strict=True)}
     return out
 
@@ -362,11 +369,12 @@ def skew_check(model: LearnedModel, recipe: Recipe, data: dict, *, per_set: int,
         rows = np.sort(rng.choice(local, min(per_set, len(local)), replace=False))
         now = recompute(name, recipe, rows, extractor)
         then = data["X"][idx[rows]]
-        same = np.isclose(now, then, atol=1e-6) | (np.isnan(now) & np.isnan(then))
         cols = [NAMES.index(n) for n in model.features]
+        now_m, then_m = now[:, cols], then[:, cols]  # the features the model reads
+        same = np.isclose(now_m, then_m, atol=1e-6) | (np.isnan(now_m) & np.isnan(then_m))
         dp = np.abs(model.p_copy_matrix(now[:, cols]) - model.p_copy_matrix(then[:, cols]))
         out[name] = {"pairs": len(rows), "identical_pairs": float(np.mean(same.all(axis=1))),
-                     "features_differing": sorted({NAMES[j] for j in np.flatnonzero(
+                     "features_differing": sorted({model.features[j] for j in np.flatnonzero(
                          ~same.all(axis=0))}),
                      "max_abs_dp": float(dp.max()), "share_dp_over_0.01": float(
                          np.mean(dp > 0.01))}
@@ -382,13 +390,20 @@ def _masks(data: dict, exclude: tuple[str, ...] = ()) -> tuple[np.ndarray, np.nd
 def choose_features(data, train, val, seed) -> tuple[tuple[str, ...], dict]:
     """The full feature set, or the same without the object features when those don't pay
     (validation log-loss not lower by at least 1 %)."""
-    full, fi = train_model(data, train, val, NAMES, seed=seed)
-    lean, li = train_model(data, train, val, NO_OBJECTS, seed=seed)
+    full_set, lean_set = available(data, NAMES), available(data, NO_OBJECTS)
+    full, fi = train_model(data, train, val, full_set, seed=seed)
+    lean, li = train_model(data, train, val, lean_set, seed=seed)
     keep_objects = fi["val_log_loss"] < 0.99 * li["val_log_loss"]
     info = {"full": {k: fi[k] for k in ("val_log_loss", "val_auc")},
             "without object features": {k: li[k] for k in ("val_log_loss", "val_auc")},
             "kept": "full" if keep_objects else "without object features"}
-    return (NAMES if keep_objects else NO_OBJECTS), info
+    return (full_set if keep_objects else lean_set), info
+
+
+def available(data: dict, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` the cached data holds (all of them when built with today's code)."""
+    have = set(data.get("available", NAMES))
+    return tuple(n for n in names if n in have)
 
 
 def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed: int = 0,
@@ -424,11 +439,12 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     # ablations: visual-only and without object features, same recipe
     vis, _ = train_model(data, train, val, VISUAL, seed=seed)
     abl = {"visual-only model": vis}
-    if features != NO_OBJECTS:
-        abl["model without object features"] = train_model(data, train, val, NO_OBJECTS,
-                                                           seed=seed)[0]
+    if features != available(data, NO_OBJECTS):
+        abl["model without object features"] = train_model(
+            data, train, val, available(data, NO_OBJECTS), seed=seed)[0]
     else:
-        abl["model with object features"] = train_model(data, train, val, NAMES, seed=seed)[0]
+        abl["model with object features"] = train_model(data, train, val,
+                                                        available(data, NAMES), seed=seed)[0]
     blocks = {f"{s} test": (data["set"] == s) & (data["split"] == "test") for s in SETS}
     report = {"model": model.version, "bytes": len(text), "features": list(features),
               "cutoffs": model.cutoffs, "meta": model.meta, "test": evaluate_model(
