@@ -6,7 +6,9 @@
 # wheel installs here (else skipped with a message: the Milvus tests then skip), started on
 # 127.0.0.1 by scripts/milvus_server.py.
 #   servers.sh install | start | stop | status
-# Env: SRV_DIR (default ./.servers), KAFKA_PORT (19092), S3_PORT (19000), MILVUS_PORT (19530)
+# Env: SRV_DIR (default ./.servers), KAFKA_PORT (19092), S3_PORT (19000), MILVUS_PORT (19530),
+#   WITH_MILVUS: `install` installs Milvus unless 0; `start` starts it only when 1 (the broker and
+#   S3 server are all the demo and most tests need; the Milvus tests start their own server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRV="${SRV_DIR:-$PWD/.servers}"
@@ -33,7 +35,8 @@ PYEOF
     "$PY" -m venv "$SRV/moto"
     "$SRV/moto/bin/pip" install -q --disable-pip-version-check 'moto[s3]==5.2.5' 'flask==3.1.3' 'flask-cors==6.0.5'
   fi
-  if [ ! -x "$SRV/milvus/bin/python" ] || ! "$SRV/milvus/bin/python" -c 'import milvus' 2>/dev/null; then
+  if [ "${WITH_MILVUS:-1}" = 1 ] && { [ ! -x "$SRV/milvus/bin/python" ] \
+      || ! "$SRV/milvus/bin/python" -c 'import milvus' 2>/dev/null; }; then
     if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] && "$PY" -m venv "$SRV/milvus" \
         && "$SRV/milvus/bin/pip" install -q --disable-pip-version-check 'milvus==2.3.5'; then
       :
@@ -62,7 +65,7 @@ wait_port() {
 }
 
 start() {
-  install >/dev/null
+  WITH_MILVUS="${WITH_MILVUS:-0}" install >/dev/null
   stop >/dev/null 2>&1 || true
   "$SRV/bin/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
@@ -73,7 +76,7 @@ start() {
   wait_port "$KAFKA_PORT"; wait_port "$S3_PORT"
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null && break; sleep 0.1; done
   echo "servers: kafka 127.0.0.1:$KAFKA_PORT (pid $(cat "$SRV/run/tansu.pid")), s3 http://127.0.0.1:$S3_PORT (pid $(cat "$SRV/run/moto.pid"))"
-  milvus_start
+  if [ "${WITH_MILVUS:-0}" = 1 ]; then milvus_start; fi
 }
 
 stop() {
