@@ -487,40 +487,79 @@ def plot(res: dict, summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def trace_growth(*, images: int, batch: int = 16, pool_size: int = 256, top: int = 15) -> dict:
+def _malloc_trim() -> bool:
+    """glibc's malloc_trim(0): hand free heap pages back to the OS (False: not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
+
+
+def trace_growth(*, images: int, batch: int = 16, pool_size: int = 256, top: int = 15,
+                 traced: bool = True, snapshot_every: int = 0) -> dict:
     """What grows, in this process: the engine (default models, an in-memory index) judges and
     remembers ``images`` distinct uploads made like the soak's, under tracemalloc; the traced
     heap and the RSS after the first two batches (warm) and at the end, the top differences by
     source line and by file, and the memory's own byte counts. Python-heap and numpy
     allocations are traced; FAISS's and the runtimes' C++ allocations are not (the RSS
-    difference holds those)."""
+    difference holds those). At each mark the RSS is read again after glibc's ``malloc_trim``:
+    what the process keeps once free heap pages are handed back. ``traced=False``: no
+    tracemalloc (its overhead), the RSS and the trimmed RSS only. ``snapshot_every``: write a
+    snapshot of the memory (to files in a temporary folder, the newest kept) after every that
+    many batches, as the service's snapshot thread does."""
     import gc
+    import tempfile
     import tracemalloc
 
     from dupstream.bench.pipeline import make_images
     from dupstream.engine import Upload
     from dupstream.engine.build import build_deduper
+    from dupstream.state.blobstore import FileBlobStore
+    from dupstream.state.snapshot import write_snapshot
 
     pool = make_images(pool_size, seed=7)
     deduper = build_deduper()
     uploads = [Upload(f"t-{i:06d}", splice_comment(pool[i % len(pool)], f"t-{i:06d}"))
                for i in range(images)]
     deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
-    tracemalloc.start(8)
+    if traced:
+        tracemalloc.start(8)
     marks: dict[str, dict] = {}
     snaps = {}
+    tmp = tempfile.TemporaryDirectory(prefix="soak-trace-")
+    snap_store = FileBlobStore(tmp.name)
     for n, i in enumerate(range(0, images, batch)):
         deduper.process(uploads[i:i + batch])
+        if snapshot_every and (n + 1) % snapshot_every == 0:
+            write_snapshot(deduper.memory, snap_store, prefix="trace", keep=1)
         if n == 1 or i + batch >= images:
             gc.collect()
             name = "warm" if n == 1 else "end"
-            snaps[name] = tracemalloc.take_snapshot()
+            if traced:
+                snaps[name] = tracemalloc.take_snapshot()
             st = deduper.memory.stats()
             marks[name] = {"images": st["images"],
-                           "traced_bytes": tracemalloc.get_traced_memory()[0],
+                           "traced_bytes": tracemalloc.get_traced_memory()[0] if traced else 0,
                            "rss": sample_process(os.getpid())["rss"],
                            "index_bytes": sum(st["bytes"].values()),
                            "records_bytes": st["records"]["bytes"]}
+            trimmed = _malloc_trim()
+            marks[name]["rss_after_trim"] = (sample_process(os.getpid())["rss"] if trimmed
+                                             else None)
+    added = marks["end"]["images"] - marks["warm"]["images"]
+    keys = ["traced_bytes", "rss", "rss_after_trim", "index_bytes", "records_bytes"]
+    per = {k: (marks["end"][k] - marks["warm"][k]) / added
+           for k in keys if marks["end"][k] is not None}
+    tmp.cleanup()
+    out = {"images": images, "batch": batch, "traced": traced,
+           "snapshot_every": snapshot_every, "marks": marks,
+           "images_added": added, "per_image_bytes": per}
+    if not traced:
+        return out
     tracemalloc.stop()
     filt = [tracemalloc.Filter(False, tracemalloc.__file__)]
     end, warm = snaps["end"].filter_traces(filt), snaps["warm"].filter_traces(filt)
@@ -530,32 +569,42 @@ def trace_growth(*, images: int, batch: int = 16, pool_size: int = 256, top: int
                  "size_diff": d.size_diff, "count_diff": d.count_diff}
                 for d in end.compare_to(warm, key)[:top]]
 
-    added = marks["end"]["images"] - marks["warm"]["images"]
-    per = {k: (marks["end"][k] - marks["warm"][k]) / added
-           for k in ("traced_bytes", "rss", "index_bytes", "records_bytes")}
-    return {"images": images, "batch": batch, "marks": marks, "images_added": added,
-            "per_image_bytes": per, "top_lines": diff("lineno"), "top_files": diff("filename")}
+    return {**out, "top_lines": diff("lineno"), "top_files": diff("filename")}
 
 
 def write_trace_markdown(tr: dict, path: Path) -> None:
     w, e, per = tr["marks"]["warm"], tr["marks"]["end"], tr["per_image_bytes"]
+    mb = 2**20
+    trim = (f"; after malloc_trim {w['rss_after_trim'] / mb:.1f} → "
+            f"{e['rss_after_trim'] / mb:.1f} MB" if "rss_after_trim" in per else "")
     lines = [
-        f"# What grows: {tr['images']} uploads through the engine under tracemalloc",
+        f"# What grows: {tr['images']} uploads through the engine"
+        f"{' under tracemalloc' if tr['traced'] else ''}",
         "",
         f"`{tr['command']}`. Warm = after the first two batches of {tr['batch']}; "
-        f"{tr['images_added']} images added between warm and end.",
+        f"{tr['images_added']} images added between warm and end"
+        + (f"; a snapshot after every {tr['snapshot_every']} batches."
+           if tr.get("snapshot_every") else "; no snapshots."),
         "",
         "| per added image | bytes |",
         "|---|---|",
-        f"| traced heap (Python + numpy) | {per['traced_bytes']:.0f} |",
+        *([f"| traced heap (Python + numpy) | {per['traced_bytes']:.0f} |"]
+          if tr["traced"] else []),
         f"| RSS | {per['rss']:.0f} |",
+        *([f"| RSS after malloc_trim(0) | {per['rss_after_trim']:.0f} |"]
+          if "rss_after_trim" in per else []),
         f"| index (memory.stats bytes) | {per['index_bytes']:.0f} |",
         f"| records (memory.stats bytes, estimate) | {per['records_bytes']:.0f} |",
         "",
-        f"Traced heap warm → end: {w['traced_bytes'] / 2**20:.1f} → "
-        f"{e['traced_bytes'] / 2**20:.1f} MB; RSS {w['rss'] / 2**20:.1f} → "
-        f"{e['rss'] / 2**20:.1f} MB.",
+        f"RSS warm → end: {w['rss'] / mb:.1f} → {e['rss'] / mb:.1f} MB{trim}"
+        + (f"; traced heap {w['traced_bytes'] / mb:.1f} → {e['traced_bytes'] / mb:.1f} MB."
+           if tr["traced"] else "."),
         "",
+    ]
+    if not tr["traced"]:
+        path.write_text("\n".join(lines))
+        return
+    lines += [
         "| top growth by line | size diff (kB) | blocks |",
         "|---|---|---|",
         *[f"| `{d['where']}` | {d['size_diff'] / 1024:.1f} | {d['count_diff']:+d} |"
@@ -586,9 +635,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", type=int, metavar="IMAGES",
                     help="instead of the soak: IMAGES uploads through the engine in this process "
                          "under tracemalloc, what grows (results/soak-trace.{json,md})")
+    ap.add_argument("--no-tracemalloc", action="store_true",
+                    help="with --trace: RSS and RSS after malloc_trim only (no tracemalloc)")
+    ap.add_argument("--trace-snapshot-every", type=int, default=0, metavar="BATCHES",
+                    help="with --trace: write a snapshot after every BATCHES batches")
     a = ap.parse_args(argv)
     if a.trace:
-        tr = trace_growth(images=a.trace, pool_size=a.pool)
+        tr = trace_growth(images=a.trace, pool_size=a.pool, traced=not a.no_tracemalloc,
+                          snapshot_every=a.trace_snapshot_every)
         tr["command"] = "python -m dupstream.bench.soak " + " ".join(argv or sys.argv[1:])
         out = Path(a.out or "results/soak-trace")
         out.parent.mkdir(parents=True, exist_ok=True)
