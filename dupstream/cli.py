@@ -207,6 +207,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if bool(args.pairs) == bool(args.images):
         print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
         return ExitCode.USAGE
+    missing = [p for p in ([args.pairs] if args.pairs else args.images) if not Path(p).is_file()]
+    if missing:  # before any model loads
+        print(f"dupstream: not found: {', '.join(missing)}", file=sys.stderr)
+        return ExitCode.USAGE
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads)
     deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error

@@ -138,3 +138,16 @@ def test_a_user_folder_named_like_our_packages_changes_nothing(image_dir, tmp_pa
     there = subprocess.run([*CLI, "compare", *pair], check=True, capture_output=True, text=True,
                            cwd=decoy)
     assert json.loads(there.stdout) == json.loads(here.stdout)
+
+
+def test_compare_of_missing_files_says_not_found_without_a_traceback(tmp_path):
+    from dupstream.cli import ExitCode
+
+    pairs = subprocess.run([*CLI, "compare", "--pairs", str(tmp_path / "nope.csv")],
+                           capture_output=True, text=True)
+    assert pairs.returncode == ExitCode.USAGE and "not found" in pairs.stderr
+    assert "Traceback" not in pairs.stderr
+    images = subprocess.run([*CLI, "compare", str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                            capture_output=True, text=True)
+    assert images.returncode == ExitCode.USAGE and "not found" in images.stderr
+    assert "Traceback" not in images.stderr
