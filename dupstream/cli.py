@@ -207,6 +207,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if bool(args.pairs) == bool(args.images):
         print("compare: give either two images A B, or --pairs pairs.csv", file=sys.stderr)
         return ExitCode.USAGE
+    if args.images and len(args.images) != 2:
+        print("compare: exactly two images A B", file=sys.stderr)
+        return ExitCode.USAGE
     missing = [p for p in ([args.pairs] if args.pairs else args.images) if not Path(p).is_file()]
     if missing:  # before any model loads
         print(f"dupstream: not found: {', '.join(missing)}", file=sys.stderr)
