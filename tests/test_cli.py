@@ -151,3 +151,19 @@ def test_compare_of_missing_files_says_not_found_without_a_traceback(tmp_path):
                             capture_output=True, text=True)
     assert images.returncode == ExitCode.USAGE and "not found" in images.stderr
     assert "Traceback" not in images.stderr
+
+
+def test_scan_rows_carry_their_own_timings_and_no_transform_for_unrelated_images(image_dir,
+                                                                                 tmp_path):
+    d, files, _ = image_dir
+    out = tmp_path / "rows.jsonl"
+    run = subprocess.run([*CLI, "scan", str(files["astronaut"]), str(files["coffee"]),
+                          str(d / "b_astronaut_jpeg.jpg"), "--detector", "none", "--out",
+                          str(out), "-q"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr  # no library warnings by default
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # one model batch, but decode/hash are each image's own
+    assert len({(r["timings_ms"]["decode"], r["timings_ms"]["hash"]) for r in rows}) == 3
+    coffee = next(r for r in rows if r["image_id"] == str(files["coffee"]))
+    assert coffee["verdict"] == "unique" and coffee["evidence"]["pdq_transform"] is None

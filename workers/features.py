@@ -108,29 +108,37 @@ class FeatureExtractor:
         return out
 
     def extract(self, blobs: Sequence[bytes]) -> list[ImageFeatures | DupstreamError]:
-        t0 = time.perf_counter()
-        decoded = self.decode(blobs)
-        t1 = time.perf_counter()
-        return self.extract_decoded(blobs, decoded, decode_ms=(t1 - t0) * 1e3 / max(1, len(blobs)))
+        decoded, decode_ms = [], []
+        for data in blobs:  # timed per image: decode cost follows each image's size
+            t0 = time.perf_counter()
+            decoded.extend(self.decode([data]))
+            decode_ms.append((time.perf_counter() - t0) * 1e3)
+        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms)
 
     def extract_decoded(
         self,
         blobs: Sequence[bytes],
         decoded: Sequence[np.ndarray | DupstreamError],
         *,
-        decode_ms: float = 0.0,
+        decode_ms: float | Sequence[float] = 0.0,
     ) -> list[ImageFeatures | DupstreamError]:
+        """Features of the decoded images. ``timings_ms``: ``decode`` and ``hash`` (hashes,
+        content region, thumbnails, descriptors) are this image's own; ``embed``, ``detect`` and
+        ``graph`` are its share of the batched model calls."""
+        per_decode = (list(decode_ms) if not isinstance(decode_ms, int | float)
+                      else [float(decode_ms)] * len(blobs))
         good = [i for i, d in enumerate(decoded) if not isinstance(d, DupstreamError)]
         results: list[ImageFeatures | DupstreamError] = list(decoded)  # errors stay in place
         if not good:
             return results
-        t0 = time.perf_counter()
-        hashes = {
-            i: (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i])) for i in good
-        }
-        boxes = {i: content_box(decoded[i]) for i in good}
-        regs = {i: registration_thumb(decoded[i]) for i in good}
-        descs = {i: image_descriptors(decoded[i]) for i in good}
+        hashes, boxes, regs, descs, hash_ms = {}, {}, {}, {}, {}
+        for i in good:
+            th = time.perf_counter()
+            hashes[i] = (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i]))
+            boxes[i] = content_box(decoded[i])
+            regs[i] = registration_thumb(decoded[i])
+            descs[i] = image_descriptors(decoded[i])
+            hash_ms[i] = (time.perf_counter() - th) * 1e3
         t1 = time.perf_counter()
         # one embedder batch: every image, then the framed pictures' content crops
         framed = [i for i in good if boxes[i] is not None]
@@ -167,8 +175,8 @@ class FeatureExtractor:
                 reg=regs[i],
                 descriptors=descs[i],
                 timings_ms={
-                    "decode": decode_ms,
-                    "hash": (t1 - t0) * 1e3 / n,
+                    "decode": per_decode[i],
+                    "hash": hash_ms[i],
                     "embed": (t2 - t1) * 1e3 / n,
                     **({"detect": (t3 - t2) * 1e3 / n} if self.detector is not None else {}),
                     **({"graph": (t4 - t3) * 1e3 / n} if self.graph_encoder is not None else {}),
