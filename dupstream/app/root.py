@@ -165,6 +165,21 @@ def kafka_auth(settings: Settings) -> dict[str, Any]:
     return {"extra": extra, "sasl_username": k.sasl_username, "sasl_password": secret}
 
 
+def restore_replica(settings: Settings) -> tuple[MinioStore, BlobStore, Memory, str | None]:
+    """A replica's state: the object store, the state store on it, and the memory restored from
+    the latest snapshot (retried within the start-up budget) or empty. Shared by the stream
+    service and the lookup server."""
+    store = build_object_store(settings)
+    blobstore = build_state_store(settings, store)
+    memory, snapshot_id = with_retries(
+        lambda: build_memory(state=settings.state, blobstore=blobstore),
+        what="loading the index snapshot", budget_s=settings.startup.budget_s)
+    log.info("replica %s: %s", memory.replica_id,
+             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
+             else "no snapshot: empty index")
+    return store, blobstore, memory, snapshot_id
+
+
 @dataclass
 class Service:
     """A built, not yet running, stream service with its health endpoint (if configured)."""
@@ -188,14 +203,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
 
     k, s3, st = settings.kafka, settings.s3, settings.state
     auth = kafka_auth(settings)
-    store = build_object_store(settings)
-    blobstore = build_state_store(settings, store)
-    memory, snapshot_id = with_retries(lambda: build_memory(state=st, blobstore=blobstore),
-                                       what="loading the index snapshot",
-                                       budget_s=settings.startup.budget_s)
-    log.info("replica %s: %s", memory.replica_id,
-             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
-             else "no snapshot: empty index")
+    store, blobstore, memory, snapshot_id = restore_replica(settings)
     deduper = (build_engine(settings, memory=memory) if engine is None
                else engine.use_memory(memory))
     # deployment faults fail here at the latest, before any Kafka client: every model verified

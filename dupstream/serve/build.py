@@ -13,14 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from dupstream.app.root import (
-    build_engine,
-    build_memory,
-    build_object_store,
-    build_state_store,
-    kafka_auth,
-    with_retries,
-)
+from dupstream.app.root import build_engine, kafka_auth, restore_replica
 from dupstream.app.settings import Settings
 from dupstream.serve.app import ServerParts, create_app
 from dupstream.serve.auth import Grant, TokenTable
@@ -66,14 +59,7 @@ def build_server(settings: Settings, *, follow: bool = True) -> Server:
     from dupstream.stream.replication import FeedFollower
 
     sv, k, st = settings.serve, settings.kafka, settings.state
-    store = build_object_store(settings)
-    blobstore = build_state_store(settings, store)
-    memory, snapshot_id = with_retries(lambda: build_memory(state=st, blobstore=blobstore),
-                                       what="loading the index snapshot",
-                                       budget_s=settings.startup.budget_s)
-    log.info("replica %s: %s", memory.replica_id,
-             f"restored snapshot {snapshot_id} ({len(memory)} images)" if snapshot_id
-             else "no snapshot: empty index")
+    store, blobstore, memory, snapshot_id = restore_replica(settings)
     scoped = ScopedMemory(memory)
     deduper = build_engine(settings, memory=scoped)
     log.info("models verified: %s", deduper.warm_up())
