@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,10 +13,10 @@ import numpy as np
 from dupstream.core.errors import ConfigError, DupstreamError, ModelError, WeightsError
 from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
 from dupstream.workers.descriptors import image_descriptors
-from dupstream.workers.detector import Detections, Detector
+from dupstream.workers.detector import Detector
 from dupstream.workers.embedder import Embedder
 from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
-from dupstream.workers.regions import content_box
+from dupstream.workers.regions import WORK_SIDE, content_box_of_work
 from dupstream.workers.semantic import (
     DEFAULT_TOP_K,
     NUM_COLOURS,
@@ -24,12 +24,33 @@ from dupstream.workers.semantic import (
     select_objects,
     semantic_vector,
 )
-from dupstream.workers.verify import registration_thumb
+from dupstream.workers.verify import REG_SIDE, registration_thumb
 
 if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
 
 THUMB = 64
+# the content box is found on the registration thumbnail (content_box's own working copy)
+assert REG_SIDE == WORK_SIDE
+
+
+def _isolated(call: Callable[[Sequence], Sequence], items: Sequence, *,
+              on_error: Callable[[ModelError], object]) -> list:
+    """One model ``call`` for the batch; if it fails, one call per item, so the item that breaks
+    the model gets ``on_error(its error)`` and the others their results. Deployment faults
+    (weights, configuration) are never isolated: they propagate."""
+    try:
+        return list(call(items))
+    except ModelError as exc:
+        _raise_if_fatal(exc)
+    out: list = []
+    for item in items:
+        try:
+            out.append(call([item])[0])
+        except ModelError as exc:
+            _raise_if_fatal(exc)
+            out.append(on_error(exc))
+    return out
 
 
 def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -135,8 +156,9 @@ class FeatureExtractor:
         for i in good:
             th = time.perf_counter()
             hashes[i] = (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i]))
-            boxes[i] = content_box(decoded[i])
             regs[i] = registration_thumb(decoded[i])
+            # the registration thumbnail is content_box's working copy: found on it, not again
+            boxes[i] = content_box_of_work(regs[i], decoded[i].shape[:2])
             descs[i] = image_descriptors(decoded[i])
             hash_ms[i] = (time.perf_counter() - th) * 1e3
         t1 = time.perf_counter()
@@ -188,36 +210,14 @@ class FeatureExtractor:
         return results
 
     def _embed_isolated(self, images: list[np.ndarray]) -> list:
-        """One embedder call for the batch; if it fails, one call per image so the image that
-        breaks the model gets its error and the others their vectors."""
-        try:
-            return list(self.embedder.embed(images))
-        except ModelError as exc:
-            _raise_if_fatal(exc)
-        out: list = []
-        for im in images:
-            try:
-                out.append(self.embedder.embed([im])[0])
-            except ModelError as exc:
-                _raise_if_fatal(exc)
-                out.append(exc)
-        return out
+        """Vectors, or the ModelError of the image that broke the embedder."""
+        return _isolated(self.embedder.embed, images, on_error=lambda exc: exc)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Objects | None]:
         """Top-K objects per image (one detector call for the batch); None where it failed."""
         if self.detector is None:
             return [None] * len(images)
-        try:
-            dets: list[Detections | None] = list(self.detector.detect(images))
-        except ModelError as exc:
-            _raise_if_fatal(exc)
-            dets = []
-            for im in images:  # isolate the image that breaks the detector
-                try:
-                    dets.append(self.detector.detect([im])[0])
-                except ModelError as one:
-                    _raise_if_fatal(one)
-                    dets.append(None)
+        dets = _isolated(self.detector.detect, images, on_error=lambda exc: None)
         return [
             None if d is None else select_objects(im, d, k=self.top_k)
             for im, d in zip(images, dets, strict=True)
@@ -228,18 +228,7 @@ class FeatureExtractor:
         if self.graph_encoder is None:
             return None
         graphs = [o if o is not None else Objects.empty() for o in objects]
-        try:
-            return list(self.graph_encoder.embed(graphs))
-        except ModelError as exc:
-            _raise_if_fatal(exc)
-        out: list[np.ndarray | None] = []
-        for g in graphs:  # isolate the image that breaks the GCN
-            try:
-                out.append(self.graph_encoder.embed([g])[0])
-            except ModelError as one:
-                _raise_if_fatal(one)
-                out.append(None)
-        return out
+        return _isolated(self.graph_encoder.embed, graphs, on_error=lambda exc: None)
 
     def warm_up(self) -> dict[str, str]:
         """Load and verify every configured model (weights checked against their sha256) and run

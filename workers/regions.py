@@ -298,12 +298,21 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
     """
     g = _grey(np.asarray(rgb))
     h0, w0 = g.shape[:2]
-    if min(h0, w0) < 16:
-        return None
     s = min(1.0, WORK_SIDE / max(h0, w0))
     if s < 1.0:
         g = cv2.resize(g, (max(1, round(w0 * s)), max(1, round(h0 * s))),
                        interpolation=cv2.INTER_AREA)
+    return content_box_of_work(g, (h0, w0))
+
+
+def content_box_of_work(g: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``content_box`` of an image of ``size`` (h, w) from its working copy ``g``: grey, longest
+    side ``min(WORK_SIDE, max(size))``, resized with INTER_AREA - exactly what
+    ``verify.registration_thumb`` makes, so the extractor finds the box on that thumbnail."""
+    h0, w0 = size
+    if min(h0, w0) < 16:
+        return None
+    s = min(1.0, WORK_SIDE / max(h0, w0))
     m = _Maps(g)
     h, w = g.shape
     # UI frames need lines crossed (bars, text); a simple border or letterbox must not (the
