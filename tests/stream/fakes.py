@@ -8,6 +8,7 @@ rebalance callbacks (assign, revoke, lost) fired from inside ``consume`` as libr
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -266,3 +267,17 @@ class Rig:
 
     def dead_letters(self) -> list[str]:
         return self.producer.keys("dlq")
+
+
+def drain(rig: Rig, until, *, timeout: float = 5.0) -> None:
+    """Step the service's loop until ``until()`` holds (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached"
+        rig.service.step()
+
+
+def settled(rig: Rig) -> bool:
+    """Every partition committed up to its end."""
+    c = rig.consumer
+    return all(c.committed.get(p, 0) == c.end(p) for p in c.log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from functools import partial
 
 import numpy as np
 
@@ -17,7 +18,15 @@ from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.state.records import ImageRecord, RecordKey
 from dupstream.stream.service import StreamService
-from tests.stream.fakes import FakeConsumer, FakeDeduper, FakeProducer, FakeStore, Rig
+from tests.stream.fakes import (
+    FakeConsumer,
+    FakeDeduper,
+    FakeProducer,
+    FakeStore,
+    Rig,
+    drain,
+    settled,
+)
 
 P0, P1 = ("in", 0), ("in", 1)
 DIM = 4
@@ -87,16 +96,8 @@ def make_rig(*, partitions: int = 2, delay_s: float = 0.0, batch_max: int = 4,
     return Rig(consumer, producer, service.store, deduper, service), records, memory
 
 
-def drain(rig: Rig, until, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "condition not reached"
-        rig.service.step()
-
-
-def settled(rig: Rig) -> bool:
-    c = rig.consumer
-    return all(c.committed.get(p, 0) == c.end(p) for p in c.log)
+#: record writes go through writer threads: the loop may need longer than the rules' default
+drain = partial(drain, timeout=10.0)
 
 
 def assert_commits_follow_record_writes(rig: Rig) -> int:

@@ -12,7 +12,15 @@ import time
 from types import SimpleNamespace
 
 from dupstream.stream.service import StreamService, deadline_from_poll_interval
-from tests.stream.fakes import FakeConsumer, FakeDeduper, FakeProducer, FakeStore, Rig
+from tests.stream.fakes import (
+    FakeConsumer,
+    FakeDeduper,
+    FakeProducer,
+    FakeStore,
+    Rig,
+    drain,
+    settled,
+)
 
 P0, P1 = ("in", 0), ("in", 1)
 
@@ -29,18 +37,6 @@ def make_rig(*, partitions: int = 2, batch_max: int = 4, **kw) -> Rig:
         producer_factory=lambda _conf: producer, **kw)
     service.deferrals.backoff = lambda attempts: 0.0  # retry deferred events at once
     return Rig(consumer, producer, store, deduper, service)
-
-
-def drain(rig: Rig, until, *, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "condition not reached"
-        rig.service.step()
-
-
-def settled(rig: Rig) -> bool:
-    c = rig.consumer
-    return all(c.committed.get(p, 0) == c.end(p) for p in c.log)
 
 
 def assert_commits_follow_acks(rig: Rig) -> None:
