@@ -89,8 +89,19 @@ class Recipe:
     max_side: int = 512
     cctv_frames: int = 1000  # frames read per video
     cctv_segment: int = 40
-    cctv_anchor_step: int = 3
+    cctv_anchor_step: int = 2
     cctv_min_gap: int = 8
+    #: many-candidate hard negatives: per photo-set image, its nearest images (by the best of
+    #: the global and content-region cosine) among the non-overlapping pictures of its split -
+    #: what a search over a large index puts in front of the decision
+    nearest_negatives: int = 2
+    #: a nearest pair at least this similar (SSCD cosine) is left out: likely the same picture
+    #: shipped by two packages, not a negative
+    nearest_max_visual: float = 0.9
+    #: extract with the object detector and GCN (the object / graph features); off: the model
+    #: reads the visual, hash, registration and image descriptors only (the object features
+    #: added <= 1.3 F1 points, within their CI, with recipe v2 - see RESULTS.md)
+    objects: bool = False
     heldout: tuple[str, ...] = HELDOUT
     #: the first this many digits are split exactly as ``dupstream eval``'s MNIST-Duplicate
     #: (``runner.DEFAULT_SIZES``), so its test digits are never trained on here
@@ -111,12 +122,17 @@ class PairSet:
     split: list[str] = field(default_factory=list)
     pairs: list[tuple[int, int, int, str]] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    #: per image, the picture it shows ("photo|region"; "" where not tracked): images of
+    #: overlapping pictures are never paired as nearest negatives
+    origin: list[str] = field(default_factory=list)
 
-    def add(self, rgb: np.ndarray, *, source: str, family: str, split: str) -> int:
+    def add(self, rgb: np.ndarray, *, source: str, family: str, split: str,
+            origin: str = "") -> int:
         self.rgbs.append(np.ascontiguousarray(rgb))
         self.source.append(source)
         self.family.append(family)
         self.split.append(split)
+        self.origin.append(origin)
         return len(self.rgbs) - 1
 
     def pair(self, a: int, b: int, label: int, kind: str) -> None:
@@ -245,7 +261,8 @@ def build_photos(r: Recipe) -> PairSet:
         if not p.get("scene_only"):
             regions += list(zip(("a", "b"), C._halves(full), strict=True))
         for region, rgb in regions:
-            idx = ps.add(rgb, source=p["group"], family=fam, split=sp)
+            idx = ps.add(rgb, source=p["group"], family=fam, split=sp,
+                         origin=f"{p['name']}|{region}")
             scenes.append({"key": f"{p['name']}[{region}]", "photo": p["name"], "region": region,
                            "group": p["group"], "classes": p["classes"], "split": sp,
                            "idx": idx, "copies": [], "family": fam,
@@ -254,20 +271,21 @@ def build_photos(r: Recipe) -> PairSet:
         if sc["scene_only"]:
             continue
         rgb = ps.rgbs[sc["idx"]]
+        origin = ps.origin[sc["idx"]]
         kinds = list(C.EDITS)
         if sc["region"] != "full":
             kinds = [kinds[i] for i in sorted(rng.choice(len(kinds), r.half_edits, replace=False))]
         for kind in kinds:
             if kind == "object_removed":
                 ref = ps.add(C.paste_cutout(rgb, cutout(sc["split"]), rng), source=sc["group"],
-                             family=sc["family"], split=sc["split"])
+                             family=sc["family"], split=sc["split"], origin=origin)
                 ps.pair(ref, sc["idx"], 1, kind)
                 sc["copies"].append(ref)
                 continue
             copy = (C.paste_cutout(rgb, cutout(sc["split"]), rng) if kind == "object_added"
                     else C._SIMPLE[kind](rgb, rng))
             j = ps.add(_fit_even(copy, 4 * r.max_side), source=sc["group"], family=sc["family"],
-                       split=sc["split"])
+                       split=sc["split"], origin=origin)
             sc["copies"].append(j)
             ps.pair(sc["idx"], j, 1, kind)
         if sc["region"] == "full" and len(sc["copies"]) >= 2:
@@ -319,7 +337,7 @@ def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
             t = others[int(rng.integers(len(others)))]
             apply = E.overlay(kind, int(rng.integers(2**31)))
             ims = [ps.add(apply(ps.rgbs[s["idx"]]), source=s["group"], family=s["family"],
-                          split=s["split"]) for s in (sc, t)]
+                          split=s["split"], origin=ps.origin[s["idx"]]) for s in (sc, t)]
             ps.pair(ims[0], ims[1], 0, f"trap_{kind}")
 
 
@@ -383,7 +401,54 @@ def _phash(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(imagehash.phash(Image.fromarray(rgb)).hash, bool).ravel()
 
 
-def pair_table(ps: PairSet, extractor, *, batch: int = 16) -> dict[str, np.ndarray]:
+def _overlapping(a: str, b: str) -> bool:
+    """Do two ``PairSet.origin`` pictures share pixels (one photo; same region or one full)?"""
+    if not a or not b:
+        return a == b
+    pa, ra = a.rsplit("|", 1)
+    pb, rb = b.rsplit("|", 1)
+    return pa == pb and (ra == rb or "full" in (ra, rb))
+
+
+def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float) -> tuple[list, int]:
+    """Many-candidate hard negatives: per image with an origin, its ``k`` most similar images
+    (best of global and content-region cosine) among the non-overlapping pictures of its split,
+    as (reference, query) pairs labelled 0 (``nearest_other``); pairs whose global cosine is at
+    least ``max_visual`` are left out (likely one picture shipped twice). Returns the pairs and
+    how many were left out."""
+    idx = [i for i, o in enumerate(ps.origin) if o]
+    if not idx or k <= 0:
+        return [], 0
+    v = np.stack([feats[i].vector for i in idx]).astype(np.float32)
+    c = np.stack([feats[i].content if feats[i].content is not None else feats[i].vector
+                  for i in idx]).astype(np.float32)
+    vis = v @ v.T
+    sim = np.maximum(vis, c @ c.T)
+    split = np.asarray([ps.split[i] for i in idx])
+    origin = [ps.origin[i] for i in idx]
+    sim[split[:, None] != split[None, :]] = -np.inf
+    np.fill_diagonal(sim, -np.inf)
+    out, dropped, seen = [], 0, set()
+    for row in range(len(idx)):
+        taken = 0
+        for col in np.argsort(-sim[row]):
+            if taken >= k or not np.isfinite(sim[row, col]):
+                break
+            if _overlapping(origin[row], origin[col]):
+                continue
+            if vis[row, col] >= max_visual:
+                dropped += 1
+                continue
+            taken += 1
+            pair = (idx[int(col)], idx[row])
+            if pair not in seen and pair[::-1] not in seen:
+                seen.add(pair)
+                out.append((*pair, 0, "nearest_other"))
+    return out, dropped
+
+
+def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
+               nearest_max_visual: float = 0.9) -> dict[str, np.ndarray]:
     """Every pair's ``pair_features`` (the engine's path) and bookkeeping columns."""
     from dupstream.workers.decision import DecisionPolicy, default_calibrator
     from dupstream.workers.features import ImageFeatures
@@ -402,6 +467,12 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16) -> dict[str, np.ndarr
             _log(f"{ps.name}: {len(feats)}/{len(ps.rgbs)} images "
                  f"({time.perf_counter() - t0:.0f} s)")
     t1 = time.perf_counter()
+    if nearest:
+        extra, dropped = nearest_pairs(ps, feats, k=nearest, max_visual=nearest_max_visual)
+        ps.pairs.extend(extra)
+        ps.info["nearest_negatives"] = {"pairs": len(extra), "left_out_as_same": dropped}
+        _log(f"{ps.name}: {len(extra)} nearest-image negatives ({dropped} left out at "
+             f"cosine >= {nearest_max_visual})")
     phash = np.stack([_phash(x) for x in ps.rgbs])
     policy = DecisionPolicy(calibrator=default_calibrator())
     rows, verified = [], []
@@ -429,6 +500,7 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16) -> dict[str, np.ndarr
         "phash": 1.0 - (phash[a] != phash[b]).mean(axis=1),
         "verified": np.asarray(verified, bool),
         "seconds": np.asarray([t1 - t0, t2 - t1]),
+        "a": a, "b": b,
     }
 
 
@@ -440,23 +512,24 @@ def load_or_build(name: str, r: Recipe, cache: Path, extractor_factory) -> dict[
             return {k: z[k] for k in z.files}
     ps = BUILDERS[name](r)
     _log(f"{name}: {len(ps.rgbs)} images, {len(ps.pairs)} pairs; extracting")
-    table = pair_table(ps, extractor_factory())
+    table = pair_table(ps, extractor_factory(), nearest=r.nearest_negatives,
+                       nearest_max_visual=r.nearest_max_visual)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **table)
     return table
 
 
-def recompute(name: str, r: Recipe, rows: np.ndarray, extractor) -> np.ndarray:
-    """``pair_features`` of the set's pairs ``rows`` computed again now (the images rebuilt from
-    the recipe, which is deterministic): for checking that the cached features still match
-    what the engine computes (train / serve skew)."""
+def recompute(name: str, r: Recipe, pairs: np.ndarray, extractor) -> np.ndarray:
+    """``pair_features`` of the set's (reference, query) image index ``pairs`` computed again now
+    (the images rebuilt from the recipe, which is deterministic): for checking that the cached
+    features still match what the engine computes (train / serve skew)."""
     from dupstream.workers.decision import DecisionPolicy, default_calibrator
     from dupstream.workers.features import ImageFeatures
     from dupstream.workers.pairfeatures import feature_vector, pair_features
     from dupstream.workers.similarity import score_pair, verify_pair
 
     ps = BUILDERS[name](r)
-    need = sorted({i for k in rows for i in ps.pairs[k][:2]})
+    need = sorted({int(i) for ab in pairs for i in ab})
     feats: dict[int, ImageFeatures] = {}
     for start in range(0, len(need), 16):
         part = need[start : start + 16]
@@ -467,8 +540,8 @@ def recompute(name: str, r: Recipe, rows: np.ndarray, extractor) -> np.ndarray:
             feats[i] = f
     policy = DecisionPolicy(calibrator=default_calibrator())
     out = []
-    for k in rows:
-        a, b = ps.pairs[k][:2]
+    for a, b in pairs:
+        a, b = int(a), int(b)
         s = score_pair(feats[b], feats[a])
         if policy.needs_verification(s):
             s = verify_pair(s, feats[b], feats[a])

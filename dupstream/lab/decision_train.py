@@ -67,18 +67,17 @@ def log(msg: str) -> None:
 def load_data(recipe: Recipe, *, cache: Path = CACHE, extractor_factory=None) -> dict:
     """All sets' pair tables concatenated (columns of ``decision_data.pair_table``)."""
     if extractor_factory is None:
-        from dupstream.engine.build import build_extractor
-
         made = {}
 
         def extractor_factory():
             if "x" not in made:
-                made["x"] = build_extractor(threads=2)
+                made["x"] = recipe_extractor(recipe)
             return made["x"]
 
     tables = [load_or_build(name, recipe, cache, extractor_factory) for name in SETS]
     out = {}
-    for key in ("label", "kind", "split", "source", "family", "set", "phash", "verified"):
+    for key in ("label", "kind", "split", "source", "family", "set", "phash", "verified", "a",
+                "b"):
         out[key] = np.concatenate([t[key] for t in tables])
     cached = [tuple(str(n) for n in t["names"]) for t in tables]
     if len(set(cached)) != 1 or any(n not in NAMES for n in cached[0]):
@@ -93,6 +92,16 @@ def load_data(recipe: Recipe, *, cache: Path = CACHE, extractor_factory=None) ->
     out["names"] = NAMES
     out["seconds"] = {name: t["seconds"].tolist() for name, t in zip(SETS, tables, strict=True)}
     return out
+
+
+def recipe_extractor(recipe: Recipe):
+    """The engine's extractor as the recipe asks: with the detector and GCN only when the model
+    may read the object features (``recipe.objects``)."""
+    from dupstream.engine.build import build_extractor
+
+    if recipe.objects:
+        return build_extractor(threads=2)
+    return build_extractor(threads=2, detector="none", graph=False)
 
 
 def column(data: dict, name: str) -> np.ndarray:
@@ -355,10 +364,9 @@ def skew_check(model: LearnedModel, recipe: Recipe, data: dict, *, per_set: int,
                cache: Path) -> dict:
     """Train / serve skew: ``per_set`` random test pairs of each set recomputed with the code as
     it is now, compared with the cached features the model was trained on."""
-    from dupstream.engine.build import build_extractor
     from dupstream.lab.decision_data import recompute
 
-    extractor = build_extractor(threads=2)
+    extractor = recipe_extractor(recipe)
     rng = np.random.default_rng(seed)
     out = {}
     for name in SETS:
@@ -367,7 +375,8 @@ def skew_check(model: LearnedModel, recipe: Recipe, data: dict, *, per_set: int,
         if not len(local):
             continue
         rows = np.sort(rng.choice(local, min(per_set, len(local)), replace=False))
-        now = recompute(name, recipe, rows, extractor)
+        pairs = np.stack([data["a"][idx[rows]], data["b"][idx[rows]]], axis=1)
+        now = recompute(name, recipe, pairs, extractor)
         then = data["X"][idx[rows]]
         cols = [NAMES.index(n) for n in model.features]
         now_m, then_m = now[:, cols], then[:, cols]  # the features the model reads
@@ -387,10 +396,18 @@ def _masks(data: dict, exclude: tuple[str, ...] = ()) -> tuple[np.ndarray, np.nd
     return (data["split"] == "train") & keep, (data["split"] == "val") & keep
 
 
-def choose_features(data, train, val, seed) -> tuple[tuple[str, ...], dict]:
+def choose_features(data, train, val, seed, *, objects: bool = True
+                    ) -> tuple[tuple[str, ...], dict]:
     """The full feature set, or the same without the object features when those don't pay
-    (validation log-loss not lower by at least 1 %)."""
+    (validation log-loss not lower by at least 1 %). ``objects=False`` (the recipe extracted
+    without the detector): the set without them."""
     full_set, lean_set = available(data, NAMES), available(data, NO_OBJECTS)
+    if not objects:
+        _, li = train_model(data, train, val, lean_set, seed=seed)
+        return lean_set, {"without object features": {k: li[k] for k in ("val_log_loss",
+                                                                           "val_auc")},
+                          "kept": "without object features (recipe: objects off; with recipe "
+                                  "v2 they added <= 1.3 F1 points, within the CI)"}
     full, fi = train_model(data, train, val, full_set, seed=seed)
     lean, li = train_model(data, train, val, lean_set, seed=seed)
     keep_objects = fi["val_log_loss"] < 0.99 * li["val_log_loss"]
@@ -417,7 +434,7 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     log(f"{len(data['label'])} pairs ({int(data['label'].sum())} copies); "
         f"sets {dict(zip(*np.unique(data['set'], return_counts=True), strict=True))}")
     train, val = _masks(data)
-    features, feat_info = choose_features(data, train, val, seed)
+    features, feat_info = choose_features(data, train, val, seed, objects=recipe.objects)
     log(f"feature set: {feat_info['kept']} ({len(features)} features)")
     meta = {"seed": seed, "recipe": asdict(recipe), "recipe_key": recipe.key(),
             "command": command, "hgb": HGB, "monotone": MONOTONE,
@@ -442,7 +459,7 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     if features != available(data, NO_OBJECTS):
         abl["model without object features"] = train_model(
             data, train, val, available(data, NO_OBJECTS), seed=seed)[0]
-    else:
+    elif recipe.objects:
         abl["model with object features"] = train_model(data, train, val,
                                                         available(data, NAMES), seed=seed)[0]
     blocks = {f"{s} test": (data["set"] == s) & (data["split"] == "test") for s in SETS}

@@ -91,3 +91,32 @@ def test_training_pipeline_calibrates_and_reports():
                                               "feature_choice": {"kept": "x"}},
            "test": res, "heldout": {"results": {}}}
     assert "| all test |" in T.markdown(rep)
+
+
+def test_nearest_negatives_pair_the_most_similar_non_overlapping_pictures():
+    from types import SimpleNamespace
+
+    from dupstream.lab.decision_data import PairSet, nearest_pairs
+
+    ps = PairSet("photos")
+    px = np.zeros((4, 4, 3), np.uint8)
+    # photo p (full, and its copy), its half a, its half b, photo q, photo r (other split)
+    for origin, split in [("p|full", "train"), ("p|full", "train"), ("p|a", "train"),
+                          ("p|b", "train"), ("q|full", "train"), ("r|full", "test")]:
+        ps.add(px, source="s", family="f", split=split, origin=origin)
+    v = np.asarray([[1, 0, 0], [0.99, 0.14, 0], [0.9, 0.43, 0], [0.6, 0.8, 0], [0.5, 0.2, 0.84],
+                    [1, 0, 0]], np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    feats = [SimpleNamespace(vector=x, content=None) for x in v]
+    pairs, dropped = nearest_pairs(ps, feats, k=1, max_visual=0.95)
+    got = {(a, b) for a, b, label, kind in pairs if label == 0 and kind == "nearest_other"}
+    assert len(got) == len(pairs)
+    for a, b in got:
+        # never the same picture, an overlapping region, or another split
+        assert ps.split[a] == ps.split[b]
+        assert not (ps.origin[a] == ps.origin[b] or {ps.origin[a], ps.origin[b]} & {"p|full"}
+                    and ps.origin[a].split("|")[0] == ps.origin[b].split("|")[0])
+    # the two halves of one photo do not overlap: each is the other's nearest
+    assert (2, 3) in got or (3, 2) in got
+    # image 5 has nothing in its split; the near-identical halves cap drops nothing here
+    assert all(5 not in ab for ab in got) and dropped == 0
