@@ -138,7 +138,9 @@ class StreamService:
         self._new_records: list[ImageRecord] = []
         self._stats_at = 0.0
         if updates_topic is not None:
-            deduper.on_add = self._new_records.append
+            # a replayed add is published again: its first delivery may have failed (the batch
+            # was rewound) and replicas apply a key they hold as a no-op
+            deduper.on_add = deduper.on_replay = self._new_records.append
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_args) -> None:

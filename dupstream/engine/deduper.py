@@ -6,7 +6,10 @@ batch are matched against each other too: each is judged, then added, in order.
 State lives in a ``state.memory.Memory``: candidates come from its exact, PDQ and vector lookups
 (tenant-scoped, plus reference banks), and are re-scored with their compact records (a bounded
 LRU over an optional stored form). ``on_add`` is called with every record this engine adds, for
-the stream to publish to the index-updates topic.
+the stream to publish to the index-updates topic; ``on_replay`` with the record of an image whose
+key was already present (an event read again after a failed delivery, a kill or a rebalance): its
+first publication may never have been acknowledged, so the stream publishes it again (replicas
+apply a present key as a no-op).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Deduper:
         candidates: int = 10,
         verify_top: int = 3,
         on_add: Callable[[ImageRecord], None] | None = None,
+        on_replay: Callable[[ImageRecord], None] | None = None,
     ) -> None:
         self.extractor = extractor
         self.memory = memory if memory is not None else Memory(MemoryConfig())
@@ -64,6 +68,7 @@ class Deduper:
         #: at most this many registrations per query (verification stage)
         self.verify_top = verify_top
         self.on_add = on_add
+        self.on_replay = on_replay
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
         det = extractor.detector.name if extractor.detector is not None else "nodet"
         graph = "gcn" if extractor.graph_encoder is not None else "nogcn"
@@ -218,9 +223,13 @@ class Deduper:
         return None
 
     def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord | None:
-        """Remember an image; returns its record when new (and hands it to ``on_add``)."""
+        """Remember an image; returns its record when new (and hands it to ``on_add``). A key
+        already present is a replay: nothing is added, its record (the one in memory when it is
+        still there) goes to ``on_replay``."""
         rec = features_to_record(image_id, tenant, feat)
         if not self.memory.add(rec):
+            if self.on_replay is not None:
+                self.on_replay(self.memory.records.peek(rec.key) or rec)
             return None
         if self.on_add is not None:
             self.on_add(rec)

@@ -216,7 +216,7 @@ class FakeDeduper:
 
     def __init__(self) -> None:
         self.processed: Counter[str] = Counter()
-        self.on_add = None
+        self.on_add = self.on_replay = None
         self.extractor = SimpleNamespace(embedder=SimpleNamespace(embed=lambda imgs: None))
         self.memory = SimpleNamespace(stats=lambda: {})
 
