@@ -233,17 +233,31 @@ def expected_bytes_per_image(s3: str) -> dict | None:
             "bytes_per_image": (index_bytes + records_bytes) / n if n else None}
 
 
-def _watermarks(bootstrap: str, topic: str) -> int:
-    """Records in ``topic`` (the sum of its partitions' high watermarks)."""
-    from confluent_kafka import Consumer, TopicPartition
+def key_census(keys: list[bytes | None], produced: int) -> dict:
+    """Records, distinct keys and duplicates among ``keys`` (a topic read back), and the keys
+    that are no ``soak-<i>`` id below ``produced`` (events the soak never made)."""
+    distinct = {k for k in keys if k is not None}
+    want = {f"soak-{i:07d}".encode() for i in range(produced)}
+    return {"records": len(keys), "distinct": len(distinct),
+            "duplicates": len(keys) - len(distinct), "unknown": len(distinct - want)}
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"soak-wm-{time.time_ns()}"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in parts)
-    finally:
-        c.close()
+
+def topic_census(bootstrap: str, topic: str, produced: int) -> dict:
+    """``key_census`` of ``topic`` read back from the beginning. (Counted by reading, not from
+    the high watermarks: Tansu 0.6 reports a partition's high watermark as its last record
+    batch's base offset + 1, so a batch of n records is counted once, not n times.)"""
+    from dupstream.stream.client import read_topic
+
+    recs = read_topic(bootstrap_servers=bootstrap, topic=topic, timeout_s=300.0, idle_s=5.0)
+    return key_census([r.key for r in recs], produced)
+
+
+def processed_at_exit(log_text: str) -> int | None:
+    """The service's own count, printed as it exits (``processed N events``)."""
+    for line in reversed(log_text.splitlines()):
+        if line.startswith("processed ") and line.endswith(" events"):
+            return int(line.split()[1])
+    return None
 
 
 def run_soak(*, minutes: float, interval_s: float, backlog: int, pool_size: int,
@@ -310,17 +324,20 @@ def run_soak(*, minutes: float, interval_s: float, backlog: int, pool_size: int,
                     proc.wait()
             stop_s = time.monotonic() - t_stop
         backfill.join(timeout=60)
-        verdict_records = _watermarks(bootstrap, TOPICS["verdicts"])
-        dlq_records = _watermarks(bootstrap, TOPICS["dlq"])
+        verdicts = topic_census(bootstrap, TOPICS["verdicts"], backfill.produced)
+        dead = topic_census(bootstrap, TOPICS["dlq"], backfill.produced)
         expected = expected_bytes_per_image(s3)
-    tail = log_path.read_text(errors="replace").splitlines()[-20:]
+    log_text = log_path.read_text(errors="replace")
+    tail = log_text.splitlines()[-20:]
     return {"minutes": minutes, "interval_s": interval_s, "backlog": backlog,
             "pool_size": pool_size, "pool_build_s": round(pool_s, 1),
             "preload_s": round(preload_s, 1), "snapshot_interval_s": snapshot_interval_s,
             "exit_code": proc.returncode, "exited_early": exited_early,
             "stop_s": round(stop_s, 1), "produced": backfill.produced,
-            "producer_error": backfill.error, "verdict_records": verdict_records,
-            "dlq_records": dlq_records, "expected": expected, "samples": samples,
+            "producer_error": backfill.error, "verdict_records": verdicts["records"],
+            "dlq_records": dead["records"], "verdicts": verdicts, "dead_letters": dead,
+            "processed_at_exit": processed_at_exit(log_text),
+            "expected": expected, "samples": samples,
             "service_log_tail": tail}
 
 
@@ -413,6 +430,11 @@ def write_markdown(res: dict, summary: dict, path: Path) -> None:
         "events/s |",
         f"| verdict / dead-letter records in the topics | {res['verdict_records']} / "
         f"{res['dlq_records']} |",
+        *([f"| events processed at exit (service log) / distinct ids in the verdict + "
+           f"dead-letter topics / duplicate records | {res['processed_at_exit']} / "
+           f"{res['verdicts']['distinct'] + res['dead_letters']['distinct']} / "
+           f"{res['verdicts']['duplicates'] + res['dead_letters']['duplicates']} |"]
+          if "verdicts" in res else []),
         f"| events produced | {res['produced']} (backlog kept at {res['backlog']}) |",
         f"| index size after warm-up → end | {summary['index_size_start_end'][0]} → "
         f"{summary['index_size_start_end'][1]} |",

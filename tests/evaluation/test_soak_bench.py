@@ -9,8 +9,10 @@ import pytest
 
 from dupstream.bench.soak import (
     growth_summary,
+    key_census,
     metric_sum,
     parse_metrics,
+    processed_at_exit,
     rates,
     rounded,
     sample_process,
@@ -102,3 +104,15 @@ def test_rates_and_rounded():
 def test_sample_process_reads_this_process():
     s = sample_process(os.getpid())
     assert s["rss"] > 10 * 2**20 and s["fds"] >= 3 and s["threads"] >= 1
+
+
+def test_key_census_counts_records_distinct_duplicates_and_unknown_ids():
+    keys = [b"soak-0000000", b"soak-0000001", b"soak-0000001", b"soak-0000009", None]
+    assert key_census(keys, produced=5) == {"records": 5, "distinct": 3, "duplicates": 2,
+                                            "unknown": 1}
+
+
+def test_processed_at_exit_is_the_services_last_count():
+    log = "x INFO started\nprocessed 12 events\nother\nprocessed 1440 events\n"
+    assert processed_at_exit(log) == 1440
+    assert processed_at_exit("no count here") is None
