@@ -41,7 +41,8 @@ def _pct(x, q):
 
 
 def run_engine(items, folder: Path, *, embedder: str, detector: str, graph: bool, batch: int,
-               threads: int, log) -> tuple[list[dict], dict[str, np.ndarray], float]:
+               threads: int, log, cascade: bool = True
+               ) -> tuple[list[dict], dict[str, np.ndarray], float]:
     """Scan ``items`` (in order) with the product; returns one row per image, the SSCD vector
     of every image (from the engine's own records) and the wall time of the scan."""
     from dupstream.engine import Failed, Upload
@@ -53,7 +54,8 @@ def run_engine(items, folder: Path, *, embedder: str, detector: str, graph: bool
         p = folder / f"{i:05d}_{it.name}.png"
         p.write_bytes(encode(it.rgb))
         paths.append(p)
-    deduper = build_deduper(embedder=embedder, detector=detector, graph=graph, threads=threads)
+    deduper = build_deduper(embedder=embedder, detector=detector, graph=graph, threads=threads,
+                            cascade=cascade)
     rows, t0 = [], time.perf_counter()
     for start in range(0, len(paths), batch):
         chunk = list(zip(items[start : start + batch], paths[start : start + batch], strict=True))
@@ -63,8 +65,13 @@ def run_engine(items, folder: Path, *, embedder: str, detector: str, graph: bool
                 rows.append({"name": it.name, "verdict": "error", "match_id": None,
                              "error": res.error.reason, "timings_ms": {}})
                 continue
+            reg = res.evidence.registration
             rows.append({"name": it.name, "verdict": res.verdict, "match_id": res.match_id,
-                         "probability": res.probability, "timings_ms": dict(res.timings_ms)})
+                         "probability": res.probability, "p_copy": res.p_copy,
+                         "nearest_id": res.evidence.nearest_id,
+                         "verified": None if reg is None else bool(reg.verified),
+                         "cascade": list(res.evidence.cascade),
+                         "timings_ms": dict(res.timings_ms)})
         if (start // batch) % 10 == 0:
             log(f"{min(start + batch, len(paths))}/{len(paths)} images "
                 f"({time.perf_counter() - t0:.0f} s)")
@@ -251,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--embedder", default="sscd", choices=["sscd", "sscd_distilled"])
     ap.add_argument("--detector", default="yolov3_tiny")
     ap.add_argument("--no-graph", action="store_true")
+    ap.add_argument("--no-cascade", action="store_true",
+                    help="objects for every image (default: the engine's cascade)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", help="write the images here instead of a temporary folder")
@@ -278,10 +287,12 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         rows, vectors, wall = run_engine(items, folder, embedder=args.embedder,
                                          detector=args.detector, graph=not args.no_graph,
-                                         batch=args.batch, threads=args.threads, log=log)
+                                         batch=args.batch, threads=args.threads, log=log,
+                                         cascade=not args.no_cascade)
     nn = sscd_alone(items, vectors)
     engine = (f"build_deduper(embedder={args.embedder}, detector={args.detector}, "
-              f"graph={not args.no_graph}), batches of {args.batch}")
+              f"graph={not args.no_graph}, cascade={not args.no_cascade}), batches of "
+              f"{args.batch}")
     res = {"command": "python -m dupstream.bench.retrieval " + " ".join(sys.argv[1:]),
            "machine": machine(), "engine": engine, "info": bench.info,
            "images": len(items), "wall_s": wall, "elapsed_s": time.perf_counter() - t0,

@@ -128,7 +128,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
               **({"domain": args.domain} if args.domain else {})}
     deduper = build_deduper(embedder=args.embedder, detector=args.detector,
                             graph=not args.no_graph, threads=args.threads,
-                            max_pixels=args.max_pixels, policy=policy)
+                            max_pixels=args.max_pixels, policy=policy,
+                            cascade=not args.no_cascade)
     deduper.warm_up()  # weights/artefact faults: exit 4 here, never a per-image error
     index = None
     if args.index:
@@ -330,6 +331,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "faster_rcnn needs its weights in the torch cache; none: visual only)")
     p.add_argument("--no-graph", action="store_true",
                    help="leave the GCN graph similarity out of Ss")
+    p.add_argument("--no-cascade", action="store_true",
+                   help="find objects for every image (default: only for images judged a copy, "
+                   "when the decision does not read them; see docs/PERFORMANCE.md)")
 
 
 # -- index ---------------------------------------------------------------------------------------

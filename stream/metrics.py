@@ -30,6 +30,9 @@ class Metrics:
         self.stage = Histogram("dupstream_pipeline_stage_latency_seconds",
                                "Latency per pipeline stage, per image or per batch",
                                ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.cascade = Counter("dupstream_engine_cascade_stage_images_total",
+                               "Images that went through each stage of the cascade (exact, "
+                               "embed, search, verify, objects)", ["stage"], registry=r)
         self.lag = Gauge("dupstream_stream_consumer_lag_messages",
                          "Consumer lag from librdkafka statistics", ["topic", "partition"],
                          registry=r)

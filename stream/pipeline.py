@@ -190,7 +190,10 @@ class Pipeline:
             else:
                 res.timings_ms.update(it.timings_ms)
                 it.verdict = res
-                for stage in ("decode", "hash", "embed", "detect", "search", "verify"):
+                for stage in ("decode", "hash", "embed", "detect", "search", "verify",
+                              "objects"):
                     if stage in res.timings_ms:
                         self.metrics.stage.labels(stage=stage).observe(
                             res.timings_ms[stage] / 1e3)
+                for stage in res.evidence.cascade:
+                    self.metrics.cascade.labels(stage=stage).inc()

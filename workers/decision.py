@@ -31,7 +31,7 @@ from typing import Literal
 from dupstream.workers.calibration import Calibrator
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.learned import LearnedModel
-from dupstream.workers.pairfeatures import pair_features
+from dupstream.workers.pairfeatures import OBJECT_NAMES, pair_features
 from dupstream.workers.similarity import PairScore
 
 Kind = Literal["duplicate", "near_duplicate", "unique"]
@@ -206,6 +206,20 @@ class DecisionPolicy:
     scene_change_tenants: frozenset[str] = frozenset()
     #: the learned pair classifier (``decision_model.json``); None: the fused-score decision
     learned: LearnedModel | None = None
+
+    @property
+    def reads_objects(self) -> bool:
+        """Does the decision read object evidence? The fused score does (Ss); a learned model
+        when its features include the object / semantic / graph ones."""
+        if self.learned is None:
+            return True
+        return bool(set(self.learned.features) & set(OBJECT_NAMES))
+
+    def needs_objects(self, tenant: str | None = None, domain: str | None = None) -> bool:
+        """Does this tenant's policy need the objects of every pair it calls a copy (the
+        scene-change rule)?"""
+        return (tenant in self.scene_change_tenants
+                or self.resolve_domain(tenant, domain) in self.scene_change_domains)
 
     def uses_learned(self, query: ImageFeatures | None, reference: ImageFeatures | None) -> bool:
         return self.learned is not None and query is not None and reference is not None

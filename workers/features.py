@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
 
 THUMB = 64
+#: longest side of the colour object thumbnail: what the detector reads when objects are found
+#: lazily (the cascade), kept JPEG-encoded in the record so a reference's objects can be found
+#: when a later query first needs them
+OBJ_SIDE = 256
 # the content box is found on the registration thumbnail (content_box's own working copy)
 assert REG_SIDE == WORK_SIDE
 
@@ -58,6 +62,16 @@ def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(rgb[y0:y1, x0:x1])
 
 
+def object_thumb(rgb: np.ndarray, side: int = OBJ_SIDE) -> np.ndarray:
+    """The colour picture at longest side ``side`` (never enlarged), INTER_AREA."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return np.ascontiguousarray(rgb[..., :3])
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb[..., :3], size, interpolation=cv2.INTER_AREA)
+
+
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
@@ -80,6 +94,8 @@ class ImageFeatures:
     reg: np.ndarray | None = None
     #: image-level descriptors (``descriptors.NAMES``): what kind of picture this is
     descriptors: np.ndarray | None = None
+    #: colour thumbnail (RGB uint8, longest side <= OBJ_SIDE) the cascade detects objects on
+    obj_thumb: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: semantic part, all optional. ``objects`` is None when no detector ran (or it failed on
     #: this image), ``Objects.empty()`` when it ran and found nothing.
@@ -128,13 +144,16 @@ class FeatureExtractor:
                 out.append(exc)
         return out
 
-    def extract(self, blobs: Sequence[bytes]) -> list[ImageFeatures | DupstreamError]:
+    def extract(self, blobs: Sequence[bytes], *, objects: bool = True
+                ) -> list[ImageFeatures | DupstreamError]:
+        """Features of each blob (errors in place). ``objects=False``: no detector or GCN now
+        (the cascade): ``objects`` stays None until ``add_objects``."""
         decoded, decode_ms = [], []
         for data in blobs:  # timed per image: decode cost follows each image's size
             t0 = time.perf_counter()
             decoded.extend(self.decode([data]))
             decode_ms.append((time.perf_counter() - t0) * 1e3)
-        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms)
+        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms, objects=objects)
 
     def extract_decoded(
         self,
@@ -142,21 +161,23 @@ class FeatureExtractor:
         decoded: Sequence[np.ndarray | DupstreamError],
         *,
         decode_ms: float | Sequence[float] = 0.0,
+        objects: bool = True,
     ) -> list[ImageFeatures | DupstreamError]:
         """Features of the decoded images. ``timings_ms``: ``decode`` and ``hash`` (hashes,
         content region, thumbnails, descriptors) are this image's own; ``embed``, ``detect`` and
-        ``graph`` are its share of the batched model calls."""
+        ``graph`` are its share of the batched model calls (``objects=False``: not run)."""
         per_decode = (list(decode_ms) if not isinstance(decode_ms, int | float)
                       else [float(decode_ms)] * len(blobs))
         good = [i for i, d in enumerate(decoded) if not isinstance(d, DupstreamError)]
         results: list[ImageFeatures | DupstreamError] = list(decoded)  # errors stay in place
         if not good:
             return results
-        hashes, boxes, regs, descs, hash_ms = {}, {}, {}, {}, {}
+        hashes, boxes, regs, descs, hash_ms, othumbs = {}, {}, {}, {}, {}, {}
         for i in good:
             th = time.perf_counter()
             hashes[i] = (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i]))
             regs[i] = registration_thumb(decoded[i])
+            othumbs[i] = object_thumb(decoded[i])
             # the registration thumbnail is content_box's working copy: found on it, not again
             boxes[i] = content_box_of_work(regs[i], decoded[i].shape[:2])
             descs[i] = image_descriptors(decoded[i])
@@ -170,10 +191,11 @@ class FeatureExtractor:
         vectors = vectors[: len(good)]
         t2 = time.perf_counter()
         images = [decoded[i] for i in good]
-        objects = self.detect(images)
+        found = self.detect(images) if objects else [None] * len(images)
         t3 = time.perf_counter()
-        graphs = self.embed_graphs(objects)
+        graphs = self.embed_graphs(found) if objects else None
         t4 = time.perf_counter()
+        ran = objects and self.detector is not None
         n = len(good)
         for j, i in enumerate(good):
             vec = vectors[j]
@@ -196,18 +218,54 @@ class FeatureExtractor:
                 content_box=boxes[i],
                 reg=regs[i],
                 descriptors=descs[i],
+                obj_thumb=othumbs[i],
                 timings_ms={
                     "decode": per_decode[i],
                     "hash": hash_ms[i],
                     "embed": (t2 - t1) * 1e3 / n,
-                    **({"detect": (t3 - t2) * 1e3 / n} if self.detector is not None else {}),
-                    **({"graph": (t4 - t3) * 1e3 / n} if self.graph_encoder is not None else {}),
+                    **({"detect": (t3 - t2) * 1e3 / n} if ran else {}),
+                    **({"graph": (t4 - t3) * 1e3 / n}
+                       if ran and self.graph_encoder is not None else {}),
                 },
-                objects=objects[j],
-                semantic=None if objects[j] is None else semantic_vector(objects[j]),
-                graph=None if graphs is None or objects[j] is None else graphs[j],
+                objects=found[j],
+                semantic=None if found[j] is None else semantic_vector(found[j]),
+                graph=None if graphs is None or found[j] is None else graphs[j],
             )
         return results
+
+    def add_objects(self, feats: Sequence[ImageFeatures]) -> int:
+        """The cascade's late object step: objects (and their semantic vector and graph) for the
+        features that have none yet, found on their colour object thumbnail (the registration
+        thumbnail, grey, for records older than it), one detector and one GCN call for all.
+        Returns how many were computed; a detector failure leaves ``objects`` None."""
+        if self.detector is None:
+            return 0
+        todo, images = [], []
+        for f in feats:
+            if f.objects is not None or any(f is t for t in todo):
+                continue
+            pic = f.obj_thumb if f.obj_thumb is not None else f.reg
+            if pic is None:
+                continue
+            if pic.ndim == 2:
+                pic = np.repeat(pic[..., None], 3, axis=2)
+            todo.append(f)
+            images.append(np.ascontiguousarray(pic))
+        if not todo:
+            return 0
+        t0 = time.perf_counter()
+        found = self.detect(images)
+        t1 = time.perf_counter()
+        graphs = self.embed_graphs(found)
+        t2 = time.perf_counter()
+        for j, f in enumerate(todo):
+            f.objects = found[j]
+            f.semantic = None if found[j] is None else semantic_vector(found[j])
+            f.graph = None if graphs is None or found[j] is None else graphs[j]
+            f.timings_ms["detect"] = (t1 - t0) * 1e3 / len(todo)
+            if self.graph_encoder is not None:
+                f.timings_ms["graph"] = (t2 - t1) * 1e3 / len(todo)
+        return len(todo)
 
     def _embed_isolated(self, images: list[np.ndarray]) -> list:
         """Vectors, or the ModelError of the image that broke the embedder."""

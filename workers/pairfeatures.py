@@ -34,6 +34,15 @@ NAMES: tuple[str, ...] = (
 )
 
 
+#: the object / semantic / graph features (the paper's semantic branch): a decision reading none
+#: of them lets the cascade find objects only where a verdict or a policy needs them
+OBJECT_NAMES: tuple[str, ...] = (
+    "fused", "semantic", "jaccard", "semantic_cosine", "graph", "objects_both",
+    "objects_added_n", "objects_missing_n", "obj_matched_n", "obj_added_n", "obj_removed_n",
+    "obj_moved_n",
+)
+
+
 def _f(v) -> float:
     return _NAN if v is None else float(v)
 

@@ -236,6 +236,20 @@ def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> P
     return replace(score, registration=reg, object_changes=changes, image_scale=image_scale)
 
 
+def with_objects(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> PairScore:
+    """``score`` again now that both images have objects (the cascade's late object step): the
+    semantic scores recomputed, the registration kept (not run again), and the objects matched /
+    added / removed / moved through it."""
+    out = score_pair(query, ref)
+    reg = score.registration
+    changes = None
+    if (reg is not None and reg.method != "none" and query.objects is not None
+            and ref.objects is not None):
+        changes = match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
+                                ref.objects.boxes.tolist(), ref.objects.names)
+    return replace(out, registration=reg, object_changes=changes, image_scale=score.image_scale)
+
+
 def fuse(visual: float, semantic: float | None, alpha: float) -> float:
     """S = alpha*Sv + (1 - alpha)*Ss; Sv alone without semantic evidence."""
     return visual if semantic is None else alpha * visual + (1.0 - alpha) * semantic

@@ -153,7 +153,7 @@ def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper
                          threads=m.threads, max_pixels=settings.image.max_pixels,
                          max_side=settings.image.max_side, memory=memory,
                          policy=policy_options(settings.policy),
-                         detector_weights_dir=m.detector_weights_dir)
+                         detector_weights_dir=m.detector_weights_dir, cascade=m.cascade)
 
 
 def kafka_auth(settings: Settings) -> dict[str, Any]:

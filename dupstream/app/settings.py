@@ -66,6 +66,11 @@ class ModelSettings(BaseModel):
     #: folder with the detector's weights under their usual names (default: the packaged ones);
     #: checked against their sha256 at start like the packaged ones
     detector_weights_dir: str | None = None
+    #: the cascade: objects (detector + GCN) only for images judged a copy or whose tenant's
+    #: policy needs them, when the decision does not read them (the shipped learned decision
+    #: does not); a reference's objects when a later match first needs them. false: objects
+    #: for every image at extraction
+    cascade: bool = True
 
 
 class MilvusSettings(BaseModel):

@@ -95,6 +95,12 @@ class Evidence(BaseModel):
                              "matches but does not register (the verdict is unique)")
     verifications: int = Field(0, description="registrations run for this query (<= the "
                                "per-query bound)")
+    cascade: list[str] = Field(
+        default_factory=list, description="the stages this image went through, in order: "
+        "exact (SHA-256 lookup; alone when the bytes were seen), embed (hashes, embeddings), "
+        "search (index candidates), verify (registration of open candidates), objects "
+        "(detector and object graph: run when the verdict is a copy, the tenant's policy needs "
+        "objects, or the decision reads them). Empty from versions before the cascade")
     nearest_id: str | None = Field(None, description="the closest indexed image, also when "
                                    "the verdict is unique")
     objects_matched: list[str] = Field(

@@ -62,12 +62,15 @@ def build_deduper(
     policy: Mapping[str, Any] | None = None,
     detector_weights_dir: str | Path | None = None,
     learned: bool = True,
+    cascade: bool = True,
 ) -> Deduper:
     """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
     tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
     ``learned``: decide with the packaged learned decision model (``decision_model.json``) when
-    it is there; False: the fused-score decision. Nothing is loaded here: models load on first
-    use or at ``warm_up``."""
+    it is there; False: the fused-score decision. ``cascade``: find objects only where a verdict
+    or a policy needs them when the decision does not read them (``Deduper.lazy_objects``);
+    False: for every image. Nothing is loaded here: models load on first use or at
+    ``warm_up``."""
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side,
                                 detector_weights_dir=detector_weights_dir)
@@ -91,4 +94,5 @@ def build_deduper(
             **dict(policy or {}),
         ),
         candidates=candidates,
+        cascade=cascade,
     )

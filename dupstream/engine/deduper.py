@@ -14,6 +14,7 @@ apply a present key as a no-op).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
 from dupstream.workers.hashing import content_hash
-from dupstream.workers.similarity import PairScore, score_pair, verify_pair
+from dupstream.workers.similarity import PairScore, score_pair, verify_pair, with_objects
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Deduper:
         verify_top: int = 3,
         on_add: Callable[[ImageRecord], None] | None = None,
         on_replay: Callable[[ImageRecord], None] | None = None,
+        cascade: bool = True,
     ) -> None:
         self.extractor = extractor
         self.memory = memory if memory is not None else Memory(MemoryConfig())
@@ -69,6 +71,10 @@ class Deduper:
         self.verify_top = verify_top
         self.on_add = on_add
         self.on_replay = on_replay
+        #: the cascade: objects (detector + GCN) only for images whose verdict is a copy, whose
+        #: tenant's policy needs them, or when the decision reads them (``reads_objects``); a
+        #: reference's objects when a later query first needs them (kept in its record)
+        self.cascade = cascade
         cal = hashlib.sha256(policy.calibrator.to_json().encode()).hexdigest()[:8]
         det = extractor.detector.name if extractor.detector is not None else "nodet"
         graph = "gcn" if extractor.graph_encoder is not None else "nogcn"
@@ -173,7 +179,8 @@ class Deduper:
         fast = {i: hit for i, u in enumerate(uploads) if (hit := self._fast_path(u)) is not None}
         t_fast = time.perf_counter()
         rest = [i for i in range(len(uploads)) if i not in fast]
-        extracted = self.extractor.extract([uploads[i].data for i in rest]) if rest else []
+        extracted = (self.extractor.extract([uploads[i].data for i in rest],
+                                            objects=not self.lazy_objects) if rest else [])
         per_image_ms = (time.perf_counter() - t_fast) * 1e3 / max(1, len(rest))
         features: list = [None] * len(uploads)
         for i, feat in zip(rest, extracted, strict=True):
@@ -184,6 +191,7 @@ class Deduper:
                 verdict, ref_feat = fast[i]
                 verdict.timings_ms["hash"] = round((t_fast - t0) * 1e3 / len(uploads), 3)
                 verdict.timings_ms["total"] = verdict.timings_ms["hash"]
+                verdict.evidence.cascade = ["exact"]
                 if add:  # the same bytes: the same features, no model needed
                     self.add(upload.image_id, upload.tenant, ref_feat)
                 out.append(verdict)
@@ -222,6 +230,36 @@ class Deduper:
             return verdict, feat
         return None
 
+    @property
+    def lazy_objects(self) -> bool:
+        """Objects are found late (the cascade), not for every image at extraction."""
+        return (self.cascade and self.extractor.detector is not None
+                and not self.policy.reads_objects)
+
+    def _late_objects(self, query: ImageFeatures, best: Scored, key) -> bool:
+        """The cascade's object step for the matched pair: objects of the query and of the
+        reference (the reference's kept in its record from now on). True when it ran."""
+        ref = best.reference
+        had = ref.objects is not None
+        if not self.extractor.add_objects([query, ref]) and (query.objects is None
+                                                             or ref.objects is None):
+            return False
+        if not had and ref.objects is not None:
+            rec = self.memory.record(key)
+            if rec is not None:  # a new record object: the old one may be being written
+                fresh = features_to_record(rec.image_id, rec.tenant, ref)
+                late = {k: v for k, v in fresh.arrays.items()
+                        if k.split(".", 1)[0] in ("objects", "semantic", "graph")}
+                meta = {k: v for k, v in rec.meta.items()
+                        if k.split(".", 1)[0] not in ("objects", "semantic", "graph")}
+                self.memory.records.put(dataclasses.replace(
+                    rec, arrays={**rec.arrays, **late}, meta={**meta, **{
+                        k: v for k, v in fresh.meta.items()
+                        if k.split(".", 1)[0] in ("objects", "semantic", "graph")}}),
+                    persist=True)
+        best.score = with_objects(best.score, query, ref)
+        return True
+
     def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord | None:
         """Remember an image; returns its record when new (and hands it to ``on_add``). A key
         already present is a replay: nothing is added, its record (the one in memory when it is
@@ -248,21 +286,31 @@ class Deduper:
         stats = verify_candidates(self.policy, feat, scored, top=self.verify_top)
         best = max(scored, key=lambda s: rank_key(self.policy, s, tenant, query=feat),
                    default=None)
+        stages = ["exact", "embed", "search"] + (["verify"] if stats.runs else [])
+        if not self.lazy_objects and self.extractor.detector is not None:
+            stages.append("objects")
         if best is None:
             return Verdict(
                 image_id=image_id,
                 tenant=tenant,
                 verdict="unique",
                 probability=1.0,
-                evidence=Evidence(notes=["no candidate in the index"]),
+                evidence=Evidence(notes=["no candidate in the index"], cascade=stages),
                 model_version=self.model_version,
-            replica=self.memory.replica_id,
+                replica=self.memory.replica_id,
             )
-        verdict = self._verdict(image_id, tenant, best.candidate.image_id, best.candidate.tenant,
-                                best.candidate.bank, best.score, query=feat,
-                                reference=best.reference)
+        args = (image_id, tenant, best.candidate.image_id, best.candidate.tenant,
+                best.candidate.bank)
+        verdict = self._verdict(*args, best.score, query=feat, reference=best.reference)
+        if self.lazy_objects and (verdict.verdict != "unique" or self.policy.needs_objects(tenant)):
+            t1 = time.perf_counter()
+            if self._late_objects(feat, best, best.candidate.key):
+                stages.append("objects")
+                verdict = self._verdict(*args, best.score, query=feat, reference=best.reference)
+                verdict.timings_ms["objects"] = round((time.perf_counter() - t1) * 1e3, 3)
         verdict.timings_ms["verify"] = round(stats.ms, 3)
         verdict.evidence.verifications = stats.runs
+        verdict.evidence.cascade = stages
         return verdict
 
     def _verdict(

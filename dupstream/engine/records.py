@@ -7,7 +7,9 @@ replication feed and snapshots without a change here, as long as it is made of a
 
 One exception: the registration thumbnail (``reg``, grey, longest side 256) is kept JPEG-encoded
 (quality 90, ~8-15 KB instead of up to 64 KiB raw) under ``reg.jpg``: it is what verification
-needs of a reference, and records travel through the LRU, S3 and the replication feed.
+needs of a reference, and records travel through the LRU, S3 and the replication feed. Likewise
+the colour object thumbnail (``obj_thumb``, longest side 256) under ``obj.jpg`` (quality 80): the
+cascade finds a reference's objects on it when a later query first needs them.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
 
-_SKIP = {"digest", "pdq", "timings_ms", "reg"}
+_SKIP = {"digest", "pdq", "timings_ms", "reg", "obj_thumb"}
 REG_KEY = "reg.jpg"
 REG_JPEG_QUALITY = 90
+#: the colour object thumbnail (``obj_thumb``, longest side 256): JPEG quality 80
+OBJ_KEY = "obj.jpg"
+OBJ_JPEG_QUALITY = 80
 _SCALARS = (bool, int, float, str)
 
 
@@ -59,6 +64,11 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
         ok, jpg = cv2.imencode(".jpg", feat.reg, [cv2.IMWRITE_JPEG_QUALITY, REG_JPEG_QUALITY])
         if ok:
             arrays[REG_KEY] = np.asarray(jpg, np.uint8).ravel()
+    if feat.obj_thumb is not None:
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(feat.obj_thumb, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, OBJ_JPEG_QUALITY])
+        if ok:
+            arrays[OBJ_KEY] = np.asarray(jpg, np.uint8).ravel()
     return ImageRecord(
         image_id=image_id, tenant=tenant, digest=feat.digest, pdq=feat.pdq.variants,
         arrays=arrays, meta=meta,
@@ -104,4 +114,8 @@ def record_to_features(rec: ImageRecord) -> ImageFeatures:
     jpg = rec.arrays.get(REG_KEY)
     if jpg is not None and len(jpg):
         feat.reg = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    jpg = rec.arrays.get(OBJ_KEY)
+    if jpg is not None and len(jpg):
+        bgr = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_COLOR)
+        feat.obj_thumb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return feat

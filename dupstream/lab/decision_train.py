@@ -31,16 +31,14 @@ from dupstream.lab.decision_data import SETS, Recipe, load_or_build
 from dupstream.lab.evaluation import metrics as M
 from dupstream.lab.fit import cut_for_precision, cut_for_recall, max_f1_cut
 from dupstream.workers.learned import LearnedModel, MarginCalibration, TreeEnsemble
-from dupstream.workers.pairfeatures import NAMES
+from dupstream.workers.pairfeatures import NAMES, OBJECT_NAMES
 
 ASSETS = Path(__file__).resolve().parents[2] / "workers" / "assets"
 CACHE = Path(__file__).resolve().parents[2] / ".data" / "decision"
 
 VISUAL = ("visual", "content_visual", "visual_best")
 #: object / semantic / graph features (the paper's semantic branch)
-OBJECT_FEATURES = ("fused", "semantic", "jaccard", "semantic_cosine", "graph", "objects_both",
-                   "objects_added_n", "objects_missing_n", "obj_matched_n", "obj_added_n",
-                   "obj_removed_n", "obj_moved_n")
+OBJECT_FEATURES = OBJECT_NAMES
 NO_OBJECTS = tuple(n for n in NAMES if n not in OBJECT_FEATURES)
 #: +1: P(copy) never decreases as it grows; -1: never increases
 MONOTONE = {"visual": 1, "content_visual": 1, "visual_best": 1, "pdq_distance": -1}
