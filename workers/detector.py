@@ -88,6 +88,65 @@ class Detections:
         )
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How far one detector's output holds against a reference's on the same image."""
+
+    #: IoU of each confident reference object with its same-label match (greedy, best IoU first)
+    ious: tuple[float, ...]
+    #: confident reference objects without a same-label match at ``min_iou``
+    missing: tuple[str, ...]
+    #: confident objects of the other detector without a same-label reference match
+    extra: tuple[str, ...]
+    #: largest score difference over the matched pairs
+    max_score_diff: float
+
+    @property
+    def holds(self) -> bool:
+        return not self.missing and not self.extra
+
+
+def agreement(ref: Detections, other: Detections, *, min_score: float = 0.0,
+              min_iou: float = 0.9) -> Agreement:
+    """Compare ``other`` with ``ref``: every object scoring at least ``min_score`` on either side
+    must have a same-label partner on the other side (any score) with IoU >= ``min_iou``.
+    Objects below ``min_score`` on both sides are the tolerated band near the threshold."""
+    iou = box_iou(ref.boxes, other.boxes)
+    iou[ref.labels[:, None] != other.labels[None, :]] = 0.0
+    pairs: list[tuple[int, int]] = []
+    got_r: set[int] = set()
+    got_c: set[int] = set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = (int(v) for v in np.unravel_index(flat, iou.shape))
+        if iou[r, c] < min_iou:
+            break
+        if r not in got_r and c not in got_c:
+            pairs.append((r, c))
+            got_r.add(r)
+            got_c.add(c)
+    missing = tuple(ref.names[i] for i in range(len(ref))
+                    if i not in got_r and ref.scores[i] >= min_score)
+    extra = tuple(other.names[j] for j in range(len(other))
+                  if j not in got_c and other.scores[j] >= min_score)
+    return Agreement(
+        ious=tuple(float(iou[r, c]) for r, c in pairs if ref.scores[r] >= min_score),
+        missing=missing, extra=extra,
+        max_score_diff=max((abs(float(ref.scores[r] - other.scores[c])) for r, c in pairs),
+                           default=0.0))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of two ``(N, 4)`` / ``(M, 4)`` x1 y1 x2 y2 box arrays."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
 @runtime_checkable
 class Detector(Protocol):
     """Images (RGB uint8, any size) in, one ``Detections`` per image out, in order."""
@@ -97,7 +156,8 @@ class Detector(Protocol):
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
-DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none")
+DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort", "yolov3_tiny_ort_int8",
+             "faster_rcnn", "none")
 
 
 def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
@@ -107,6 +167,11 @@ def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
     weights) is the folder holding the backend's files under their usual names
     (``yolov3-tiny.cfg`` + ``yolov3-tiny.weights``; torchvision's ``.pth`` name for Faster
     R-CNN); they are checked against their sha256 when loaded. Nothing is loaded here.
+
+    The YOLOv3-tiny kinds take ``size`` (input side, default 416); the ONNX Runtime kinds
+    (``yolov3_tiny_ort``: fp32, ``yolov3_tiny_ort_int8``: int8) also ``threads`` (intra-op,
+    default 1) and ``cache_dir`` (where the exported file lives; default ``onnx/`` next to the
+    darknet files; exported on first load when missing, checked against its manifest's sha256).
     """
     if kind == "none":
         return None
@@ -118,6 +183,11 @@ def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
         from dupstream.workers.yolo import OpenCVYoloDetector
 
         return OpenCVYoloDetector(**kwargs)
+    if kind in ("yolov3_tiny_ort", "yolov3_tiny_ort_int8"):
+        from dupstream.workers.yolo_onnx import OnnxYoloDetector
+
+        precision = "int8" if kind.endswith("_int8") else "fp32"
+        return OnnxYoloDetector(precision=precision, **kwargs)
     if kind == "faster_rcnn":
         from dupstream.workers.frcnn import FasterRCNNDetector, weights_file
 

