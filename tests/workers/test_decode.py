@@ -84,3 +84,70 @@ def test_every_bad_image_in_the_catalogue_gets_its_reason(photos):
         with pytest.raises(ImageError) as info:
             decode_image(case.payload, max_side=MAX_SIDE)
         assert info.value.reason == case.reason, case.name
+
+
+def _jpeg(rgb: np.ndarray, exif: Image.Exif | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=92, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big(photos):
+    import cv2
+
+    return cv2.resize(photos["astronaut"], (2048, 1536), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.mark.parametrize(("side", "expected"), [(416, (512, 384)), (256, (256, 192)),
+                                                (1024, (1024, 768)), (100, (256, 192)),
+                                                (1025, (2048, 1536))])
+def test_draft_decode_gives_the_size_asked(big, side, expected):
+    from dupstream.workers.decode import decode
+
+    d = decode(_jpeg(big), draft_side=side)
+    h, w = d.rgb.shape[:2]
+    assert (w, h) == expected  # the largest 1/2^k reduction with longest side >= side
+    assert max(w, h) >= min(side, 2048)
+    assert (d.width, d.height) == (2048, 1536)  # the picture's own size
+    assert d.scale == w / 2048 and d.full_resolution == (w == 2048)
+
+
+def test_draft_pixels_match_a_full_decode_resized(big):
+    import cv2
+
+    from dupstream.workers.decode import decode
+
+    data = _jpeg(big)
+    draft = decode(data, draft_side=416).rgb
+    full = cv2.resize(decode_image(data), draft.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(draft.astype(int) - full.astype(int)).mean() < 3.0
+
+
+def test_draft_leaves_other_formats_and_small_jpegs_whole(photos, big):
+    from dupstream.workers.decode import decode
+
+    png = decode(encode(big, "PNG"), draft_side=416)
+    assert png.full_resolution and png.rgb.shape == big.shape
+    small = photos["coffee"]  # 600 x 400: less than twice 416
+    d = decode(_jpeg(small), draft_side=416)
+    assert d.full_resolution and d.rgb.shape == small.shape
+
+
+def test_draft_with_exif_rotation_reports_the_upright_size(big):
+    from dupstream.workers.decode import decode
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    d = decode(_jpeg(big, exif), draft_side=416)
+    assert d.rgb.shape[:2] == (512, 384)  # upright: portrait
+    assert (d.width, d.height) == (1536, 2048)
+
+
+def test_limits_apply_to_the_declared_size_in_draft_mode(big):
+    from dupstream.workers.decode import decode
+
+    with pytest.raises(DecompressionBomb):
+        decode(_jpeg(big), draft_side=256, max_pixels=2048 * 1536 - 1)
+    with pytest.raises(ImageTooLarge):
+        decode(_jpeg(big), draft_side=256, max_side=2000)
