@@ -55,13 +55,16 @@ def _percentiles(values: list[float]) -> dict:
             "p99": round(float(np.percentile(a, 99)), 3)}
 
 
-def run_mode(mode: str, n: int, batch: int, threads: int) -> dict:
-    """One mode in this process (called in a subprocess by ``main``)."""
+def run_mode(mode: str, n: int, batch: int, threads: int,
+             detector_kind: str | None = None) -> dict:
+    """One mode in this process (called in a subprocess by ``main``). ``detector_kind``: the
+    full-semantic mode's detector (default: ``workers.detector.DEFAULT_DETECTOR``)."""
     from dupstream.engine import Upload
     from dupstream.engine.build import build_deduper
+    from dupstream.workers.detector import DEFAULT_DETECTOR
 
     blobs = make_images(n)
-    detector = "yolov3_tiny" if mode == "full_semantic" else "none"
+    detector = (detector_kind or DEFAULT_DETECTOR) if mode == "full_semantic" else "none"
     deduper = build_deduper(detector=detector, graph=mode == "full_semantic", threads=threads)
     # warm-up (model load, first-call allocations) outside the timed region
     deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
@@ -99,6 +102,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int) -> dict:
         pass
     return {
         "mode": mode, "images": n, "batch": batch, "threads": threads,
+        "detector": detector,
         "images_per_s": round(n / elapsed, 2),
         "stages_ms": {s: _percentiles(v) for s, v in stage_ms.items() if v},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -151,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,8,32")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--detector", default=None,
+                   help="the full-semantic mode's detector (default: the engine's default, "
+                   "workers.detector.DEFAULT_DETECTOR)")
     p.add_argument("--e2e", action="store_true", help="also event→verdict through the broker")
     p.add_argument("--e2e-rate", type=float, default=10.0, help="offered events/s for --e2e")
     p.add_argument("--out", default="results/pipeline")
@@ -158,14 +165,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.one:
         mode, batch = args.one.split(":")
-        print(json.dumps(run_mode(mode, args.images, int(batch), args.threads)))
+        print(json.dumps(run_mode(mode, args.images, int(batch), args.threads, args.detector)))
         return 0
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
                                   f"{mode}:{batch}", "--images", str(args.images),
-                                  "--threads", str(args.threads)],
+                                  "--threads", str(args.threads),
+                                  *(["--detector", args.detector] if args.detector else [])],
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results.append(r)

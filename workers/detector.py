@@ -158,9 +158,12 @@ class Detector(Protocol):
 
 DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort", "yolov3_tiny_ort_int8",
              "faster_rcnn", "none")
+#: the fastest path whose boxes equal the torch module's on the golden photos (ONNX Runtime
+#: fp32: the same boxes to 1e-5 at ~2x the speed on CPU; docs/PERFORMANCE.md)
+DEFAULT_DETECTOR = "yolov3_tiny_ort"
 
 
-def build_detector(kind: str = "yolov3_tiny", **kwargs) -> Detector | None:
+def build_detector(kind: str = DEFAULT_DETECTOR, **kwargs) -> Detector | None:
     """The backend named ``kind`` (see ``DETECTORS``); ``"none"`` gives no detector (visual only).
 
     Keyword arguments go to the backend's constructor. ``weights_dir`` (None: the packaged
