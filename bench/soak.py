@@ -261,7 +261,7 @@ def processed_at_exit(log_text: str) -> int | None:
 
 
 def run_soak(*, minutes: float, interval_s: float, backlog: int, pool_size: int,
-             snapshot_interval_s: float, log_path: Path) -> dict:
+             snapshot_interval_s: float, log_path: Path, servers: str = "soak") -> dict:
     from dupstream.bench.pipeline import make_images
     from dupstream.lab.devservers import free_port, local_servers, service_env
     from dupstream.stream.kafka import ensure_topics
@@ -271,7 +271,7 @@ def run_soak(*, minutes: float, interval_s: float, backlog: int, pool_size: int,
     pool = make_images(pool_size, seed=7)
     pool_s = time.perf_counter() - t_pool
     samples: list[dict] = []
-    with local_servers("soak") as (bootstrap, s3):
+    with local_servers(servers) as (bootstrap, s3):
         ensure_topics(bootstrap_servers=bootstrap, topics={t: 3 for t in TOPICS.values()},
                       compacted={TOPICS["updates"]})
         backfill = Backfill(bootstrap=bootstrap, s3=s3, pool=pool, backlog=backlog)
@@ -378,6 +378,12 @@ def summarise(res: dict) -> dict:
     }
     exp = res.get("expected")
     if exp and exp.get("bytes_per_image"):
+        # the state (index + records of every image remembered) is growth by design: RSS minus
+        # it (index size x the final snapshot's bytes per image) is what has to stay flat
+        net = [x["rss"] / 2**20 - x["index_size"] * exp["bytes_per_image"] / 2**20 for x in s]
+        out["rss_minus_state_mb"] = growth_summary(t, net, warmup_s=wu)
+        out["rss_minus_state_within_10pct"] = abs(
+            out["rss_minus_state_mb"]["floor"]["growth_pct"]) <= 10.0
         expected_mb = (idx1 - idx0) * exp["bytes_per_image"] / 2**20
         measured_mb = rss["floor"]["end"] - rss["floor"]["start"]
         out["expected_growth_mb"] = expected_mb
@@ -450,8 +456,19 @@ def write_markdown(res: dict, summary: dict, path: Path) -> None:
             f"| measured floor growth − expected | {summary['unexplained_growth_mb']:+.1f} MB "
             f"({summary['unexplained_growth_pct']:+.2f} %) |",
         ]
+    if "rss_minus_state_mb" in summary:
+        n = summary["rss_minus_state_mb"]
+        slope = n["floor_slope_per_min"]
+        lines += [
+            f"| RSS − state (index size × bytes/image) floor after warm-up → end | "
+            f"{n['floor']['start']:.1f} → {n['floor']['end']:.1f} MB "
+            f"({n['floor']['growth_pct']:+.2f} %); minute-floor slope "
+            f"{'n/a' if slope is None else format(slope, '+.2f')} MB/min |",
+            f"| RSS − state floor within 10 % after warm-up | "
+            f"{'yes' if summary['rss_minus_state_within_10pct'] else 'NO'} |",
+        ]
     lines += [
-        f"| RSS floor within 10 % after warm-up | "
+        f"| RSS floor (raw) within 10 % after warm-up | "
         f"{'yes' if summary['rss_within_10pct'] else 'NO'} |",
         f"| FDs flat (floor and median end ≤ start, minute floors not rising) | "
         f"{'yes' if summary['fds_flat'] else 'NO'} |",
@@ -484,6 +501,14 @@ def plot(res: dict, summary: dict, path: Path) -> None:
                    label=f"fit {r['slope_per_min']:+.2f} MB/min")
     ax[0].axhline(r["floor"]["start"] * 1.1, color="r", lw=0.7, ls=":",
                   label="+10 % of the warm floor")
+    bpi = (res.get("expected") or {}).get("bytes_per_image")
+    if bpi:
+        net = rss - np.array([x["index_size"] for x in s]) * bpi / 2**20
+        ax[0].plot(t, net, lw=1, color="tab:green",
+                   label="RSS − state (index size × bytes/image)")
+        n = summary["rss_minus_state_mb"]["floor"]["start"]
+        ax[0].axhline(n * 1.1, color="tab:green", lw=0.7, ls=":",
+                      label="+10 % of its warm floor")
     ax[0].set_ylabel("RSS (MB)")
     ax[0].legend(fontsize=8, loc="lower right")
     ax[1].plot(t, [x["fds"] for x in s], lw=1, label="open FDs")
@@ -652,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-interval", type=float, default=120.0,
                     help="the service's DUPSTREAM_STATE__SNAPSHOT_INTERVAL_S")
     ap.add_argument("--out", help="results path without suffix (default results/soak-<N>min)")
+    ap.add_argument("--servers", default="soak",
+                    help="the local servers' folder under .servers/ (two soaks at once: two names)")
     ap.add_argument("--render", metavar="JSON",
                     help="re-summarise a saved run (its samples) and rewrite its .json/.md/.png")
     ap.add_argument("--trace", type=int, metavar="IMAGES",
@@ -681,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res = run_soak(minutes=a.minutes, interval_s=a.interval, backlog=a.backlog,
                    pool_size=a.pool, snapshot_interval_s=a.snapshot_interval,
-                   log_path=Path(f"{out}.service.log"))
+                   log_path=Path(f"{out}.service.log"), servers=a.servers)
     res["started_utc"] = started
     res["command"] = "python -m dupstream.bench.soak " + " ".join(argv or sys.argv[1:])
     res["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python "

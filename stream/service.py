@@ -17,7 +17,9 @@ small parts, each testable with in-process fakes of the Kafka clients (``ports``
 - ``snapshots``: snapshots of the index on a background thread;
 - ``records``: the record store's write-behind (``state.writebehind``), flushed before every
   commit, so a committed event's record is in the record store (no flush, no commit: the events
-  stay uncommitted and a later commit, or the next owner's replay, covers them).
+  stay uncommitted and a later commit, or the next owner's replay, covers them);
+- ``heap``: freed heap memory handed back to the OS between batches and after each snapshot
+  (``stream.heap``), so the RSS follows what is in use instead of its high-water mark.
 
 A stop request (SIGINT/SIGTERM -> ``stop()``) is seen within ``batch_wait_s`` while polling, and
 every wait on the network (fetches, delivery) gives up ``stop_grace_s`` after it; events whose
@@ -41,6 +43,7 @@ from dupstream.stream.blobs import ObjectStore
 from dupstream.stream.checkpoint import Checkpoint
 from dupstream.stream.consumer import Partitions, Rebalance, usable
 from dupstream.stream.deferral import Deferrals
+from dupstream.stream.heap import HeapTrimmer
 from dupstream.stream.metrics import Metrics
 from dupstream.stream.pipeline import Batch, Item, Pipeline
 from dupstream.stream.ports import KafkaConsumer, KafkaProducer, Part
@@ -87,6 +90,7 @@ class StreamService:
         stop_grace_s: float = 5.0,
         records: WriteBehind | None = None,
         record_flush_s: float = 10.0,
+        heap: HeapTrimmer | None = None,
         consumer_factory: Callable[[dict], KafkaConsumer] = Consumer,
         producer_factory: Callable[[dict], KafkaProducer] = Producer,
     ) -> None:
@@ -132,7 +136,10 @@ class StreamService:
         self.partitions = Partitions()
         self.rebalance = Rebalance(partitions=self.partitions, on_revoke=self._revoked,
                                    on_lost=self._lost, on_change=self._update_ready)
-        self._snapshots = SnapshotThread(snapshotter) if snapshotter is not None else None
+        #: malloc_trim between batches (at most every interval) and after each snapshot
+        self.heap = heap
+        self._snapshots = (SnapshotThread(snapshotter, after=self._after_snapshot)
+                           if snapshotter is not None else None)
         self._ahead: Batch | None = None  # polled, blobs being fetched, not yet inferred
         self._processed = 0
         self._new_records: list[ImageRecord] = []
@@ -246,7 +253,14 @@ class StreamService:
         self.metrics.inflight.set(self.checkpoint.outstanding())
         self.metrics.index_size.set(len(self.deduper))
         self._export_records()
+        if self.heap is not None:
+            self.heap.maybe_trim()
         return bool(msgs)
+
+    def _after_snapshot(self) -> None:
+        """A snapshot's serialised form (about the size of the state) was just freed."""
+        if self.heap is not None:
+            self.heap.maybe_trim(force=True)
 
     def commit(self) -> bool:
         if self.consumer is None:

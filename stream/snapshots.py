@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from dupstream.stream.replication import Snapshotter
 
@@ -12,10 +13,13 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotThread:
-    """Calls ``Snapshotter.maybe_snapshot`` every ``tick_s`` on a daemon thread."""
+    """Calls ``Snapshotter.maybe_snapshot`` every ``tick_s`` on a daemon thread; ``after``
+    (when given) after each snapshot written."""
 
-    def __init__(self, snapshotter: Snapshotter, *, tick_s: float = 1.0) -> None:
+    def __init__(self, snapshotter: Snapshotter, *, tick_s: float = 1.0,
+                 after: Callable[[], None] | None = None) -> None:
         self.snapshotter = snapshotter
+        self.after = after
         self.tick_s = tick_s
         self._halt = threading.Event()
         self._final = False
@@ -34,7 +38,8 @@ class SnapshotThread:
 
     def _loop(self) -> None:
         while not self._halt.wait(self.tick_s):
-            self.snapshotter.maybe_snapshot()
+            if self.snapshotter.maybe_snapshot() is not None and self.after is not None:
+                self.after()
         if self._final:
             self.snapshotter.maybe_snapshot(force=True)
 

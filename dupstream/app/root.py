@@ -196,6 +196,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
     """The streaming service from settings: object store, the replica's memory (the latest
     snapshot restored), the engine, the index-updates feed, snapshots, Kafka clients.
     ``engine``: one built (and warmed up) before, given the restored memory here."""
+    from dupstream.stream.heap import HeapTrimmer
     from dupstream.stream.kafka import consumer_config, ensure_topics, producer_config
     from dupstream.stream.metrics import Metrics
     from dupstream.stream.replication import FeedFollower, Snapshotter
@@ -234,6 +235,7 @@ def build_service(settings: Settings, *, create_topics: bool = False,
         batch_wait_s=settings.batch.max_wait_ms / 1e3, fetch_workers=s3.fetch_workers,
         transient_budget_s=s3.transient_budget_s,
         records=memory.records.writes, record_flush_s=st.record_flush_timeout_s,
+        heap=HeapTrimmer(interval_s=settings.heap_trim_interval_s),
     )
     return Service(service=service, metrics=metrics, memory=memory, snapshot_id=snapshot_id,
                    metrics_port=settings.metrics_port or None)

@@ -244,6 +244,9 @@ class Settings(BaseSettings):
     startup: StartupSettings = Field(default_factory=StartupSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     metrics_port: int = 0
+    #: hand freed heap memory back to the OS (glibc malloc_trim) at most this often, between
+    #: batches, and after each snapshot (seconds; 0 = never). See docs/PERFORMANCE.md, Soak
+    heap_trim_interval_s: float = Field(default=30.0, ge=0)
 
     @classmethod
     def load(cls, yaml_path: str | Path | None = None) -> Settings:
