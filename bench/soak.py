@@ -409,7 +409,9 @@ def write_markdown(res: dict, summary: dict, path: Path) -> None:
         f"`{res['command']}` on {res['machine']}; load average (1 min) during the run "
         f"min/mean/max {ld['min']:.2f}/{ld['mean']:.2f}/{ld['max']:.2f}. Service: `dupstream "
         f"run` with default settings (full semantic pipeline), snapshots every "
-        f"{res['snapshot_interval_s']:g} s; samples every {res['interval_s']:g} s; start/end "
+        f"{res['snapshot_interval_s']:g} s"
+        + "".join(f", `{k}={v}`" for k, v in (res.get("env") or {}).items())
+        + f"; samples every {res['interval_s']:g} s; start/end "
         "= the first minute after warm-up / the last minute.",
         "",
         "| measure | value |",
@@ -710,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
                    pool_size=a.pool, snapshot_interval_s=a.snapshot_interval,
                    log_path=Path(f"{out}.service.log"), servers=a.servers)
     res["started_utc"] = started
+    #: service settings and allocator variables given to this run (the child inherits them)
+    res["env"] = {k: v for k, v in sorted(os.environ.items())
+                  if k.startswith(("DUPSTREAM_", "MALLOC_")) or k == "LD_PRELOAD"}
     res["command"] = "python -m dupstream.bench.soak " + " ".join(argv or sys.argv[1:])
     res["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                       f"{platform.python_version()}, nice {os.nice(0)}")
