@@ -121,6 +121,14 @@ def growth_summary(t_s: list[float], values: list[float], *, warmup_s: float,
     return out
 
 
+def rolling_floor(t_s, values, window_s: float = 60.0) -> np.ndarray:
+    """At each sample, the minimum over the samples of the preceding ``window_s`` (itself
+    included): the floor the saw-tooth of the batches returns to."""
+    t, v = np.asarray(t_s, dtype=float), np.asarray(values, dtype=float)
+    lo = np.searchsorted(t, t - window_s, side="left")
+    return np.array([v[a:i + 1].min() for i, a in enumerate(lo)])
+
+
 def rounded(obj, nd: int = 2):
     """``obj`` with every float rounded to ``nd`` decimals and NaN as None (strict JSON),
     through nested dicts and lists."""
@@ -494,25 +502,22 @@ def plot(res: dict, summary: dict, path: Path) -> None:
     rss = np.array([x["rss"] for x in s]) / 2**20
     fig, ax = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     wu = summary["warmup_s"] / 60.0
-    ax[0].plot(t, rss, lw=1, label="RSS")
+    ax[0].plot(t, rss, lw=0.5, alpha=0.35, color="tab:blue", label="RSS (every sample)")
+    ax[0].plot(t, rolling_floor(t * 60.0, rss), lw=1.6, color="tab:blue",
+               label="RSS floor (min of the last 60 s)")
     r = summary["rss_mb"]
-    post = t >= wu
-    if post.sum() >= 2:
-        k, b = np.polyfit(t[post], rss[post], 1)
-        ax[0].plot(t[post], k * t[post] + b, "--", lw=1,
-                   label=f"fit {r['slope_per_min']:+.2f} MB/min")
-    ax[0].axhline(r["floor"]["start"] * 1.1, color="r", lw=0.7, ls=":",
+    ax[0].axhline(r["floor"]["start"] * 1.1, color="tab:blue", lw=0.8, ls=":",
                   label="+10 % of the warm floor")
     bpi = (res.get("expected") or {}).get("bytes_per_image")
     if bpi:
         net = rss - np.array([x["index_size"] for x in s]) * bpi / 2**20
-        ax[0].plot(t, net, lw=1, color="tab:green",
-                   label="RSS − state (index size × bytes/image)")
+        ax[0].plot(t, rolling_floor(t * 60.0, net), lw=1.6, color="tab:green",
+                   label="floor of RSS − state (index size × bytes/image)")
         n = summary["rss_minus_state_mb"]["floor"]["start"]
-        ax[0].axhline(n * 1.1, color="tab:green", lw=0.7, ls=":",
+        ax[0].axhline(n * 1.1, color="tab:green", lw=0.8, ls=":",
                       label="+10 % of its warm floor")
     ax[0].set_ylabel("RSS (MB)")
-    ax[0].legend(fontsize=8, loc="lower right")
+    ax[0].legend(fontsize=7, loc="upper left")
     ax[1].plot(t, [x["fds"] for x in s], lw=1, label="open FDs")
     ax[1].plot(t, [x["threads"] for x in s], lw=1, label="threads")
     ax[1].set_ylabel("count")

@@ -14,6 +14,7 @@ from dupstream.bench.soak import (
     parse_metrics,
     processed_at_exit,
     rates,
+    rolling_floor,
     rounded,
     sample_process,
     splice_comment,
@@ -116,3 +117,9 @@ def test_processed_at_exit_is_the_services_last_count():
     log = "x INFO started\nprocessed 12 events\nother\nprocessed 1440 events\n"
     assert processed_at_exit(log) == 1440
     assert processed_at_exit("no count here") is None
+
+
+def test_rolling_floor_is_the_minimum_of_the_preceding_window():
+    t = [0, 10, 20, 30, 70, 80]
+    v = [5, 3, 4, 6, 7, 2]
+    assert rolling_floor(t, v, window_s=30).tolist() == [5, 3, 3, 3, 7, 2]
