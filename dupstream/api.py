@@ -111,7 +111,7 @@ class Deduper:
 def open_deduper(
     *,
     embedder: str = "sscd",
-    detector: str = "yolov3_tiny",
+    detector: str = "yolov3_tiny_ort",
     graph: bool = True,
     threads: int = 2,
     preference: str = "balanced",

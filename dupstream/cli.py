@@ -325,10 +325,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="visual embedder (default: sscd; sscd_distilled is ~3x faster on CPU)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("DUPSTREAM_THREADS", 2)),
                    help="inference threads (default 2)")
-    p.add_argument("--detector", default="yolov3_tiny",
-                   choices=["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"],
-                   help="object detector for the semantic signal (default: yolov3_tiny, offline; "
-                   "faster_rcnn needs its weights in the torch cache; none: visual only)")
+    p.add_argument("--detector", default="yolov3_tiny_ort",
+                   choices=["yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort",
+                            "yolov3_tiny_ort_int8", "faster_rcnn", "none"],
+                   help="object detector for the semantic signal (default: yolov3_tiny_ort, "
+                   "YOLOv3-tiny on ONNX Runtime, offline; yolov3_tiny: the torch module, CUDA fp16 "
+                   "on a GPU; faster_rcnn needs its weights in the torch cache; none: visual only)")
     p.add_argument("--no-graph", action="store_true",
                    help="leave the GCN graph similarity out of Ss")
     p.add_argument("--no-cascade", action="store_true",

@@ -161,6 +161,8 @@ DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort", "yolov3_tiny_o
 #: the fastest path whose boxes equal the torch module's on the golden photos (ONNX Runtime
 #: fp32: the same boxes to 1e-5 at ~2x the speed on CPU; docs/PERFORMANCE.md)
 DEFAULT_DETECTOR = "yolov3_tiny_ort"
+#: options only the ONNX Runtime kinds have
+ORT_ONLY = ("threads", "cache_dir")
 
 
 def build_detector(kind: str = DEFAULT_DETECTOR, **kwargs) -> Detector | None:
@@ -175,9 +177,14 @@ def build_detector(kind: str = DEFAULT_DETECTOR, **kwargs) -> Detector | None:
     (``yolov3_tiny_ort``: fp32, ``yolov3_tiny_ort_int8``: int8) also ``threads`` (intra-op,
     default 1) and ``cache_dir`` (where the exported file lives; default ``onnx/`` next to the
     darknet files; exported on first load when missing, checked against its manifest's sha256).
+    Those two (``ORT_ONLY``) are dropped for the other kinds, so one set of detector settings
+    serves every kind.
     """
     if kind == "none":
         return None
+    if not kind.startswith("yolov3_tiny_ort"):  # ONNX Runtime options; the others have none
+        for key in ORT_ONLY:
+            kwargs.pop(key, None)
     if kind == "yolov3_tiny":
         from dupstream.workers.yolo import TorchYoloDetector
 

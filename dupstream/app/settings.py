@@ -58,7 +58,8 @@ class ImageSettings(BaseModel):
 class ModelSettings(BaseModel):
     embedder: Literal["sscd", "sscd_distilled"] = "sscd"
     #: object detector for the semantic signal ("none": visual evidence only)
-    detector: Literal["yolov3_tiny", "yolov3_tiny_cv2", "faster_rcnn", "none"] = "yolov3_tiny"
+    detector: Literal["yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort", "yolov3_tiny_ort_int8",
+                      "faster_rcnn", "none"] = "yolov3_tiny_ort"
     #: run the shipped GCN over the object graph (graph similarity in Ss)
     graph: bool = True
     top_k: int = 12

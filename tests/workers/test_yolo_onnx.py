@@ -112,8 +112,12 @@ def test_input_size_is_a_setting(photos, tmp_path):
         assert a.names == b.names and len(a)
         assert np.diag(box_iou(a.boxes, b.boxes)).min() > 0.99
     assert o.exported.path.name == "yolov3-tiny-320-fp32.onnx"
+    # the ONNX Runtime options are dropped for the other kinds (one set of settings for all)
+    assert build_detector("yolov3_tiny", size=320, threads=1, cache_dir=tmp_path).size == 320
     with pytest.raises(ConfigError):
         build_detector("yolov3_tiny_ort", size=300)
+    with pytest.raises(ConfigError):
+        build_detector("yolov3_tiny_ort", threads=0)
     with pytest.raises(ConfigError):
         build_detector("yolov3_tiny_cv2", size=320)
 
