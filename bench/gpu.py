@@ -19,7 +19,8 @@ Parts (each over the same decoded JPEGs, ~640 px, made from the packaged photos)
 * ``faiss``: flat inner-product index of ``--index-size`` synthetic 512-d vectors on the GPU
   (one query at a time, and a batch of 1,024), against the same index on the CPU;
 * ``e2e``: the full ``Deduper`` (decode, hashes, embed, detect, graph, search, decide) over the
-  images at each batch size: images/s and per-image latency p50/p99.
+  images at each batch size: images/s and per-image latency p50/p99 (an image's latency is the
+  wall time of the ``process`` call that carried its batch).
 
 Writes ``<out>/gpu.json`` and ``<out>/gpu.md`` (``<out>/cpu-reference.*`` with the flag).
 """
