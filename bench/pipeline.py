@@ -56,9 +56,10 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def run_mode(mode: str, n: int, batch: int, threads: int,
-             detector_kind: str | None = None) -> dict:
+             detector_kind: str | None = None, detector_threads: int | None = None) -> dict:
     """One mode in this process (called in a subprocess by ``main``). ``detector_kind``: the
-    full-semantic mode's detector (default: ``workers.detector.DEFAULT_DETECTOR``)."""
+    full-semantic mode's detector (default: ``workers.detector.DEFAULT_DETECTOR``);
+    ``detector_threads``: an ONNX Runtime detector's intra-op threads (default: its own)."""
     from dupstream.engine import Upload
     from dupstream.engine.build import build_deduper
     from dupstream.workers.detector import DEFAULT_DETECTOR
@@ -66,6 +67,10 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     blobs = make_images(n)
     detector = (detector_kind or DEFAULT_DETECTOR) if mode == "full_semantic" else "none"
     deduper = build_deduper(detector=detector, graph=mode == "full_semantic", threads=threads)
+    if detector_threads is not None and detector.startswith("yolov3_tiny_ort"):
+        from dupstream.workers.detector import build_detector
+
+        deduper.extractor.detector = build_detector(detector, threads=detector_threads)
     # warm-up (model load, first-call allocations) outside the timed region
     deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
     stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -102,7 +107,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
         pass
     return {
         "mode": mode, "images": n, "batch": batch, "threads": threads,
-        "detector": detector,
+        "detector": detector, "detector_threads": detector_threads,
         "images_per_s": round(n / elapsed, 2),
         "stages_ms": {s: _percentiles(v) for s, v in stage_ms.items() if v},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -158,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--detector", default=None,
                    help="the full-semantic mode's detector (default: the engine's default, "
                    "workers.detector.DEFAULT_DETECTOR)")
+    p.add_argument("--detector-threads", type=int, default=None,
+                   help="an ONNX Runtime detector's intra-op threads (default: its own, 1)")
     p.add_argument("--e2e", action="store_true", help="also event→verdict through the broker")
     p.add_argument("--e2e-rate", type=float, default=10.0, help="offered events/s for --e2e")
     p.add_argument("--out", default="results/pipeline")
@@ -165,7 +172,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.one:
         mode, batch = args.one.split(":")
-        print(json.dumps(run_mode(mode, args.images, int(batch), args.threads, args.detector)))
+        print(json.dumps(run_mode(mode, args.images, int(batch), args.threads, args.detector,
+                                  args.detector_threads)))
         return 0
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -173,7 +181,9 @@ def main(argv=None) -> int:
             out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
                                   f"{mode}:{batch}", "--images", str(args.images),
                                   "--threads", str(args.threads),
-                                  *(["--detector", args.detector] if args.detector else [])],
+                                  *(["--detector", args.detector] if args.detector else []),
+                                  *(["--detector-threads", str(args.detector_threads)]
+                                    if args.detector_threads else [])],
                                  check=True, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results.append(r)
