@@ -129,12 +129,15 @@ def export_yolo_onnx(
     force: bool = False,
 ) -> ExportedModel:
     """Export (once) and verify. An existing file that verifies is kept (idempotent); one that
-    does not raises ``WeightsError`` unless ``force`` (then it is replaced)."""
+    does not raises ``WeightsError`` unless ``force`` (then it is replaced). A file without its
+    manifest (an export cut short, or two processes exporting at once) is exported again: the
+    export is deterministic and each one is moved into place whole."""
     _check_args(size, precision)
     cfg, weights = yolo_files(weights_dir)  # the source, checked against its sha256
     cache = Path(cache_dir) if cache_dir is not None else cache_dir_for(cfg)
     path = model_path(cache, size=size, precision=precision)
-    if path.exists() and not force:
+    # a file without its manifest is an export cut short (the manifest is written last): redo it
+    if path.exists() and _manifest_path(path).exists() and not force:
         return ExportedModel(path, verify_export(path, size=size, precision=precision), size,
                              precision, created=False)
     try:

@@ -93,6 +93,12 @@ def test_export_is_checked_against_its_sha256(tmp_path):
     # a manifest for another input size is refused too
     with pytest.raises(WeightsError, match="something else"):
         verify_export(first.path, size=320, precision="fp32")
+    # a file whose manifest is missing (an export cut short) is exported again, not trusted
+    manifest_file = first.path.with_name(first.path.name + ".json")
+    manifest_file.unlink()
+    first.path.write_bytes(b"partial")
+    redone = export_yolo_onnx(cache_dir=tmp_path, precision="fp32")
+    assert redone.created and redone.sha256 == first.sha256 and manifest_file.is_file()
 
 
 def test_lazy_export_on_first_load(tmp_path, photos):
