@@ -114,15 +114,20 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     photometric = float(np.median(d[inner])) / contrast
     ncc, tex = _local_ncc(q, r)
     tex_in = tex & inner
-    if tex_in.sum() >= 16:
-        residual = 1.0 - float(np.median(ncc[tex_in]))
-    else:  # flat overlap: fall back on the photometric residual
-        residual = photometric
     # changed: structure differs where there is structure; grey level differs where flat
     changed = np.where(tex, ncc < CHANGE_NCC, d > max(CHANGE_ABS, CHANGE_REL * contrast)) & inner
     changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     changed = changed.astype(bool) & inner
+    if tex_in.sum() >= 16:
+        # the residual is the misregistration of what did not change: a pasted, highly
+        # textured object must not dominate it (it is counted in the changed area); where
+        # most of the structure changed, the residual is over all of it
+        kept = tex_in & ~changed
+        pool = kept if kept.sum() >= max(16, 0.5 * tex_in.sum()) else tex_in
+        residual = 1.0 - float(np.median(ncc[pool]))
+    else:  # flat overlap: fall back on the photometric residual
+        residual = photometric
     n_in = float(inner.sum())
     boxes, largest = _regions(changed, n_in, qshape)
     plx, refit = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)

@@ -35,7 +35,7 @@ DENSE_BLUR = 2.0
 @dataclass(frozen=True)
 class Keypoints:
     pts: np.ndarray  # (n, 2) float32, thumb pixels
-    desc: np.ndarray | None  # (n, 32) uint8 ORB descriptors
+    desc: np.ndarray | None  # (n, 32) uint8 ORB descriptors, or (n, 128) float32 SIFT ones
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,20 @@ def keypoints(grey: np.ndarray) -> Keypoints:
     return Keypoints(pts, desc)
 
 
+#: SIFT, the second sparse pass where ORB finds no fit: low-contrast, blurred and textured
+#: pictures (retina, cells, skies) where FAST corners are too few or too alike. Slower than ORB
+#: (~10-30 ms per 256-px thumb), so only as the fallback
+SIFT_FEATURES = 800
+SIFT_CONTRAST = 0.01
+
+
+def keypoints_sift(grey: np.ndarray) -> Keypoints:
+    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=SIFT_CONTRAST)
+    kps, desc = sift.detectAndCompute(grey, None)
+    pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    return Keypoints(pts, desc)
+
+
 def mirror_matrix(width: int) -> np.ndarray:
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
@@ -81,7 +95,8 @@ def _matches(q: Keypoints, r: Keypoints) -> tuple[np.ndarray, np.ndarray]:
     empty = np.zeros((0, 2), np.float32)
     if q.desc is None or r.desc is None or len(q.pts) < 2 or len(r.pts) < 2:
         return empty, empty
-    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(r.desc, q.desc, k=2)
+    norm = cv2.NORM_HAMMING if q.desc.dtype == np.uint8 else cv2.NORM_L2
+    knn = cv2.BFMatcher(norm).knnMatch(r.desc, q.desc, k=2)
     good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
     if not good:
         return empty, empty

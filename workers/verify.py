@@ -26,6 +26,7 @@ from dupstream.workers.register import (
     centred_inits,
     dense_fit,
     keypoints,
+    keypoints_sift,
     sparse_fit,
 )
 
@@ -58,6 +59,8 @@ MAX_RESIDUAL_DENSE = 0.2
 #: dense alignment runs when sparse features are too few: a thumb with fewer keypoints than
 #: this (flat scene), a tiny image, or a sparse fit with a handful of inliers
 DENSE_MAX_KEYPOINTS = 80
+#: the SIFT fallback runs on thumbnails at least this size on their shorter side
+SIFT_MIN_SIDE = 64
 DENSE_MIN_INLIERS = 4
 MAX_CHANGED_DENSE = 0.3
 MAX_ANISOTROPY = 1.3
@@ -280,6 +283,31 @@ def _sparse(q: np.ndarray, r: np.ndarray, fit: SparseFit, picture: np.ndarray,
                   qshape=qshape, rshape=rshape)
 
 
+def _sparse_pass(q: np.ndarray, r: np.ndarray, picture: np.ndarray, kq: Keypoints,
+                 kr: Keypoints, find) -> tuple[SparseFit | None, Registration | None]:
+    """The query as it is, then mirrored (unless the first verified), with the keypoint
+    detector ``find``: the fit with the most inliers, and the best registration among the fits
+    with enough inliers (a verified one, else the most same-scene, else the most inliers)."""
+    best_fit: SparseFit | None = None
+    sparse_reg: Registration | None = None
+    for flip in (False, True):
+        kqo = find(np.ascontiguousarray(q[:, ::-1])) if flip else kq
+        fit = sparse_fit(kqo, kr, q.shape[:2], flip=flip)
+        if fit is None:
+            continue
+        if best_fit is None or fit.inliers > best_fit.inliers:
+            best_fit = fit
+        if fit.inliers < MIN_INLIERS or not _scale_ok(fit.matrix):
+            continue
+        reg = _sparse(q, r, fit, picture, kq)
+        if reg.verified:
+            return best_fit, reg
+        if sparse_reg is None or reg.same_scene > sparse_reg.same_scene or (
+                reg.same_scene == sparse_reg.same_scene and reg.inliers > sparse_reg.inliers):
+            sparse_reg = reg
+    return best_fit, sparse_reg
+
+
 def register(query: np.ndarray, reference: np.ndarray, *,
              query_size: tuple[int, int] | None = None,
              ref_size: tuple[int, int] | None = None) -> Registration:
@@ -304,23 +332,18 @@ def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
         return _none(qshape, rshape)
     picture = _picture_mask(q)
     kq, kr = keypoints(q), keypoints(r)
-    best_fit: SparseFit | None = None
-    sparse_reg: Registration | None = None
-    for flip in (False, True):
-        kqo = keypoints(np.ascontiguousarray(q[:, ::-1])) if flip else kq
-        fit = sparse_fit(kqo, kr, qshape, flip=flip)
-        if fit is None:
-            continue
-        if best_fit is None or fit.inliers > best_fit.inliers:
-            best_fit = fit
-        if fit.inliers < MIN_INLIERS or not _scale_ok(fit.matrix):
-            continue
-        reg = _sparse(q, r, fit, picture, kq)
-        if reg.verified:
-            return reg
-        if sparse_reg is None or reg.same_scene > sparse_reg.same_scene or (
-                reg.same_scene == sparse_reg.same_scene and reg.inliers > sparse_reg.inliers):
-            sparse_reg = reg
+    best_fit, sparse_reg = _sparse_pass(q, r, picture, kq, kr, keypoints)
+    if sparse_reg is not None and sparse_reg.verified:
+        return sparse_reg
+    if sparse_reg is None and min(*qshape, *rshape) >= SIFT_MIN_SIDE:
+        # ORB found no fit: SIFT (low-contrast, blurred, textured pictures; not tiny ones such
+        # as digits, which the dense alignment handles)
+        sq = keypoints_sift(q)
+        sfit, sreg = _sparse_pass(q, r, picture, sq, keypoints_sift(r), keypoints_sift)
+        if sreg is not None and sreg.verified:
+            return sreg
+        if sfit is not None and (best_fit is None or sfit.inliers > best_fit.inliers):
+            best_fit, sparse_reg, kq = sfit, sreg, sq
     fit = best_fit
     if sparse_reg is not None and (sparse_reg.same_scene or sparse_reg.inliers >= 3 * MIN_INLIERS):
         return sparse_reg
@@ -337,9 +360,21 @@ def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
     inits = centred_inits(q, r) if featureless else []
     if weak:
         inits.insert(0, fit.matrix)
+    reg = _dense(q, r, inits, picture, n_matches, same_scene=same_scene)
+    if reg is None:
+        return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
+    if not reg.verified and sparse_reg is not None:
+        return sparse_reg
+    return reg
+
+
+def _dense(q: np.ndarray, r: np.ndarray, inits: list[np.ndarray], picture: np.ndarray,
+           n_matches: int, *, same_scene: bool) -> Registration | None:
+    """ECC from ``inits`` and every dense check; None when no alignment converged."""
+    qshape, rshape = q.shape[:2], r.shape[:2]
     dense = dense_fit(q, r, inits)
     if dense is None:
-        return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
+        return None
     m, cc = dense
     dm = diff_map(q, r, m, picture)
     sv = np.linalg.svd(m[:2, :2], compute_uv=False)
@@ -347,8 +382,6 @@ def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
           and dm.changed_area <= MAX_CHANGED_DENSE and dm.largest_change <= MAX_REGION
           and sv[0] / max(sv[1], 1e-9) <= MAX_ANISOTROPY
           and dm.overlap_query >= MIN_OVERLAP and dm.parallax <= MAX_PARALLAX and _scale_ok(m))
-    if not ok and sparse_reg is not None:
-        return sparse_reg
     return _build(method="dense", m=m, dm=dm, verified=ok, inliers=0, matches=n_matches,
                   support=1.0 if ok else 0.0, same_scene=same_scene and not ok, ecc=cc,
                   qshape=qshape, rshape=rshape)
