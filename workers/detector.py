@@ -202,6 +202,7 @@ def build_detector(kind: str = DEFAULT_DETECTOR, **kwargs) -> Detector | None:
         from dupstream.workers.frcnn import FasterRCNNDetector, weights_file
 
         weights_dir = kwargs.pop("weights_dir", None)
+        kwargs.pop("size", None)  # torchvision's transform sizes the input itself
         if weights_dir is not None and kwargs.get("weights_path") is None:
             kwargs["weights_path"] = weights_file(weights_dir, kwargs.get("variant", "v1"))
         return FasterRCNNDetector(**kwargs)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from dupstream.core.errors import ConfigError, DupstreamError, ModelError, WeightsError
-from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode, decode_image
 from dupstream.workers.descriptors import image_descriptors
 from dupstream.workers.detector import Detector
 from dupstream.workers.embedder import Embedder
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
 
 THUMB = 64
+#: a JPEG at least twice this size (longest side) decodes at the largest DCT reduction still at
+#: least this size (PIL draft mode): the models read <= 416 px, PDQ stays within 4 bits of the
+#: full-resolution hash (docs/PERFORMANCE.md, decode); None: always full resolution
+DEFAULT_DRAFT_SIDE = 1024
 #: longest side of the colour object thumbnail: what the detector reads when objects are found
 #: lazily (the cascade), kept JPEG-encoded in the record so a reference's objects can be found
 #: when a later query first needs them. YOLOv3-tiny's input size: at 256 px its scores fall
@@ -129,7 +133,9 @@ class FeatureExtractor:
         top_k: int = DEFAULT_TOP_K,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_side: int = DEFAULT_MAX_SIDE,
+        draft_side: int | None = None,
     ) -> None:
+        self.draft_side = draft_side
         self.embedder = embedder
         self.detector = detector
         self.graph_encoder = graph_encoder
@@ -146,16 +152,26 @@ class FeatureExtractor:
                 out.append(exc)
         return out
 
-    def extract(self, blobs: Sequence[bytes], *, objects: bool = True
-                ) -> list[ImageFeatures | DupstreamError]:
+    def extract(self, blobs: Sequence[bytes], *, objects: bool = True,
+                digests: Sequence[str] | None = None) -> list[ImageFeatures | DupstreamError]:
         """Features of each blob (errors in place). ``objects=False``: no detector or GCN now
-        (the cascade): ``objects`` stays None until ``add_objects``."""
-        decoded, decode_ms = [], []
+        (the cascade): ``objects`` stays None until ``add_objects``. ``digests``: the blobs'
+        SHA-256 when the caller has them already. Large JPEGs decode in draft mode
+        (``draft_side``); width, height and the content box stay in the picture's own pixels."""
+        decoded, sizes, decode_ms = [], [], []
         for data in blobs:  # timed per image: decode cost follows each image's size
             t0 = time.perf_counter()
-            decoded.extend(self.decode([data]))
+            try:
+                d = decode(data, max_pixels=self.max_pixels, max_side=self.max_side,
+                           draft_side=self.draft_side)
+                decoded.append(d.rgb)
+                sizes.append((d.width, d.height))
+            except DupstreamError as exc:
+                decoded.append(exc)
+                sizes.append(None)
             decode_ms.append((time.perf_counter() - t0) * 1e3)
-        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms, objects=objects)
+        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms, objects=objects,
+                                    sizes=sizes, digests=digests)
 
     def extract_decoded(
         self,
@@ -164,6 +180,8 @@ class FeatureExtractor:
         *,
         decode_ms: float | Sequence[float] = 0.0,
         objects: bool = True,
+        sizes: Sequence[tuple[int, int] | None] | None = None,
+        digests: Sequence[str] | None = None,
     ) -> list[ImageFeatures | DupstreamError]:
         """Features of the decoded images. ``timings_ms``: ``decode`` and ``hash`` (hashes,
         content region, thumbnails, descriptors) are this image's own; ``embed``, ``detect`` and
@@ -177,7 +195,8 @@ class FeatureExtractor:
         hashes, boxes, regs, descs, hash_ms, othumbs = {}, {}, {}, {}, {}, {}
         for i in good:
             th = time.perf_counter()
-            hashes[i] = (content_hash(blobs[i]), pdq_hash(decoded[i]), thumbnail(decoded[i]))
+            digest = digests[i] if digests is not None else content_hash(blobs[i])
+            hashes[i] = (digest, pdq_hash(decoded[i]), thumbnail(decoded[i]))
             regs[i] = registration_thumb(decoded[i])
             othumbs[i] = object_thumb(decoded[i])
             # the registration thumbnail is content_box's working copy: found on it, not again
@@ -206,6 +225,13 @@ class FeatureExtractor:
                 continue
             rgb = decoded[i]
             digest, pdq, thumb = hashes[i]
+            h, w = rgb.shape[:2]
+            width, height = (sizes[i] if sizes is not None and sizes[i] is not None else (w, h))
+            box = boxes[i]
+            if box is not None and (width, height) != (w, h):  # draft pixels -> the picture's
+                fx, fy = width / w, height / h
+                box = (int(box[0] * fx), int(box[1] * fy), min(width, round(box[2] * fx)),
+                       min(height, round(box[3] * fy)))
             cvec = content.get(i, vec)
             if isinstance(cvec, DupstreamError):  # the crop broke the model: the whole image
                 cvec = vec
@@ -213,11 +239,11 @@ class FeatureExtractor:
                 digest=digest,
                 pdq=pdq,
                 vector=np.asarray(vec, dtype=np.float32),
-                width=int(rgb.shape[1]),
-                height=int(rgb.shape[0]),
+                width=int(width),
+                height=int(height),
                 thumb=thumb,
                 content=np.asarray(cvec, dtype=np.float32),
-                content_box=boxes[i],
+                content_box=box,
                 reg=regs[i],
                 descriptors=descs[i],
                 obj_thumb=othumbs[i],

@@ -153,7 +153,12 @@ def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper
                          threads=m.threads, max_pixels=settings.image.max_pixels,
                          max_side=settings.image.max_side, memory=memory,
                          policy=policy_options(settings.policy),
-                         detector_weights_dir=m.detector_weights_dir, cascade=m.cascade)
+                         detector_weights_dir=m.detector_weights_dir, cascade=m.cascade,
+                         detector_options={"size": m.detector_size,
+                                           "threads": m.detector_threads,
+                                           **({"cache_dir": m.detector_cache_dir}
+                                              if m.detector_cache_dir else {})},
+                         draft_side=m.draft_side)
 
 
 def kafka_auth(settings: Settings) -> dict[str, Any]:

@@ -67,6 +67,15 @@ class ModelSettings(BaseModel):
     #: folder with the detector's weights under their usual names (default: the packaged ones);
     #: checked against their sha256 at start like the packaged ones
     detector_weights_dir: str | None = None
+    #: the detector's input size (pixels, a multiple of 32; YOLOv3-tiny was trained at 416)
+    detector_size: int = Field(default=416, ge=64, multiple_of=32)
+    #: ONNX Runtime intra-op threads of the detector (1: measured faster beside torch on 2 cores)
+    detector_threads: int = Field(default=1, ge=1)
+    #: where the ONNX export of the detector lives (default: the cache beside the weights)
+    detector_cache_dir: str | None = None
+    #: JPEG draft decode: a JPEG at least twice this size decodes at the largest DCT reduction
+    #: still at least this size (null: always full resolution)
+    draft_side: int | None = Field(default=1024, ge=64)
     #: the cascade: objects (detector + GCN) only for images judged a copy or whose tenant's
     #: policy needs them, when the decision does not read them (the shipped learned decision
     #: does not); a reference's objects when a later match first needs them. false: objects

@@ -12,9 +12,9 @@ from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.workers.calibration import Calibrator
 from dupstream.workers.decision import DecisionPolicy, default_calibrator, default_decision_model
-from dupstream.workers.detector import build_detector
+from dupstream.workers.detector import DEFAULT_DETECTOR, build_detector
 from dupstream.workers.embedder import SSCDEmbedder
-from dupstream.workers.features import FeatureExtractor
+from dupstream.workers.features import DEFAULT_DRAFT_SIDE, FeatureExtractor
 from dupstream.workers.gcn import GraphEncoder
 from dupstream.workers.learned import default_learned_model
 from dupstream.workers.semantic import DEFAULT_TOP_K
@@ -23,20 +23,22 @@ from dupstream.workers.semantic import DEFAULT_TOP_K
 def build_extractor(
     *,
     embedder: str = "sscd",
-    detector: str = "yolov3_tiny",
+    detector: str = DEFAULT_DETECTOR,
     graph: bool = True,
     top_k: int = DEFAULT_TOP_K,
     threads: int = 2,
     max_pixels: int = 50_000_000,
     max_side: int = 20_000,
     detector_weights_dir: str | Path | None = None,
+    detector_options: Mapping[str, Any] | None = None,
+    draft_side: int | None = DEFAULT_DRAFT_SIDE,
 ) -> FeatureExtractor:
     """SSCD visual embedder + a detector backend (``"none"``: visual evidence only) + the shipped
     GCN (``graph=False``: Ss without the graph term). ``detector_weights_dir``: the detector's
     files from there instead of their package (checked against their sha256 all the same).
     Nothing is loaded here."""
-    det = build_detector(detector, **({"weights_dir": detector_weights_dir}
-                                      if detector_weights_dir else {}))
+    det = build_detector(detector, **dict(detector_options or {}),
+                         **({"weights_dir": detector_weights_dir} if detector_weights_dir else {}))
     return FeatureExtractor(
         embedder=SSCDEmbedder(variant=embedder, threads=threads),
         detector=det,
@@ -44,13 +46,14 @@ def build_extractor(
         top_k=top_k,
         max_pixels=max_pixels,
         max_side=max_side,
+        draft_side=draft_side,
     )
 
 
 def build_deduper(
     *,
     embedder: str = "sscd",
-    detector: str = "yolov3_tiny",
+    detector: str = DEFAULT_DETECTOR,
     graph: bool = True,
     top_k: int = DEFAULT_TOP_K,
     threads: int = 2,
@@ -63,6 +66,8 @@ def build_deduper(
     detector_weights_dir: str | Path | None = None,
     learned: bool = True,
     cascade: bool = True,
+    detector_options: Mapping[str, Any] | None = None,
+    draft_side: int | None = DEFAULT_DRAFT_SIDE,
 ) -> Deduper:
     """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
     tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
@@ -73,7 +78,8 @@ def build_deduper(
     ``warm_up``."""
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side,
-                                detector_weights_dir=detector_weights_dir)
+                                detector_weights_dir=detector_weights_dir,
+                                detector_options=detector_options, draft_side=draft_side)
     try:
         calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
         cutoffs = default_decision_model()

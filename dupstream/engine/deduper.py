@@ -176,11 +176,14 @@ class Deduper:
     def process(self, uploads: Sequence[Upload], *, add: bool = True) -> list[Verdict | Failed]:
         """Judge each upload against everything seen before it (earlier batch members included)."""
         t0 = time.perf_counter()
-        fast = {i: hit for i, u in enumerate(uploads) if (hit := self._fast_path(u)) is not None}
+        digests = [content_hash(u.data) for u in uploads]  # once per blob
+        fast = {i: hit for i, u in enumerate(uploads)
+                if (hit := self._fast_path(u, digests[i])) is not None}
         t_fast = time.perf_counter()
         rest = [i for i in range(len(uploads)) if i not in fast]
         extracted = (self.extractor.extract([uploads[i].data for i in rest],
-                                            objects=not self.lazy_objects) if rest else [])
+                                            objects=not self.lazy_objects,
+                                            digests=[digests[i] for i in rest]) if rest else [])
         per_image_ms = (time.perf_counter() - t_fast) * 1e3 / max(1, len(rest))
         features: list = [None] * len(uploads)
         for i, feat in zip(rest, extracted, strict=True):
@@ -210,11 +213,11 @@ class Deduper:
             out.append(verdict)
         return out
 
-    def _fast_path(self, upload: Upload) -> tuple[Verdict, ImageFeatures] | None:
+    def _fast_path(self, upload: Upload, digest: str) -> tuple[Verdict, ImageFeatures] | None:
         """Byte-identical to an indexed image: answer from the stored record, skip the models."""
         if not upload.data:
             return None
-        probe = ImageRecord(upload.image_id, upload.tenant, content_hash(upload.data),
+        probe = ImageRecord(upload.image_id, upload.tenant, digest,
                             np.zeros((0, 32), np.uint8), meta={"pdq_quality": 0})
         for cand in self.memory.candidates(probe, k=1):
             if cand.source != "exact":
