@@ -250,14 +250,35 @@ def key_census(keys: list[bytes | None], produced: int) -> dict:
             "duplicates": len(keys) - len(distinct), "unknown": len(distinct - want)}
 
 
+def topic_keys(bootstrap: str, topic: str, *, idle_s: float = 5.0,
+               timeout_s: float = 300.0) -> list[bytes | None]:
+    """The key of every record in ``topic``: all partitions assigned from the beginning (no
+    group join), read until nothing has arrived for ``idle_s`` (an empty topic: ``idle_s``)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"soak-census-{time.time_ns()}",
+                  "enable.auto.commit": False})
+    keys: list[bytes | None] = []
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < idle_s:
+            msgs = [m for m in c.consume(num_messages=1000, timeout=0.5) if m.error() is None]
+            if msgs:
+                keys.extend(m.key() for m in msgs)
+                last = time.monotonic()
+    finally:
+        c.close()
+    return keys
+
+
 def topic_census(bootstrap: str, topic: str, produced: int) -> dict:
     """``key_census`` of ``topic`` read back from the beginning. (Counted by reading, not from
     the high watermarks: Tansu 0.6 reports a partition's high watermark as its last record
     batch's base offset + 1, so a batch of n records is counted once, not n times.)"""
-    from dupstream.stream.client import read_topic
-
-    recs = read_topic(bootstrap_servers=bootstrap, topic=topic, timeout_s=300.0, idle_s=5.0)
-    return key_census([r.key for r in recs], produced)
+    return key_census(topic_keys(bootstrap, topic), produced)
 
 
 def processed_at_exit(log_text: str) -> int | None:
