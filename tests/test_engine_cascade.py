@@ -1,0 +1,66 @@
+"""The cascade: objects (detector + GCN) only where a verdict or a policy needs them when the
+decision does not read them; a reference's objects found when a later match first needs them
+and kept in its record; every stage named in the evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dupstream.engine import Upload
+from dupstream.engine.build import build_deduper
+from dupstream.lab.data import edits as E
+from dupstream.lab.data.photos import load_photos
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return load_photos(["motorcycle_left", "coffee", "camera", "astronaut"])
+
+
+def _blob(rgb) -> bytes:
+    return E.encode(rgb, "JPEG", 92)
+
+
+def _captioned(rgb) -> bytes:
+    return _blob(E.overlay("caption", 7)(rgb))
+
+
+def test_objects_only_for_copies_and_kept_in_the_reference_record(photos):
+    d = build_deduper(threads=2)
+    assert not d.policy.reads_objects and d.lazy_objects
+    a, b = photos["motorcycle_left"], photos["coffee"]
+    first = d.process([Upload("moto", _blob(a)), Upload("coffee", _blob(b))])
+    for v in first:
+        assert v.verdict == "unique"
+        assert "objects" not in v.evidence.cascade and "detect" not in v.timings_ms
+    ref_key = (None, None, "moto")
+    rec = d.memory.record(ref_key)
+    assert "objects.boxes" not in rec.arrays and "obj.jpg" in rec.arrays  # found later
+    (copy,) = d.process([Upload("moto-captioned", _captioned(a))])
+    assert copy.verdict == "near_duplicate" and copy.match_id == "moto"
+    assert copy.evidence.cascade == ["exact", "embed", "search", "verify", "objects"]
+    assert "motorcycle" in copy.evidence.objects_matched
+    # the reference's objects are now in its record (for the next query), and the copy's
+    rec = d.memory.record(ref_key)
+    assert "objects.boxes" in rec.arrays and len(rec.arrays["objects.labels"]) >= 1
+    assert "objects.boxes" in d.memory.record((None, None, "moto-captioned")).arrays
+
+
+def test_a_scene_change_tenant_always_gets_objects(photos):
+    d = build_deduper(threads=2, policy={"scene_change_tenants": ("cctv",)})
+    (v,) = d.process([Upload("cam", _blob(photos["camera"]), tenant="cctv")])
+    assert v.verdict == "unique"
+    # no candidate: nothing to compare objects with, nothing computed
+    assert "objects" not in v.evidence.cascade
+    (w,) = d.process([Upload("astro", _blob(photos["astronaut"]), tenant="cctv")])
+    assert w.verdict == "unique" and "objects" in w.evidence.cascade
+
+
+def test_cascade_off_finds_objects_for_every_image(photos):
+    d = build_deduper(threads=2, cascade=False)
+    assert not d.lazy_objects
+    (v,) = d.process([Upload("coffee", _blob(photos["coffee"]))])
+    assert "objects" in v.evidence.cascade and "detect" in v.timings_ms
+    rec = d.memory.record((None, None, "coffee"))
+    assert np.asarray(rec.arrays["objects.labels"]).size >= 1
