@@ -10,6 +10,10 @@ every arena back; it costs about 0.1 s per GB released (nothing when little is f
 
 ``HeapTrimmer.maybe_trim`` trims at most once every ``interval_s``; the stream service calls it
 between batches and after each snapshot. Elsewhere than glibc (musl, macOS) it does nothing.
+
+Measured (docs/PERFORMANCE.md, Soak; two 22-minute soaks at once, snapshots every 60 s): RSS
+minus the state (index + records) grew +20.8 % on its floor without trimming, +6.9 % with a
+trim every 30 s and after each snapshot, at the same throughput.
 """
 
 from __future__ import annotations
