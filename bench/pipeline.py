@@ -80,6 +80,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
 
         deduper.extractor.detector = build_detector(detector, threads=detector_threads)
     # warm-up (model load, first-call allocations) outside the timed region
+    deduper.warm_up()  # every model loaded and probed, as the service does at start
     deduper.process([Upload("warm", make_images(1, seed=99)[0])], add=False)
     stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
     if mode == "cnn_only":

@@ -64,3 +64,21 @@ def test_cascade_off_finds_objects_for_every_image(photos):
     assert "objects" in v.evidence.cascade and "detect" in v.timings_ms
     rec = d.memory.record((None, None, "coffee"))
     assert np.asarray(rec.arrays["objects.labels"]).size >= 1
+
+
+def test_one_batch_gets_one_detector_call_for_all_its_copies(photos):
+    d = build_deduper(threads=2)
+    d.process([Upload(n, _blob(p)) for n, p in photos.items()])
+    calls = []
+    detect = d.extractor.detector.detect
+
+    def counting(images):
+        calls.append(len(images))
+        return detect(images)
+
+    d.extractor.detector.detect = counting
+    copies = d.process([Upload(f"{n}-captioned", _captioned(p)) for n, p in photos.items()])
+    assert [v.match_id for v in copies] == list(photos)
+    assert all("objects" in v.evidence.cascade for v in copies)
+    # the four copies and their four references: one call with eight thumbnails
+    assert calls == [2 * len(photos)]

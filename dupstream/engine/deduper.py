@@ -50,6 +50,20 @@ class Failed:
     error: DupstreamError
 
 
+@dataclass
+class _Pending:
+    """A verdict waiting for the cascade's object step: its query and the matched candidate."""
+
+    verdict: Verdict
+    query: ImageFeatures
+    best: Scored
+
+
+def _copy_objects(src: ImageFeatures, dst: ImageFeatures) -> None:
+    if dst is not src and dst.objects is None:
+        dst.objects, dst.semantic, dst.graph = src.objects, src.semantic, src.graph
+
+
 class Deduper:
     def __init__(
         self,
@@ -189,6 +203,7 @@ class Deduper:
         for i, feat in zip(rest, extracted, strict=True):
             features[i] = feat
         out: list[Verdict | Failed] = []
+        pending: list[tuple[int, _Pending]] = []
         for i, (upload, feat) in enumerate(zip(uploads, features, strict=True)):
             if i in fast:
                 verdict, ref_feat = fast[i]
@@ -203,7 +218,9 @@ class Deduper:
                 out.append(Failed(upload.image_id, upload.tenant, feat))
                 continue
             t1 = time.perf_counter()
-            verdict = self.judge(upload.image_id, upload.tenant, feat)
+            verdict, todo = self._judge(upload.image_id, upload.tenant, feat)
+            if todo is not None:
+                pending.append((len(out), todo))
             search_ms = (time.perf_counter() - t1) * 1e3
             verdict.timings_ms.update({k: round(v, 3) for k, v in feat.timings_ms.items()})
             verdict.timings_ms["search"] = round(search_ms, 3)
@@ -211,6 +228,13 @@ class Deduper:
             if add:
                 self.add(upload.image_id, upload.tenant, feat)
             out.append(verdict)
+        if pending:  # the cascade's object step, once for the batch
+            for (slot, _), v in zip(pending, self._objects_step([p for _, p in pending]),
+                                    strict=True):
+                if "objects" in v.timings_ms:
+                    v.timings_ms["total"] = round(v.timings_ms.get("total", 0.0)
+                                                  + v.timings_ms["objects"], 3)
+                out[slot] = v
         return out
 
     def _fast_path(self, upload: Upload, digest: str) -> tuple[Verdict, ImageFeatures] | None:
@@ -239,30 +263,6 @@ class Deduper:
         return (self.cascade and self.extractor.detector is not None
                 and not self.policy.reads_objects)
 
-    def _late_objects(self, query: ImageFeatures, best: Scored, key) -> bool:
-        """The cascade's object step for the matched pair: objects of the query and of the
-        reference (the reference's kept in its record from now on). True when it ran."""
-        ref = best.reference
-        had = ref.objects is not None
-        if not self.extractor.add_objects([query, ref]) and (query.objects is None
-                                                             or ref.objects is None):
-            return False
-        if not had and ref.objects is not None:
-            rec = self.memory.record(key)
-            if rec is not None:  # a new record object: the old one may be being written
-                fresh = features_to_record(rec.image_id, rec.tenant, ref)
-                late = {k: v for k, v in fresh.arrays.items()
-                        if k.split(".", 1)[0] in ("objects", "semantic", "graph")}
-                meta = {k: v for k, v in rec.meta.items()
-                        if k.split(".", 1)[0] not in ("objects", "semantic", "graph")}
-                self.memory.records.put(dataclasses.replace(
-                    rec, arrays={**rec.arrays, **late}, meta={**meta, **{
-                        k: v for k, v in fresh.meta.items()
-                        if k.split(".", 1)[0] in ("objects", "semantic", "graph")}}),
-                    persist=True)
-        best.score = with_objects(best.score, query, ref)
-        return True
-
     def add(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> ImageRecord | None:
         """Remember an image; returns its record when new (and hands it to ``on_add``). A key
         already present is a replay: nothing is added, its record (the one in memory when it is
@@ -277,6 +277,16 @@ class Deduper:
         return rec
 
     def judge(self, image_id: str, tenant: str | None, feat: ImageFeatures) -> Verdict:
+        """The verdict for one image against the memory (the cascade's object step included)."""
+        verdict, pending = self._judge(image_id, tenant, feat)
+        if pending is None:
+            return verdict
+        return self._objects_step([pending])[0]
+
+    def _judge(self, image_id: str, tenant: str | None, feat: ImageFeatures
+               ) -> tuple[Verdict, _Pending | None]:
+        """The verdict before the cascade's object step, and that step's work when the verdict
+        or the tenant's policy needs objects (``_objects_step`` does it, for a whole batch)."""
         query = features_to_record(image_id, tenant, feat)
         scored: list[Scored] = []
         for cand in self.memory.candidates(query, k=self.candidates):
@@ -301,20 +311,68 @@ class Deduper:
                 evidence=Evidence(notes=["no candidate in the index"], cascade=stages),
                 model_version=self.model_version,
                 replica=self.memory.replica_id,
-            )
-        args = (image_id, tenant, best.candidate.image_id, best.candidate.tenant,
-                best.candidate.bank)
-        verdict = self._verdict(*args, best.score, query=feat, reference=best.reference)
-        if self.lazy_objects and (verdict.verdict != "unique" or self.policy.needs_objects(tenant)):
-            t1 = time.perf_counter()
-            if self._late_objects(feat, best, best.candidate.key):
-                stages.append("objects")
-                verdict = self._verdict(*args, best.score, query=feat, reference=best.reference)
-                verdict.timings_ms["objects"] = round((time.perf_counter() - t1) * 1e3, 3)
+            ), None
+        verdict = self._verdict(image_id, tenant, best.candidate.image_id, best.candidate.tenant,
+                                best.candidate.bank, best.score, query=feat,
+                                reference=best.reference)
         verdict.timings_ms["verify"] = round(stats.ms, 3)
         verdict.evidence.verifications = stats.runs
         verdict.evidence.cascade = stages
-        return verdict
+        if self.lazy_objects and (verdict.verdict != "unique" or self.policy.needs_objects(tenant)):
+            return verdict, _Pending(verdict, feat, best)
+        return verdict, None
+
+    def _objects_step(self, pending: list[_Pending]) -> list[Verdict]:
+        """The cascade's object step for a batch: the objects of every query and matched
+        reference that lacks them (one detector and one GCN call; an image that is both a query
+        and a reference is detected once), kept in their records; each pair rescored with them
+        and its verdict made again (evidence: objects matched / added / removed / moved)."""
+        t0 = time.perf_counter()
+        by_key: dict = {}
+        for p in pending:
+            by_key.setdefault((None, p.verdict.tenant, p.verdict.image_id), p.query)
+            by_key.setdefault(p.best.candidate.key, p.best.reference)
+        missing = {k: f for k, f in by_key.items() if f.objects is None}
+        self.extractor.add_objects(list(missing.values()))
+        for key, f in missing.items():
+            if f.objects is not None:
+                self._keep_objects(key, f)
+        ms = (time.perf_counter() - t0) * 1e3 / len(pending)
+        out = []
+        for p in pending:
+            v, best = p.verdict, p.best
+            for f, key in ((p.query, (None, v.tenant, v.image_id)),
+                           (best.reference, best.candidate.key)):
+                _copy_objects(by_key[key], f)
+            if p.query.objects is None or best.reference.objects is None:
+                out.append(v)  # the detector failed on one of them: visual evidence only
+                continue
+            best.score = with_objects(best.score, p.query, best.reference)
+            again = self._verdict(v.image_id, v.tenant, best.candidate.image_id,
+                                  best.candidate.tenant, best.candidate.bank, best.score,
+                                  query=p.query, reference=best.reference)
+            again.timings_ms.update(v.timings_ms)
+            again.timings_ms["objects"] = round(ms, 3)
+            again.evidence.verifications = v.evidence.verifications
+            again.evidence.cascade = [*v.evidence.cascade, "objects"]
+            out.append(again)
+        return out
+
+    def _keep_objects(self, key, feat: ImageFeatures) -> None:
+        """Write objects found late into the image's record (LRU and the stored form), as a new
+        record object: the old one may be being written or published."""
+        rec = self.memory.record(key)
+        if rec is None or "objects.boxes" in rec.arrays:
+            return
+        fresh = features_to_record(rec.image_id, rec.tenant, feat)
+
+        def late(k: str) -> bool:
+            return k.split(".", 1)[0] in ("objects", "semantic", "graph")
+
+        self.memory.records.put(dataclasses.replace(
+            rec, arrays={**rec.arrays, **{k: v for k, v in fresh.arrays.items() if late(k)}},
+            meta={**{k: v for k, v in rec.meta.items() if not late(k)},
+                  **{k: v for k, v in fresh.meta.items() if late(k)}}), persist=True)
 
     def _verdict(
         self,
