@@ -102,6 +102,9 @@ class ImageFeatures:
     descriptors: np.ndarray | None = None
     #: colour thumbnail (RGB uint8, longest side <= OBJ_SIDE) the cascade detects objects on
     obj_thumb: np.ndarray | None = None
+    #: the same, JPEG-encoded as a record keeps it (a reference's): decoded only when its
+    #: objects are needed, not for every candidate read
+    obj_jpeg: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: semantic part, all optional. ``objects`` is None when no detector ran (or it failed on
     #: this image), ``Objects.empty()`` when it ran and found nothing.
@@ -272,7 +275,12 @@ class FeatureExtractor:
         for f in feats:
             if f.objects is not None or any(f is t for t in todo):
                 continue
-            pic = f.obj_thumb if f.obj_thumb is not None else f.reg
+            pic = f.obj_thumb
+            if pic is None and f.obj_jpeg is not None and len(f.obj_jpeg):
+                bgr = cv2.imdecode(np.asarray(f.obj_jpeg, np.uint8), cv2.IMREAD_COLOR)
+                pic = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if pic is None:
+                pic = f.reg
             if pic is None:
                 continue
             if pic.ndim == 2:

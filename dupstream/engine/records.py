@@ -26,7 +26,7 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
 
-_SKIP = {"digest", "pdq", "timings_ms", "reg", "obj_thumb"}
+_SKIP = {"digest", "pdq", "timings_ms", "reg", "obj_thumb", "obj_jpeg"}
 REG_KEY = "reg.jpg"
 REG_JPEG_QUALITY = 90
 #: the colour object thumbnail (``obj_thumb``, longest side 416): JPEG quality 75 (median 22 KB
@@ -70,6 +70,8 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
                                [cv2.IMWRITE_JPEG_QUALITY, OBJ_JPEG_QUALITY])
         if ok:
             arrays[OBJ_KEY] = np.asarray(jpg, np.uint8).ravel()
+    elif feat.obj_jpeg is not None:  # read from a record and not decoded: kept as it was
+        arrays[OBJ_KEY] = np.asarray(feat.obj_jpeg, np.uint8).ravel()
     return ImageRecord(
         image_id=image_id, tenant=tenant, digest=feat.digest, pdq=feat.pdq.variants,
         arrays=arrays, meta=meta,
@@ -115,8 +117,5 @@ def record_to_features(rec: ImageRecord) -> ImageFeatures:
     jpg = rec.arrays.get(REG_KEY)
     if jpg is not None and len(jpg):
         feat.reg = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_GRAYSCALE)
-    jpg = rec.arrays.get(OBJ_KEY)
-    if jpg is not None and len(jpg):
-        bgr = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_COLOR)
-        feat.obj_thumb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    feat.obj_jpeg = rec.arrays.get(OBJ_KEY)  # decoded by ``add_objects`` when needed
     return feat
