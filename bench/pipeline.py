@@ -28,7 +28,7 @@ import numpy as np
 MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_eager", "full_torch_eager",
          "cnn_only")
 FULL = ("full_semantic", "full_eager", "full_torch_eager")
-STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "total")
+STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "objects", "total")
 
 
 def make_images(n: int, seed: int = 0) -> list[bytes]:
@@ -52,6 +52,24 @@ def make_images(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
+def make_mixed_images(n: int, *, copies: float = 0.2, seed: int = 0) -> list[bytes]:
+    """An upload stream: ``n`` JPEGs of which ``1 - copies`` are distinct photos (the retrieval
+    benchmark's: packaged photos and non-overlapping tiles of them) and ``copies`` edited copies
+    of those (every edit type of the benchmark), each after its original."""
+    from dupstream.lab.data.edits import encode
+    from dupstream.lab.evaluation.retrieval import build_bench
+
+    n_copies = round(n * copies)
+    bench = build_bench(photos=n - n_copies, seed=seed, copies_per_edit=max(1, n_copies),
+                        traps_per_kind=0)
+    originals = bench.originals[: n - n_copies]
+    names = {o.name for o in originals}
+    pool = [q for q in bench.queries if q.role == "copy" and q.cluster in names]
+    rng = np.random.default_rng(seed)
+    picked = [pool[i] for i in rng.choice(len(pool), min(n_copies, len(pool)), replace=False)]
+    return [encode(it.rgb, "JPEG", 90) for it in [*originals, *picked]]
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {}
@@ -61,7 +79,8 @@ def _percentiles(values: list[float]) -> dict:
 
 
 def run_mode(mode: str, n: int, batch: int, threads: int,
-             detector_kind: str | None = None, detector_threads: int | None = None) -> dict:
+             detector_kind: str | None = None, detector_threads: int | None = None,
+             workload: str = "crops") -> dict:
     """One mode in this process (called in a subprocess by ``main``). ``detector_kind``: the
     full-semantic mode's detector (default: ``workers.detector.DEFAULT_DETECTOR``);
     ``detector_threads``: an ONNX Runtime detector's intra-op threads (default: its own)."""
@@ -69,7 +88,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     from dupstream.engine.build import build_deduper
     from dupstream.workers.detector import DEFAULT_DETECTOR
 
-    blobs = make_images(n)
+    blobs = make_images(n) if workload == "crops" else make_mixed_images(n)
     detector = (detector_kind or DEFAULT_DETECTOR) if mode in FULL else "none"
     if mode == "full_torch_eager":
         detector = "yolov3_tiny"
@@ -129,15 +148,16 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
 def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
     lines = [f"Machine: {machine}", "",
              "| mode | batch | images/s | decode p50/p99 | hash | embed | detect | graph | "
-             "search | total p50/p99 (ms/img) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "search | objects (cascade) | total p50/p99 (ms/img) | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         def cell(stage, r=r):
             s = r["stages_ms"].get(stage)
             return f"{s['p50']}/{s['p99']}" if s else "–"
         lines.append(f"| {r['mode']} | {r['batch']} | {r['images_per_s']} | {cell('decode')} | "
                      f"{cell('hash')} | {cell('embed')} | {cell('detect')} | {cell('graph')} | "
-                     f"{cell('search')} | {cell('total')} | {r['peak_rss_mb']} |")
+                     f"{cell('search')} | {cell('objects')} | {cell('total')} | "
+                     f"{r['peak_rss_mb']} |")
     by = {(r["mode"], r["batch"]): r["images_per_s"] for r in results}
     lines.append("")
     for b in sorted({r["batch"] for r in results}):
@@ -184,6 +204,10 @@ def main(argv=None) -> int:
                    "workers.detector.DEFAULT_DETECTOR)")
     p.add_argument("--detector-threads", type=int, default=None,
                    help="an ONNX Runtime detector's intra-op threads (default: its own, 1)")
+    p.add_argument("--workload", choices=["crops", "mixed"], default="crops",
+                   help="crops: crops/edits of the 15 packaged photos (most are copies of each "
+                   "other); mixed: an upload stream, 80%% distinct photos then 20%% edited "
+                   "copies of them")
     p.add_argument("--e2e", action="store_true", help="also event→verdict through the broker")
     p.add_argument("--e2e-rate", type=float, default=10.0, help="offered events/s for --e2e")
     p.add_argument("--out", default="results/pipeline")
@@ -192,14 +216,14 @@ def main(argv=None) -> int:
     if args.one:
         mode, batch = args.one.split(":")
         print(json.dumps(run_mode(mode, args.images, int(batch), args.threads, args.detector,
-                                  args.detector_threads)))
+                                  args.detector_threads, args.workload)))
         return 0
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
                                   f"{mode}:{batch}", "--images", str(args.images),
-                                  "--threads", str(args.threads),
+                                  "--threads", str(args.threads), "--workload", args.workload,
                                   *(["--detector", args.detector] if args.detector else []),
                                   *(["--detector-threads", str(args.detector_threads)]
                                     if args.detector_threads else [])],

@@ -25,7 +25,12 @@ import numpy as np
 from dupstream import __version__
 from dupstream.core.errors import ConfigError, DupstreamError, WeightsError
 from dupstream.core.verdict import Evidence, Verdict
-from dupstream.engine.records import features_to_record, record_to_features
+from dupstream.engine.records import (
+    OBJECT_FIELDS,
+    features_to_record,
+    object_fields,
+    record_to_features,
+)
 from dupstream.engine.verification import Scored, rank_key, verify_candidates
 from dupstream.state.identity import ModelIdentity
 from dupstream.state.memory import Applied, Memory, MemoryConfig
@@ -364,15 +369,10 @@ class Deduper:
         rec = self.memory.record(key)
         if rec is None or "objects.boxes" in rec.arrays:
             return
-        fresh = features_to_record(rec.image_id, rec.tenant, feat)
-
-        def late(k: str) -> bool:
-            return k.split(".", 1)[0] in ("objects", "semantic", "graph")
-
+        arrays, meta = object_fields(feat)
+        kept = {k: v for k, v in rec.meta.items() if k.split(".", 1)[0] not in OBJECT_FIELDS}
         self.memory.records.put(dataclasses.replace(
-            rec, arrays={**rec.arrays, **{k: v for k, v in fresh.arrays.items() if late(k)}},
-            meta={**{k: v for k, v in rec.meta.items() if not late(k)},
-                  **{k: v for k, v in fresh.meta.items() if late(k)}}), persist=True)
+            rec, arrays={**rec.arrays, **arrays}, meta={**kept, **meta}), persist=True)
 
     def _verdict(
         self,

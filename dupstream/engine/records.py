@@ -78,6 +78,20 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
     )
 
 
+#: the feature fields the cascade's object step fills in late
+OBJECT_FIELDS = ("objects", "semantic", "graph")
+
+
+def object_fields(feat: ImageFeatures) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The record arrays and meta of the features' object fields only (``OBJECT_FIELDS``):
+    what the cascade writes into a record once an image's objects are found."""
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    for name in OBJECT_FIELDS:
+        _flatten(name, getattr(feat, name), arrays, meta)
+    return arrays, meta
+
+
 def _dataclass_of(hint: Any) -> type | None:
     """The dataclass named by a hint: ``X``, ``X | None`` or ``Optional[X]``."""
     for t in (hint, *typing.get_args(hint)):
