@@ -370,6 +370,21 @@ def run_soak(*, minutes: float, interval_s: float, backlog: int, pool_size: int,
             "service_log_tail": tail}
 
 
+def state_bytes(images, exp: dict) -> np.ndarray:
+    """The state (index + records) of ``images`` remembered images, from the final snapshot
+    ``exp``: the index grows by its bytes per image; the records by their bytes per record held
+    until the records LRU is full (fewer records than images in the snapshot: its byte total is
+    then the cap in effect, and the records stop growing there)."""
+    n = np.asarray(images, dtype=float)
+    index = n * exp["index_bytes"] / exp["images"]
+    items = exp.get("records_items") or 0
+    if not items:
+        return index
+    per_record = exp["records_bytes"] / items
+    cap = exp["records_bytes"] if items < exp["images"] else np.inf
+    return index + np.minimum(n * per_record, cap)
+
+
 def summarise(res: dict) -> dict:
     """The soak's verdict: RSS and FDs after warm-up, throughput, expected vs measured growth.
 
@@ -409,11 +424,12 @@ def summarise(res: dict) -> dict:
     if exp and exp.get("bytes_per_image"):
         # the state (index + records of every image remembered) is growth by design: RSS minus
         # it (index size x the final snapshot's bytes per image) is what has to stay flat
-        net = [x["rss"] / 2**20 - x["index_size"] * exp["bytes_per_image"] / 2**20 for x in s]
+        state = state_bytes([x["index_size"] for x in s], exp) / 2**20
+        net = [x["rss"] / 2**20 - st for x, st in zip(s, state, strict=True)]
         out["rss_minus_state_mb"] = growth_summary(t, net, warmup_s=wu)
         out["rss_minus_state_within_10pct"] = abs(
             out["rss_minus_state_mb"]["floor"]["growth_pct"]) <= 10.0
-        expected_mb = (idx1 - idx0) * exp["bytes_per_image"] / 2**20
+        expected_mb = float(state_bytes(idx1, exp) - state_bytes(idx0, exp)) / 2**20
         measured_mb = rss["floor"]["end"] - rss["floor"]["start"]
         out["expected_growth_mb"] = expected_mb
         out["expected_growth_pct"] = 100.0 * expected_mb / rss["floor"]["start"]
@@ -478,10 +494,13 @@ def write_markdown(res: dict, summary: dict, path: Path) -> None:
     ]
     if "expected_growth_mb" in summary:
         lines += [
-            f"| index + records bytes per image (final snapshot, {exp['images']} images) | "
-            f"{exp['bytes_per_image']:.0f} B (index {exp['index_bytes'] / exp['images']:.0f}"
-            f" B, records {exp['records_bytes'] / exp['images']:.0f} B) |",
-            f"| expected growth (new images × bytes/image) | "
+            f"| state per image (final snapshot, {exp['images']} images, "
+            f"{exp.get('records_items', 0)} records held) | index "
+            f"{exp['index_bytes'] / exp['images']:.0f} B + records "
+            f"{exp['records_bytes'] / max(1, exp.get('records_items') or 0):.0f} B per record"
+            + (f" up to the records LRU's {exp['records_bytes'] / 2**20:.0f} MB"
+               if (exp.get("records_items") or 0) < exp["images"] else "") + " |",
+            f"| expected growth (the state of the new images) | "
             f"{summary['expected_growth_mb']:.1f} MB ({summary['expected_growth_pct']:+.2f} %)"
             " |",
             f"| measured floor growth − expected | {summary['unexplained_growth_mb']:+.1f} MB "
@@ -491,7 +510,7 @@ def write_markdown(res: dict, summary: dict, path: Path) -> None:
         n = summary["rss_minus_state_mb"]
         slope = n["floor_slope_per_min"]
         lines += [
-            f"| RSS − state (index size × bytes/image) floor after warm-up → end | "
+            f"| RSS − state (of the index size at each sample) floor after warm-up → end | "
             f"{n['floor']['start']:.1f} → {n['floor']['end']:.1f} MB "
             f"({n['floor']['growth_pct']:+.2f} %); minute-floor slope "
             f"{'n/a' if slope is None else format(slope, '+.2f')} MB/min |",
@@ -529,11 +548,11 @@ def plot(res: dict, summary: dict, path: Path) -> None:
     r = summary["rss_mb"]
     ax[0].axhline(r["floor"]["start"] * 1.1, color="tab:blue", lw=0.8, ls=":",
                   label="+10 % of the warm floor")
-    bpi = (res.get("expected") or {}).get("bytes_per_image")
-    if bpi:
-        net = rss - np.array([x["index_size"] for x in s]) * bpi / 2**20
+    exp = res.get("expected") or {}
+    if exp.get("bytes_per_image"):
+        net = rss - state_bytes([x["index_size"] for x in s], exp) / 2**20
         ax[0].plot(t, rolling_floor(t * 60.0, net), lw=1.6, color="tab:green",
-                   label="floor of RSS − state (index size × bytes/image)")
+                   label="floor of RSS − state (index + records of the images held)")
         n = summary["rss_minus_state_mb"]["floor"]["start"]
         ax[0].axhline(n * 1.1, color="tab:green", lw=0.8, ls=":",
                       label="+10 % of its warm floor")

@@ -18,6 +18,7 @@ from dupstream.bench.soak import (
     rounded,
     sample_process,
     splice_comment,
+    state_bytes,
     warmup_seconds,
 )
 
@@ -123,3 +124,12 @@ def test_rolling_floor_is_the_minimum_of_the_preceding_window():
     t = [0, 10, 20, 30, 70, 80]
     v = [5, 3, 4, 6, 7, 2]
     assert rolling_floor(t, v, window_s=30).tolist() == [5, 3, 3, 3, 7, 2]
+
+
+def test_state_bytes_grow_with_the_index_and_the_records_up_to_the_lru_cap():
+    # the final snapshot held 2 records of 100 B for 4 images (the LRU full at 200 B)
+    exp = {"images": 4, "index_bytes": 40, "records_items": 2, "records_bytes": 200}
+    assert state_bytes([0, 1, 2, 4], exp).tolist() == [0, 110, 220, 240]
+    # every record held: no cap
+    exp = {"images": 4, "index_bytes": 40, "records_items": 4, "records_bytes": 400}
+    assert state_bytes([8], exp).tolist() == [880]
