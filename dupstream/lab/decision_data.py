@@ -98,6 +98,11 @@ class Recipe:
     #: a nearest pair at least this similar (SSCD cosine) is left out: likely the same picture
     #: shipped by two packages, not a negative
     nearest_max_visual: float = 0.9
+    #: nearest pairs within one source group (the other half of a photo, a stereo partner, the
+    #: next frame of a sequence) are left out: they are same-scene pairs, which ``same_scene``
+    #: samples already; kept, they outnumbered it 13:1 and taught the model that a clean
+    #: registration is not a copy
+    nearest_same_source: bool = False
     #: extract with the object detector and GCN (the object / graph features); off: the model
     #: reads the visual, hash, registration and image descriptors only (the object features
     #: added <= 1.3 F1 points, within their CI, with recipe v2 - see RESULTS.md)
@@ -410,7 +415,8 @@ def _overlapping(a: str, b: str) -> bool:
     return pa == pb and (ra == rb or "full" in (ra, rb))
 
 
-def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float) -> tuple[list, int]:
+def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float,
+                  same_source: bool = False) -> tuple[list, int]:
     """Many-candidate hard negatives: per image with an origin, its ``k`` most similar images
     (best of global and content-region cosine) among the non-overlapping pictures of its split,
     as (reference, query) pairs labelled 0 (``nearest_other``); pairs whose global cosine is at
@@ -434,7 +440,8 @@ def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float) -> tuple[lis
         for col in np.argsort(-sim[row]):
             if taken >= k or not np.isfinite(sim[row, col]):
                 break
-            if _overlapping(origin[row], origin[col]):
+            if _overlapping(origin[row], origin[col]) or (
+                    not same_source and ps.source[idx[row]] == ps.source[idx[int(col)]]):
                 continue
             if vis[row, col] >= max_visual:
                 dropped += 1
@@ -448,7 +455,8 @@ def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float) -> tuple[lis
 
 
 def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
-               nearest_max_visual: float = 0.9) -> dict[str, np.ndarray]:
+               nearest_max_visual: float = 0.9, nearest_same_source: bool = False
+               ) -> dict[str, np.ndarray]:
     """Every pair's ``pair_features`` (the engine's path) and bookkeeping columns."""
     from dupstream.workers.decision import DecisionPolicy, default_calibrator
     from dupstream.workers.features import ImageFeatures
@@ -468,7 +476,8 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
                  f"({time.perf_counter() - t0:.0f} s)")
     t1 = time.perf_counter()
     if nearest:
-        extra, dropped = nearest_pairs(ps, feats, k=nearest, max_visual=nearest_max_visual)
+        extra, dropped = nearest_pairs(ps, feats, k=nearest, max_visual=nearest_max_visual,
+                                       same_source=nearest_same_source)
         ps.pairs.extend(extra)
         ps.info["nearest_negatives"] = {"pairs": len(extra), "left_out_as_same": dropped}
         _log(f"{ps.name}: {len(extra)} nearest-image negatives ({dropped} left out at "
@@ -513,7 +522,8 @@ def load_or_build(name: str, r: Recipe, cache: Path, extractor_factory) -> dict[
     ps = BUILDERS[name](r)
     _log(f"{name}: {len(ps.rgbs)} images, {len(ps.pairs)} pairs; extracting")
     table = pair_table(ps, extractor_factory(), nearest=r.nearest_negatives,
-                       nearest_max_visual=r.nearest_max_visual)
+                       nearest_max_visual=r.nearest_max_visual,
+                       nearest_same_source=r.nearest_same_source)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **table)
     return table

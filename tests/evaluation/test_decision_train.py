@@ -103,12 +103,15 @@ def test_nearest_negatives_pair_the_most_similar_non_overlapping_pictures():
     # photo p (full, and its copy), its half a, its half b, photo q, photo r (other split)
     for origin, split in [("p|full", "train"), ("p|full", "train"), ("p|a", "train"),
                           ("p|b", "train"), ("q|full", "train"), ("r|full", "test")]:
-        ps.add(px, source="s", family="f", split=split, origin=origin)
+        ps.add(px, source=origin[0], family="f", split=split, origin=origin)
     v = np.asarray([[1, 0, 0], [0.99, 0.14, 0], [0.9, 0.43, 0], [0.6, 0.8, 0], [0.5, 0.2, 0.84],
                     [1, 0, 0]], np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     feats = [SimpleNamespace(vector=x, content=None) for x in v]
-    pairs, dropped = nearest_pairs(ps, feats, k=1, max_visual=0.95)
+    # by default never within one source group (those are same-scene pairs)
+    across, _ = nearest_pairs(ps, feats, k=1, max_visual=0.95)
+    assert across and all(ps.source[a] != ps.source[b] for a, b, _, _ in across)
+    pairs, dropped = nearest_pairs(ps, feats, k=1, max_visual=0.95, same_source=True)
     got = {(a, b) for a, b, label, kind in pairs if label == 0 and kind == "nearest_other"}
     assert len(got) == len(pairs)
     for a, b in got:
