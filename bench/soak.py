@@ -12,9 +12,11 @@ own object key; the bytes come from a pool of distinct JPEGs made from the packa
 SHA-256 (no hash fast path: every event runs the models) and producing stays cheap.
 
 Every ``--interval`` seconds: the service's RSS, open file descriptors and threads (psutil, else
-/proc), its /metrics (events, index size) and the load average. After the run the newest
-snapshot in the state bucket gives the index + records bytes per image, i.e. the growth the
-index is expected to add (every image is remembered), to tell from a leak.
+/proc), its /metrics (events, index size) and the load average. After the run the verdict and
+dead-letter topics are read back (records, distinct ids, duplicates; against the count the
+service prints at exit), and the newest snapshot in the state bucket gives the index + records
+bytes per image: the state every remembered image adds (``state_bytes``), to tell from a leak.
+RSS is judged raw and minus that state, each on its floor, median and peak after warm-up.
 
 Writes ``<out>.json``, ``<out>.md`` and ``<out>.png``; prints the summary. Not run in CI.
 """
