@@ -82,3 +82,14 @@ def test_one_batch_gets_one_detector_call_for_all_its_copies(photos):
     assert all("objects" in v.evidence.cascade for v in copies)
     # the four copies and their four references: one call with eight thumbnails
     assert calls == [2 * len(photos)]
+
+
+def test_a_lookup_that_adds_nothing_writes_only_into_the_references(photos):
+    d = build_deduper(threads=2)
+    d.process([Upload("moto", _blob(photos["motorcycle_left"])),
+               Upload("coffee", _blob(photos["coffee"]))])
+    # a lookup (add=False) of a copy of moto under an id the index holds for another picture
+    (v,) = d.process([Upload("coffee", _captioned(photos["motorcycle_left"]))], add=False)
+    assert v.match_id == "moto" and "objects" in v.evidence.cascade
+    assert "objects.boxes" in d.memory.record((None, None, "moto")).arrays
+    assert "objects.boxes" not in d.memory.record((None, None, "coffee")).arrays

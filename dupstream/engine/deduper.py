@@ -234,7 +234,8 @@ class Deduper:
                 self.add(upload.image_id, upload.tenant, feat)
             out.append(verdict)
         if pending:  # the cascade's object step, once for the batch
-            for (slot, _), v in zip(pending, self._objects_step([p for _, p in pending]),
+            for (slot, _), v in zip(pending, self._objects_step([p for _, p in pending],
+                                                                 keep_queries=add),
                                     strict=True):
                 if "objects" in v.timings_ms:
                     v.timings_ms["total"] = round(v.timings_ms.get("total", 0.0)
@@ -286,7 +287,7 @@ class Deduper:
         verdict, pending = self._judge(image_id, tenant, feat)
         if pending is None:
             return verdict
-        return self._objects_step([pending])[0]
+        return self._objects_step([pending], keep_queries=False)[0]
 
     def _judge(self, image_id: str, tenant: str | None, feat: ImageFeatures
                ) -> tuple[Verdict, _Pending | None]:
@@ -327,20 +328,26 @@ class Deduper:
             return verdict, _Pending(verdict, feat, best)
         return verdict, None
 
-    def _objects_step(self, pending: list[_Pending]) -> list[Verdict]:
+    def _objects_step(self, pending: list[_Pending], *, keep_queries: bool) -> list[Verdict]:
         """The cascade's object step for a batch: the objects of every query and matched
         reference that lacks them (one detector and one GCN call; an image that is both a query
         and a reference is detected once), kept in their records; each pair rescored with them
-        and its verdict made again (evidence: objects matched / added / removed / moved)."""
+        and its verdict made again (evidence: objects matched / added / removed / moved).
+        ``keep_queries``: the queries were added to the memory by this batch, so their records
+        get their objects too (a lookup that adds nothing writes only into the references')."""
         t0 = time.perf_counter()
         by_key: dict = {}
+        queries = set()
         for p in pending:
-            by_key.setdefault((None, p.verdict.tenant, p.verdict.image_id), p.query)
+            qkey = (None, p.verdict.tenant, p.verdict.image_id)
+            queries.add(qkey)
+            by_key.setdefault(qkey, p.query)
             by_key.setdefault(p.best.candidate.key, p.best.reference)
         missing = {k: f for k, f in by_key.items() if f.objects is None}
         self.extractor.add_objects(list(missing.values()))
         for key, f in missing.items():
-            if f.objects is not None:
+            if f.objects is not None and (keep_queries or key not in queries
+                                          or any(key == p.best.candidate.key for p in pending)):
                 self._keep_objects(key, f)
         ms = (time.perf_counter() - t0) * 1e3 / len(pending)
         out = []
