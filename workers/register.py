@@ -9,6 +9,10 @@ rotation invariance of the features (sparse) or from the initialisations tried (
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -64,7 +68,37 @@ class SparseFit:
 ORB_PATCH = 23
 
 
+class PixelMemo:
+    """A small LRU of a pure function of a grey thumbnail, keyed by its pixels (shape + SHA-1):
+    a query is registered against up to 3 candidates, and a reference is a candidate of many
+    queries - their keypoints and picture masks are computed once. Results must not be mutated."""
+
+    def __init__(self, fn: Callable[[np.ndarray], object], size: int = 256) -> None:
+        self.fn, self.size = fn, size
+        self._items: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, grey: np.ndarray) -> object:
+        arr = np.ascontiguousarray(grey)
+        key = (arr.shape, arr.dtype.str, hashlib.sha1(arr.data).digest())
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        out = self.fn(arr)
+        with self._lock:
+            self._items[key] = out
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return out
+
+
 def keypoints(grey: np.ndarray) -> Keypoints:
+    return _keypoints_memo(grey)
+
+
+def _keypoints(grey: np.ndarray) -> Keypoints:
     orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=1.2, nlevels=8,
                          edgeThreshold=ORB_PATCH, patchSize=ORB_PATCH, fastThreshold=10)
     kps, desc = orb.detectAndCompute(grey, None)
@@ -80,10 +114,18 @@ SIFT_CONTRAST = 0.01
 
 
 def keypoints_sift(grey: np.ndarray) -> Keypoints:
+    return _sift_memo(grey)
+
+
+def _keypoints_sift(grey: np.ndarray) -> Keypoints:
     sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=SIFT_CONTRAST)
     kps, desc = sift.detectAndCompute(grey, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     return Keypoints(pts, desc)
+
+
+_keypoints_memo = PixelMemo(_keypoints)
+_sift_memo = PixelMemo(_keypoints_sift)
 
 
 def mirror_matrix(width: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from dupstream.workers.regions import content_box
 from dupstream.workers.register import (
     MIN_INLIERS,
     Keypoints,
+    PixelMemo,
     SparseFit,
     centred_inits,
     dense_fit,
@@ -176,6 +177,10 @@ def _decompose(m: np.ndarray) -> tuple[float, float, bool]:
 
 
 def _picture_mask(query: np.ndarray) -> np.ndarray:
+    return _mask_memo(query)
+
+
+def _mask_of(query: np.ndarray) -> np.ndarray:
     mask = np.zeros(query.shape, bool)
     box = content_box(query)
     if box is None:
@@ -184,6 +189,9 @@ def _picture_mask(query: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = box
         mask[y0:y1, x0:x1] = True
     return mask
+
+
+_mask_memo = PixelMemo(_mask_of)
 
 
 def spread(pts: np.ndarray, region: np.ndarray, where: np.ndarray | None = None) -> float:

@@ -15,6 +15,7 @@ cascade finds a reference's objects on it when a later query first needs them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -100,8 +101,13 @@ def _dataclass_of(hint: Any) -> type | None:
     return None
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if not f.init:
