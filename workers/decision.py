@@ -32,7 +32,7 @@ from dupstream.workers.calibration import Calibrator
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.learned import LearnedModel
 from dupstream.workers.pairfeatures import OBJECT_NAMES, pair_features
-from dupstream.workers.similarity import PairScore
+from dupstream.workers.similarity import PairScore, score_pair, verify_pair
 
 Kind = Literal["duplicate", "near_duplicate", "unique"]
 Preference = Literal["balanced", "precision", "recall"]
@@ -270,6 +270,13 @@ class DecisionPolicy:
         pref = self.tenant_preferences.get(tenant or "", self.preference)
         return self.cutoffs.for_domain(dom).cut(pref, score_difficulty(score),
                                                 adaptive=self.adaptive)
+
+    def score(self, query: ImageFeatures, reference: ImageFeatures) -> PairScore:
+        """Every signal of the pair as the engine has it before deciding: ``score_pair``, then
+        the verification stage (``verify_pair``) where the decision is open
+        (``needs_verification``)."""
+        s = score_pair(query, reference)
+        return verify_pair(s, query, reference) if self.needs_verification(s) else s
 
     def needs_verification(self, score: PairScore) -> bool:
         """Is the decision open, so that registering the pair can change it? Not for identical

@@ -38,7 +38,7 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
 from dupstream.workers.hashing import content_hash
-from dupstream.workers.similarity import PairScore, score_pair, verify_pair, with_objects
+from dupstream.workers.similarity import PairScore, score_pair, with_objects
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ class _Pending:
     verdict: Verdict
     query: ImageFeatures
     best: Scored
+
+    @property
+    def query_key(self) -> tuple:
+        return (None, self.verdict.tenant, self.verdict.image_id)
 
 
 def _copy_objects(src: ImageFeatures, dst: ImageFeatures) -> None:
@@ -337,24 +341,20 @@ class Deduper:
         get their objects too (a lookup that adds nothing writes only into the references')."""
         t0 = time.perf_counter()
         by_key: dict = {}
-        queries = set()
         for p in pending:
-            qkey = (None, p.verdict.tenant, p.verdict.image_id)
-            queries.add(qkey)
-            by_key.setdefault(qkey, p.query)
+            by_key.setdefault(p.query_key, p.query)
             by_key.setdefault(p.best.candidate.key, p.best.reference)
+        references = {p.best.candidate.key for p in pending}
         missing = {k: f for k, f in by_key.items() if f.objects is None}
         self.extractor.add_objects(list(missing.values()))
         for key, f in missing.items():
-            if f.objects is not None and (keep_queries or key not in queries
-                                          or any(key == p.best.candidate.key for p in pending)):
+            if f.objects is not None and (keep_queries or key in references):
                 self._keep_objects(key, f)
         ms = (time.perf_counter() - t0) * 1e3 / len(pending)
         out = []
         for p in pending:
             v, best = p.verdict, p.best
-            for f, key in ((p.query, (None, v.tenant, v.image_id)),
-                           (best.reference, best.candidate.key)):
+            for f, key in ((p.query, p.query_key), (best.reference, best.candidate.key)):
                 _copy_objects(by_key[key], f)
             if p.query.objects is None or best.reference.objects is None:
                 out.append(v)  # the detector failed on one of them: visual evidence only
@@ -430,9 +430,7 @@ class Deduper:
             if rec is None:
                 continue
             query = record_to_features(rec)
-            score = score_pair(query, original)
-            if self.policy.needs_verification(score):
-                score = verify_pair(score, query, original)
+            score = self.policy.score(query, original)
             v = self._verdict(
                 rec.image_id, rec.tenant, applied.record.image_id, applied.record.tenant, None,
                 score, query=query, reference=original,
@@ -449,9 +447,7 @@ class Deduper:
         for f in (fa, fb):
             if isinstance(f, DupstreamError):
                 raise f
-        score = score_pair(fb, fa)
-        if self.policy.needs_verification(score):
-            score = verify_pair(score, fb, fa)
+        score = self.policy.score(fb, fa)
         d = self.policy.decision(score, query=fb, reference=fa)
         return {
             "probability": round(d.p_copy, 6),

@@ -454,26 +454,47 @@ def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float,
     return out, dropped
 
 
+def _extract(extractor, rgbs, *, batch: int = 16, progress: str | None = None) -> list:
+    """Each picture through ``FeatureExtractor.extract`` as PNG bytes (the engine's decode path),
+    in batches; any image's error is raised."""
+    from dupstream.workers.features import ImageFeatures
+
+    t0 = time.perf_counter()
+    feats: list[ImageFeatures] = []
+    for start in range(0, len(rgbs), batch):
+        for f in extractor.extract([E.encode(x) for x in rgbs[start : start + batch]]):
+            if not isinstance(f, ImageFeatures):
+                raise f
+            feats.append(f)
+        if progress and (start // batch) % 10 == 0:
+            _log(f"{progress}: {len(feats)}/{len(rgbs)} images "
+                 f"({time.perf_counter() - t0:.0f} s)")
+    return feats
+
+
+def _pair_rows(feats, pairs) -> tuple[np.ndarray, list[bool]]:
+    """``pair_features`` of each (reference, query) index pair as the engine computes them
+    before deciding (``DecisionPolicy.score``), and whether the verification stage ran."""
+    from dupstream.workers.decision import DecisionPolicy, default_calibrator
+    from dupstream.workers.pairfeatures import feature_vector, pair_features
+
+    policy = DecisionPolicy(calibrator=default_calibrator())
+    rows, verified = [], []
+    for a, b in pairs:
+        s = policy.score(feats[b], feats[a])
+        rows.append(feature_vector(pair_features(s, feats[b], feats[a])))
+        verified.append(s.registration is not None)
+    return np.stack(rows), verified
+
+
 def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
                nearest_max_visual: float = 0.9, nearest_same_source: bool = False
                ) -> dict[str, np.ndarray]:
     """Every pair's ``pair_features`` (the engine's path) and bookkeeping columns."""
-    from dupstream.workers.decision import DecisionPolicy, default_calibrator
-    from dupstream.workers.features import ImageFeatures
-    from dupstream.workers.pairfeatures import NAMES, feature_vector, pair_features
-    from dupstream.workers.similarity import score_pair, verify_pair
+    from dupstream.workers.pairfeatures import NAMES
 
     t0 = time.perf_counter()
-    feats: list[ImageFeatures] = []
-    for start in range(0, len(ps.rgbs), batch):
-        blobs = [E.encode(x) for x in ps.rgbs[start : start + batch]]
-        for f in extractor.extract(blobs):
-            if not isinstance(f, ImageFeatures):
-                raise f
-            feats.append(f)
-        if (start // batch) % 10 == 0:
-            _log(f"{ps.name}: {len(feats)}/{len(ps.rgbs)} images "
-                 f"({time.perf_counter() - t0:.0f} s)")
+    feats = _extract(extractor, ps.rgbs, batch=batch, progress=ps.name)
     t1 = time.perf_counter()
     if nearest:
         extra, dropped = nearest_pairs(ps, feats, k=nearest, max_visual=nearest_max_visual,
@@ -483,23 +504,14 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
         _log(f"{ps.name}: {len(extra)} nearest-image negatives ({dropped} left out at "
              f"cosine >= {nearest_max_visual})")
     phash = np.stack([_phash(x) for x in ps.rgbs])
-    policy = DecisionPolicy(calibrator=default_calibrator())
-    rows, verified = [], []
-    for a, b, _, _ in ps.pairs:
-        q, ref = feats[b], feats[a]
-        s = score_pair(q, ref)
-        ran = policy.needs_verification(s)
-        if ran:
-            s = verify_pair(s, q, ref)
-        rows.append(feature_vector(pair_features(s, q, ref)))
-        verified.append(ran)
+    rows, verified = _pair_rows(feats, [(a, b) for a, b, _, _ in ps.pairs])
     t2 = time.perf_counter()
     a = np.asarray([p[0] for p in ps.pairs], np.int64)
     b = np.asarray([p[1] for p in ps.pairs], np.int64)
     _log(f"{ps.name}: {len(feats)} images in {t1 - t0:.0f} s, {len(ps.pairs)} pairs in "
          f"{t2 - t1:.0f} s ({int(np.sum(verified))} verified)")
     return {
-        "X": np.stack(rows), "names": np.asarray(NAMES),
+        "X": rows, "names": np.asarray(NAMES),
         "label": np.asarray([p[2] for p in ps.pairs], np.int64),
         "kind": np.asarray([p[3] for p in ps.pairs]),
         "split": np.asarray([ps.split[i] for i in a]),
@@ -533,27 +545,7 @@ def recompute(name: str, r: Recipe, pairs: np.ndarray, extractor) -> np.ndarray:
     """``pair_features`` of the set's (reference, query) image index ``pairs`` computed again now
     (the images rebuilt from the recipe, which is deterministic): for checking that the cached
     features still match what the engine computes (train / serve skew)."""
-    from dupstream.workers.decision import DecisionPolicy, default_calibrator
-    from dupstream.workers.features import ImageFeatures
-    from dupstream.workers.pairfeatures import feature_vector, pair_features
-    from dupstream.workers.similarity import score_pair, verify_pair
-
     ps = BUILDERS[name](r)
     need = sorted({int(i) for ab in pairs for i in ab})
-    feats: dict[int, ImageFeatures] = {}
-    for start in range(0, len(need), 16):
-        part = need[start : start + 16]
-        for i, f in zip(part, extractor.extract([E.encode(ps.rgbs[i]) for i in part]),
-                        strict=True):
-            if not isinstance(f, ImageFeatures):
-                raise f
-            feats[i] = f
-    policy = DecisionPolicy(calibrator=default_calibrator())
-    out = []
-    for a, b in pairs:
-        a, b = int(a), int(b)
-        s = score_pair(feats[b], feats[a])
-        if policy.needs_verification(s):
-            s = verify_pair(s, feats[b], feats[a])
-        out.append(feature_vector(pair_features(s, feats[b], feats[a])))
-    return np.stack(out)
+    feats = dict(zip(need, _extract(extractor, [ps.rgbs[i] for i in need]), strict=True))
+    return _pair_rows(feats, [(int(a), int(b)) for a, b in pairs])[0]

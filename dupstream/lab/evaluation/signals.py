@@ -21,7 +21,6 @@ from dupstream.lab.evaluation.bovw import BoVW, sift_descriptors
 from dupstream.lab.evaluation.dataset import EvalSet
 from dupstream.workers.decision import DecisionPolicy, default_calibrator
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
-from dupstream.workers.similarity import score_pair, verify_pair
 
 NUM_CLASSES = 80
 
@@ -176,9 +175,7 @@ def product_signals(t: ImageTable, a: np.ndarray, b: np.ndarray) -> dict[str, np
     fused, pdq_d, changed, exact, sem, scores = [], [], [], [], [], []
     gate = DecisionPolicy(calibrator=default_calibrator())
     for i, j in zip(a, b, strict=True):
-        s = score_pair(t.features[j], t.features[i])
-        if gate.needs_verification(s):
-            s = verify_pair(s, t.features[j], t.features[i])
+        s = gate.score(t.features[j], t.features[i])
         scores.append(s)
         fused.append(s.fused)
         pdq_d.append(s.pdq_distance)
