@@ -226,10 +226,7 @@ def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> P
     if query.reg is None or ref.reg is None:
         return score
     reg = register(query.reg, ref.reg)
-    changes = None
-    if reg.method != "none" and query.objects is not None and ref.objects is not None:
-        changes = match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
-                                ref.objects.boxes.tolist(), ref.objects.names)
+    changes = _object_changes(reg, query, ref)
     image_scale = None
     if reg.method != "none" and reg.query_size[0] and reg.ref_size[0]:
         image_scale = reg.scale * (query.width / reg.query_size[0]) / (ref.width / reg.ref_size[0])
@@ -240,14 +237,19 @@ def with_objects(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> 
     """``score`` again now that both images have objects (the cascade's late object step): the
     semantic scores recomputed, the registration kept (not run again), and the objects matched /
     added / removed / moved through it."""
-    out = score_pair(query, ref)
     reg = score.registration
-    changes = None
-    if (reg is not None and reg.method != "none" and query.objects is not None
-            and ref.objects is not None):
-        changes = match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
-                                ref.objects.boxes.tolist(), ref.objects.names)
-    return replace(out, registration=reg, object_changes=changes, image_scale=score.image_scale)
+    return replace(score_pair(query, ref), registration=reg,
+                   object_changes=_object_changes(reg, query, ref),
+                   image_scale=score.image_scale)
+
+
+def _object_changes(reg, query: ImageFeatures, ref: ImageFeatures) -> dict | None:
+    """Objects matched / added / removed / moved through a registration (None when it found
+    no transform or either image lacks objects)."""
+    if reg is None or reg.method == "none" or query.objects is None or ref.objects is None:
+        return None
+    return match_objects(reg, query.objects.boxes.tolist(), query.objects.names,
+                         ref.objects.boxes.tolist(), ref.objects.names)
 
 
 def fuse(visual: float, semantic: float | None, alpha: float) -> float:
