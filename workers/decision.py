@@ -188,6 +188,9 @@ class DecisionPolicy:
     #: P(unique) >= ``same_scene_p_unique``; a registered identity covering both pictures with
     #: at most ``duplicate_reg_changed_max`` changed is the same picture
     verify_min_visual: float = 0.3
+    #: SIFT (the dearest registration step, where ORB finds no fit) only for pairs at least
+    #: this similar (``visual_best``); 0: always
+    sift_min_visual: float = 0.0
     clear_pdq_max: int = 16
     verified_p_copy: float = 0.95
     same_scene_p_unique: float = 0.9
@@ -276,7 +279,14 @@ class DecisionPolicy:
         the verification stage (``verify_pair``) where the decision is open
         (``needs_verification``)."""
         s = score_pair(query, reference)
-        return verify_pair(s, query, reference) if self.needs_verification(s) else s
+        return self.verify(s, query, reference) if self.needs_verification(s) else s
+
+    def verify(self, score: PairScore, query: ImageFeatures, reference: ImageFeatures
+               ) -> PairScore:
+        """``score`` with the verification stage's evidence (``verify_pair``), SIFT gated by
+        ``sift_min_visual``."""
+        return verify_pair(score, query, reference,
+                           sift=score.visual_best >= self.sift_min_visual)
 
     def needs_verification(self, score: PairScore) -> bool:
         """Is the decision open, so that registering the pair can change it? Not for identical

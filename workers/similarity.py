@@ -218,14 +218,15 @@ def content_similarity(query: ImageFeatures, ref: ImageFeatures) -> float | None
     return float(np.clip(max(float(np.dot(a, b)) for a, b in pairs), -1.0, 1.0))
 
 
-def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures) -> PairScore:
+def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures, *,
+                sift: bool = True) -> PairScore:
     """``score`` with the verification stage's evidence: the reference registered onto the query
     (``verify.register`` on the two registration thumbnails) and, where both images have objects,
     the objects matched / added / removed / moved through that transform. Unchanged when either
-    image lacks a registration thumbnail."""
+    image lacks a registration thumbnail. ``sift``: see ``verify.register``."""
     if query.reg is None or ref.reg is None:
         return score
-    reg = register(query.reg, ref.reg)
+    reg = register(query.reg, ref.reg, sift=sift)
     changes = _object_changes(reg, query, ref)
     image_scale = None
     if reg.method != "none" and reg.query_size[0] and reg.ref_size[0]:

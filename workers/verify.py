@@ -318,14 +318,16 @@ def _sparse_pass(q: np.ndarray, r: np.ndarray, picture: np.ndarray, kq: Keypoint
 
 def register(query: np.ndarray, reference: np.ndarray, *,
              query_size: tuple[int, int] | None = None,
-             ref_size: tuple[int, int] | None = None) -> Registration:
+             ref_size: tuple[int, int] | None = None, sift: bool = True) -> Registration:
     """Register ``reference`` onto ``query`` (two registration thumbs, grey uint8).
 
     Sparse first: the query as it is, then mirrored (unless the first verified); the dense
     (ECC) alignment only when features are too few for the sparse fit. ``scale`` is in thumb
     pixels unless the original images' sizes (w, h) are given, then in image pixels (query
-    size / reference size); rotation and the normalised offsets do not depend on it."""
-    reg = _register(query, reference)
+    size / reference size); rotation and the normalised offsets do not depend on it. ``sift``:
+    whether SIFT may be the second sparse pass where ORB finds no fit (the caller's cost gate:
+    it is the dearest step)."""
+    reg = _register(query, reference, sift=sift)
     if query_size and ref_size and query_size[0] > 0 and ref_size[0] > 0:
         fq = query.shape[1] / query_size[0]
         fr = reference.shape[1] / ref_size[0]
@@ -333,7 +335,7 @@ def register(query: np.ndarray, reference: np.ndarray, *,
     return reg
 
 
-def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
+def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True) -> Registration:
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
     if min(*qshape, *rshape) < MIN_SIDE:
@@ -343,7 +345,7 @@ def _register(query: np.ndarray, reference: np.ndarray) -> Registration:
     best_fit, sparse_reg = _sparse_pass(q, r, picture, kq, kr, keypoints)
     if sparse_reg is not None and sparse_reg.verified:
         return sparse_reg
-    if sparse_reg is None and min(*qshape, *rshape) >= SIFT_MIN_SIDE:
+    if sift and sparse_reg is None and min(*qshape, *rshape) >= SIFT_MIN_SIDE:
         # ORB found no fit: SIFT (low-contrast, blurred, textured pictures; not tiny ones such
         # as digits, which the dense alignment handles)
         sq = keypoints_sift(q)

@@ -14,7 +14,7 @@ from typing import Any
 
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import ImageFeatures
-from dupstream.workers.similarity import PairScore, verify_pair
+from dupstream.workers.similarity import PairScore
 
 #: at most this many registrations per query (the cost bound of the stage)
 DEFAULT_TOP = 3
@@ -43,7 +43,7 @@ def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list
             break
         if not policy.needs_verification(item.score):
             continue
-        item.score = verify_pair(item.score, query, item.reference)
+        item.score = policy.verify(item.score, query, item.reference)
         stats.runs += 1
     stats.ms = (time.perf_counter() - t0) * 1e3
     return stats
