@@ -224,6 +224,16 @@ class DecisionPolicy:
         return (tenant in self.scene_change_tenants
                 or self.resolve_domain(tenant, domain) in self.scene_change_domains)
 
+    def needs_object_evidence(self, score: PairScore) -> bool:
+        """Would the objects of a pair called a copy tell what its registration does not - what
+        was added, removed or moved? Not for identical bytes, nor a same picture by hash, nor a
+        verified registration with no changed region (every object in the overlap is there,
+        where the transform puts it); yes where something changed or nothing registered."""
+        if score.exact or self._same_picture_by_hash(score):
+            return False
+        reg = score.registration
+        return not (reg is not None and reg.verified and not reg.changed_regions)
+
     def uses_learned(self, query: ImageFeatures | None, reference: ImageFeatures | None) -> bool:
         return self.learned is not None and query is not None and reference is not None
 

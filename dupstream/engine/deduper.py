@@ -38,7 +38,7 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
 from dupstream.workers.hashing import content_hash
-from dupstream.workers.similarity import PairScore, score_pair, with_objects
+from dupstream.workers.similarity import NO_DETECTOR_NOTE, PairScore, score_pair, with_objects
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ class Failed:
     image_id: str
     tenant: str | None
     error: DupstreamError
+
+
+#: the note of a copy whose objects the cascade did not look for (instead of NO_DETECTOR_NOTE)
+OBJECTS_SKIPPED = ("object detection skipped: the same picture, or a registration with nothing "
+                   "changed in the overlap")
 
 
 @dataclass
@@ -295,8 +300,9 @@ class Deduper:
 
     def _judge(self, image_id: str, tenant: str | None, feat: ImageFeatures
                ) -> tuple[Verdict, _Pending | None]:
-        """The verdict before the cascade's object step, and that step's work when the verdict
-        or the tenant's policy needs objects (``_objects_step`` does it, for a whole batch)."""
+        """The verdict before the cascade's object step, and that step's work when the tenant's
+        policy needs objects, or the verdict is a copy whose objects would tell what changed
+        (``DecisionPolicy.needs_object_evidence``; ``_objects_step`` does it, for a batch)."""
         query = features_to_record(image_id, tenant, feat)
         scored: list[Scored] = []
         for cand in self.memory.candidates(query, k=self.candidates):
@@ -328,8 +334,13 @@ class Deduper:
         verdict.timings_ms["verify"] = round(stats.ms, 3)
         verdict.evidence.verifications = stats.runs
         verdict.evidence.cascade = stages
-        if self.lazy_objects and (verdict.verdict != "unique" or self.policy.needs_objects(tenant)):
+        if self.lazy_objects and self.policy.needs_objects(tenant):
             return verdict, _Pending(verdict, feat, best)
+        if self.lazy_objects and verdict.verdict != "unique":
+            if self.policy.needs_object_evidence(best.score):
+                return verdict, _Pending(verdict, feat, best)
+            verdict.evidence.notes = [*(n for n in verdict.evidence.notes
+                                        if n != NO_DETECTOR_NOTE), OBJECTS_SKIPPED]
         return verdict, None
 
     def _objects_step(self, pending: list[_Pending], *, keep_queries: bool) -> list[Verdict]:
