@@ -28,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from dupstream.workers.calibration import Calibrator
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.learned import LearnedModel
@@ -254,6 +256,14 @@ class DecisionPolicy:
         if self.cutoffs is not None:
             cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
         return float((cal or self.calibrator)(score.fused))
+
+    def p_copy_many(self, pairs: list[tuple[PairScore, ImageFeatures]], *,
+                    query: ImageFeatures) -> list[float]:
+        """The learned P(copy) of ``query`` against each (score, reference), in one call of
+        the model (requires ``uses_learned``); 1 for identical bytes."""
+        x = np.stack([self.learned.vector(pair_features(s, query, r)) for s, r in pairs])
+        p = self.learned.p_copy_matrix(x)
+        return [1.0 if s.exact else float(v) for (s, _), v in zip(pairs, p, strict=True)]
 
     def p_copy_verified(self, score: PairScore, *, tenant: str | None = None,
                         domain: str | None = None, query: ImageFeatures | None = None,

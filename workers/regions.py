@@ -90,6 +90,19 @@ class _Maps:
         self.framey = _frame_colours(g) & self.flat
         self.step = STEP
         self._lines: dict[tuple[int, float], np.ndarray] = {}
+        self._sums: dict[tuple, np.ndarray] = {}
+
+    def row_sums(self, side: int, name: str) -> np.ndarray:
+        """(h, w + 1) int32: per row of ``side``'s view of the mask ``name`` ("smooth",
+        "framey" or "lines" at the current step), the running count of true pixels along the
+        row - any span's row means in O(h), exactly as ``mask[:, a:b].mean(axis=1)``."""
+        key = (side, name, self.step if name == "lines" else None)
+        if key not in self._sums:
+            mask = self.lines(side) if name == "lines" else self.view(side, getattr(self, name))
+            out = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int32)
+            np.cumsum(mask, axis=1, dtype=np.int32, out=out[:, 1:])
+            self._sums[key] = out
+        return self._sums[key]
 
     def view(self, side: int, a: np.ndarray) -> np.ndarray:
         """``a`` seen from side 0 top, 1 bottom, 2 left, 3 right (that side on top)."""
@@ -134,16 +147,21 @@ def _line_rows(g: np.ndarray, smooth: np.ndarray, step_min: float) -> np.ndarray
     return (step >= step_min) & above
 
 
-def _find_side(g: np.ndarray, smooth: np.ndarray, framey: np.ndarray, lines: np.ndarray,
-               span: tuple[int, int], cross: bool) -> int:
-    """Boundary row of the top side within columns ``span`` (0: not framed)."""
-    h = g.shape[0]
+def _span_means(sums: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Row means of a mask over columns ``a:b`` from its ``_Maps.row_sums``."""
+    return (sums[:, b] - sums[:, a]) / (b - a)
+
+
+def _find_side(m: _Maps, side: int, span: tuple[int, int], cross: bool) -> int:
+    """Boundary row of ``side`` (seen from that side: the top) within columns ``span`` (0: not
+    framed)."""
+    h = m.view(side, m.g).shape[0]
     a, b = span
     if b - a < 8:
         return 0
-    cover = lines[:, a:b].mean(axis=1)
-    smooth_rows = smooth[:, a:b].mean(axis=1)
-    frame_rows = framey[:, a:b].mean(axis=1)
+    cover = _span_means(m.row_sums(side, "lines"), a, b)
+    smooth_rows = _span_means(m.row_sums(side, "smooth"), a, b)
+    frame_rows = _span_means(m.row_sums(side, "framey"), a, b)
     # rows on (or in the gradient halo of) a line are not frame texture: skip them
     on_line = np.convolve((cover >= LINE_COVER).astype(np.float32), np.ones(5), mode="same") > 0
     found = 0
@@ -179,8 +197,7 @@ def _sides(m: _Maps, box: tuple[int, int, int, int], cross: bool) -> tuple[int, 
     spans = ((x0, x1), (x0, x1), (y0, y1), (y0, y1))
     backs = (lambda b: b, lambda b: h - b, lambda b: b, lambda b: w - b)
     top, bottom, left, right = (
-        backs[i](_find_side(m.view(i, m.g), m.view(i, m.smooth), m.view(i, m.framey),
-                            m.lines(i), spans[i], cross))
+        backs[i](_find_side(m, i, spans[i], cross))
         for i in range(4))
     return left, top, right, bottom
 

@@ -31,7 +31,7 @@ from dupstream.engine.records import (
     object_fields,
     record_to_features,
 )
-from dupstream.engine.verification import Scored, rank_key, verify_candidates
+from dupstream.engine.verification import Scored, best_match, verify_candidates
 from dupstream.state.identity import ModelIdentity
 from dupstream.state.memory import Applied, Memory, MemoryConfig
 from dupstream.state.records import ImageRecord
@@ -313,8 +313,7 @@ class Deduper:
             ref_feat = record_to_features(ref)
             scored.append(Scored(cand, ref_feat, score_pair(feat, ref_feat)))
         stats = verify_candidates(self.policy, feat, scored, top=self.verify_top)
-        best = max(scored, key=lambda s: rank_key(self.policy, s, tenant, query=feat),
-                   default=None)
+        best = best_match(self.policy, scored, tenant, query=feat)
         stages = ["exact", "embed", "search"] + (["verify"] if stats.runs else [])
         if not self.lazy_objects and self.extractor.detector is not None:
             stages.append("objects")

@@ -49,12 +49,29 @@ def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list
     return stats
 
 
+def best_match(policy: DecisionPolicy, scored: list[Scored], tenant: str | None, *,
+               query: ImageFeatures | None = None) -> Scored | None:
+    """The best candidate by ``rank_key``; with the learned decision, every candidate's P(copy)
+    in one call of the model (the same values as one pair at a time)."""
+    if not scored:
+        return None
+    learned = [s for s in scored if policy.uses_learned(query, s.reference)]
+    if not learned:
+        return max(scored, key=lambda s: rank_key(policy, s, tenant, query=query))
+    ps = policy.p_copy_many([(s.score, s.reference) for s in learned], query=query)
+    p_of = {id(s): p for s, p in zip(learned, ps, strict=True)}
+    return max(scored, key=lambda s: rank_key(policy, s, tenant, query=query,
+                                              p=p_of.get(id(s))))
+
+
 def rank_key(policy: DecisionPolicy, item: Scored, tenant: str | None, *,
-             query: ImageFeatures | None = None) -> tuple:
+             query: ImageFeatures | None = None, p: float | None = None) -> tuple:
     """Best match first: identical bytes, then (with the learned decision and the query's
     features) P(copy); without them, verified pairs, then P(copy) with the evidence; then
-    similarity."""
-    p = policy.p_copy_verified(item.score, tenant=tenant, query=query, reference=item.reference)
+    similarity. ``p``: the pair's P(copy) when already computed."""
+    if p is None:
+        p = policy.p_copy_verified(item.score, tenant=tenant, query=query,
+                                   reference=item.reference)
     if policy.uses_learned(query, item.reference):
         return (item.score.exact, p, item.score.visual_best)
     reg = item.score.registration
