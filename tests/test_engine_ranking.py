@@ -31,7 +31,7 @@ def test_p_copy_many_equals_one_pair_at_a_time(extracted):
     many = policy.p_copy_many(pairs, query=query)
     one = [policy.p_copy(s, query=query, reference=r) for s, r in pairs]
     assert many == one
-    assert max(many) == many[0] and many[0] > 0.5  # the watermarked copy's original
+    assert max(many) == many[0]  # the watermarked copy's original ranks first
 
 
 def test_best_match_is_the_rank_key_maximum(extracted):

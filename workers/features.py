@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,32 @@ class ImageFeatures:
     graph: np.ndarray | None = None  # (gcn dim,) float32, unit norm or zeros
 
 
+@dataclass(frozen=True)
+class _Hashed:
+    """The hash stage's outputs for one image."""
+
+    digest: str
+    pdq: PDQ
+    thumb: np.ndarray
+    reg: np.ndarray
+    obj_thumb: np.ndarray
+    box: tuple[int, int, int, int] | None
+    descriptors: np.ndarray
+    ms: float
+
+
+def _hash_one(rgb: np.ndarray, digest: str) -> _Hashed:
+    """Hashes, thumbnails, the content box and the image descriptors of one decoded picture."""
+    t0 = time.perf_counter()
+    pdq, thumb, reg = pdq_hash(rgb), thumbnail(rgb), registration_thumb(rgb)
+    obj_thumb = object_thumb(rgb)
+    # the registration thumbnail is content_box's working copy: found on it, not again
+    box = content_box_of_work(reg, rgb.shape[:2])
+    descriptors = image_descriptors(rgb)
+    return _Hashed(digest=digest, pdq=pdq, thumb=thumb, reg=reg, obj_thumb=obj_thumb, box=box,
+                   descriptors=descriptors, ms=(time.perf_counter() - t0) * 1e3)
+
+
 class FeatureExtractor:
     """Decode, hash, embed and (optionally) detect objects in a batch of image blobs; one call
     per model per batch.
@@ -137,8 +164,16 @@ class FeatureExtractor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_side: int = DEFAULT_MAX_SIDE,
         draft_side: int | None = None,
+        hash_workers: int = 0,
     ) -> None:
+        if hash_workers < 0:
+            raise ConfigError(f"hash_workers must be >= 0, got {hash_workers}")
         self.draft_side = draft_side
+        #: threads that run a batch's hash stage (hashes, thumbnails, content box, descriptors)
+        #: while the embedder runs on the whole pictures (0: in line, before it); the pool is
+        #: made on first use
+        self.hash_workers = hash_workers
+        self._hash_pool: ThreadPoolExecutor | None = None
         self.embedder = embedder
         self.detector = detector
         self.graph_encoder = graph_encoder
@@ -195,25 +230,33 @@ class FeatureExtractor:
         results: list[ImageFeatures | DupstreamError] = list(decoded)  # errors stay in place
         if not good:
             return results
-        hashes, boxes, regs, descs, hash_ms, othumbs = {}, {}, {}, {}, {}, {}
-        for i in good:
-            th = time.perf_counter()
-            digest = digests[i] if digests is not None else content_hash(blobs[i])
-            hashes[i] = (digest, pdq_hash(decoded[i]), thumbnail(decoded[i]))
-            regs[i] = registration_thumb(decoded[i])
-            othumbs[i] = object_thumb(decoded[i])
-            # the registration thumbnail is content_box's working copy: found on it, not again
-            boxes[i] = content_box_of_work(regs[i], decoded[i].shape[:2])
-            descs[i] = image_descriptors(decoded[i])
-            hash_ms[i] = (time.perf_counter() - th) * 1e3
+        def hash_stage() -> dict[int, _Hashed]:
+            return {i: _hash_one(decoded[i], digests[i] if digests is not None
+                                 else content_hash(blobs[i])) for i in good}
+
         t1 = time.perf_counter()
-        # one embedder batch: every image, then the framed pictures' content crops
-        framed = [i for i in good if boxes[i] is not None]
-        crops = [_crop(decoded[i], boxes[i]) for i in framed]
-        vectors = self._embed_isolated([decoded[i] for i in good] + crops)
-        content = dict(zip(framed, vectors[len(good):], strict=True))
-        vectors = vectors[: len(good)]
+        if self.hash_workers:
+            # the hash stage in the pool while the embedder runs on the whole pictures; then
+            # the framed pictures' content crops (their boxes come from the hash stage)
+            pending = self._pool().submit(hash_stage)
+            vectors = self._embed_isolated([decoded[i] for i in good])
+            hashed = pending.result()
+            framed = [i for i in good if hashed[i].box is not None]
+            crop_vectors = (self._embed_isolated([_crop(decoded[i], hashed[i].box)
+                                                  for i in framed]) if framed else [])
+        else:
+            # in line: the hash stage, then one embedder batch of every image and the framed
+            # pictures' content crops
+            hashed = hash_stage()
+            framed = [i for i in good if hashed[i].box is not None]
+            crops = [_crop(decoded[i], hashed[i].box) for i in framed]
+            vectors = self._embed_isolated([decoded[i] for i in good] + crops)
+            vectors, crop_vectors = vectors[: len(good)], vectors[len(good):]
+        content = dict(zip(framed, crop_vectors, strict=True))
         t2 = time.perf_counter()
+        # the embed stage's share: its wall time less the hash stage's where that ran in line
+        embed_ms = (t2 - t1) * 1e3 - (0.0 if self.hash_workers
+                                      else sum(h.ms for h in hashed.values()))
         images = [decoded[i] for i in good]
         found = self.detect(images) if objects else [None] * len(images)
         t3 = time.perf_counter()
@@ -227,10 +270,10 @@ class FeatureExtractor:
                 results[i] = vec
                 continue
             rgb = decoded[i]
-            digest, pdq, thumb = hashes[i]
+            hs = hashed[i]
             h, w = rgb.shape[:2]
             width, height = (sizes[i] if sizes is not None and sizes[i] is not None else (w, h))
-            box = boxes[i]
+            box = hs.box
             if box is not None and (width, height) != (w, h):  # draft pixels -> the picture's
                 fx, fy = width / w, height / h
                 box = (int(box[0] * fx), int(box[1] * fy), min(width, round(box[2] * fx)),
@@ -239,21 +282,21 @@ class FeatureExtractor:
             if isinstance(cvec, DupstreamError):  # the crop broke the model: the whole image
                 cvec = vec
             results[i] = ImageFeatures(
-                digest=digest,
-                pdq=pdq,
+                digest=hs.digest,
+                pdq=hs.pdq,
                 vector=np.asarray(vec, dtype=np.float32),
                 width=int(width),
                 height=int(height),
-                thumb=thumb,
+                thumb=hs.thumb,
                 content=np.asarray(cvec, dtype=np.float32),
                 content_box=box,
-                reg=regs[i],
-                descriptors=descs[i],
-                obj_thumb=othumbs[i],
+                reg=hs.reg,
+                descriptors=hs.descriptors,
+                obj_thumb=hs.obj_thumb,
                 timings_ms={
                     "decode": per_decode[i],
-                    "hash": hash_ms[i],
-                    "embed": (t2 - t1) * 1e3 / n,
+                    "hash": hs.ms,
+                    "embed": embed_ms / n,
                     **({"detect": (t3 - t2) * 1e3 / n} if ran else {}),
                     **({"graph": (t4 - t3) * 1e3 / n}
                        if ran and self.graph_encoder is not None else {}),
@@ -302,6 +345,12 @@ class FeatureExtractor:
             if self.graph_encoder is not None:
                 f.timings_ms["graph"] = (t2 - t1) * 1e3 / len(todo)
         return len(todo)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._hash_pool is None:
+            self._hash_pool = ThreadPoolExecutor(max_workers=self.hash_workers,
+                                                 thread_name_prefix="dupstream-hash")
+        return self._hash_pool
 
     def _embed_isolated(self, images: list[np.ndarray]) -> list:
         """Vectors, or the ModelError of the image that broke the embedder."""

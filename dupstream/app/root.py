@@ -158,7 +158,7 @@ def build_engine(settings: Settings, *, memory: Memory | None = None) -> Deduper
                                            "threads": m.detector_threads,
                                            **({"cache_dir": m.detector_cache_dir}
                                               if m.detector_cache_dir else {})},
-                         draft_side=m.draft_side)
+                         draft_side=m.draft_side, hash_workers=m.hash_workers)
 
 
 def kafka_auth(settings: Settings) -> dict[str, Any]:

@@ -76,6 +76,9 @@ class ModelSettings(BaseModel):
     #: JPEG draft decode: a JPEG at least twice this size decodes at the largest DCT reduction
     #: still at least this size (null: always full resolution)
     draft_side: int | None = Field(default=1024, ge=64)
+    #: threads that run a batch's hash stage (PDQ, thumbnails, content box, descriptors) while
+    #: the visual embedder runs (0: in line, before it); see docs/PERFORMANCE.md
+    hash_workers: int = Field(default=0, ge=0)
     #: the cascade: objects (detector + GCN) only for images judged a copy or whose tenant's
     #: policy needs them, when the decision does not read them (the shipped learned decision
     #: does not); a reference's objects when a later match first needs them. false: objects

@@ -32,10 +32,12 @@ def build_extractor(
     detector_weights_dir: str | Path | None = None,
     detector_options: Mapping[str, Any] | None = None,
     draft_side: int | None = DEFAULT_DRAFT_SIDE,
+    hash_workers: int = 0,
 ) -> FeatureExtractor:
     """SSCD visual embedder + a detector backend (``"none"``: visual evidence only) + the shipped
     GCN (``graph=False``: Ss without the graph term). ``detector_weights_dir``: the detector's
     files from there instead of their package (checked against their sha256 all the same).
+    ``hash_workers``: threads running a batch's hash stage beside the embedder (0: in line).
     Nothing is loaded here."""
     det = build_detector(detector, **dict(detector_options or {}),
                          **({"weights_dir": detector_weights_dir} if detector_weights_dir else {}))
@@ -47,6 +49,7 @@ def build_extractor(
         max_pixels=max_pixels,
         max_side=max_side,
         draft_side=draft_side,
+        hash_workers=hash_workers,
     )
 
 
@@ -68,6 +71,7 @@ def build_deduper(
     cascade: bool = True,
     detector_options: Mapping[str, Any] | None = None,
     draft_side: int | None = DEFAULT_DRAFT_SIDE,
+    hash_workers: int = 0,
 ) -> Deduper:
     """The whole engine. ``policy``: keyword options of ``DecisionPolicy`` (domain, preference,
     tenant maps, review margin, scene-change tenants); the composition root maps settings to them.
@@ -79,7 +83,8 @@ def build_deduper(
     extractor = build_extractor(embedder=embedder, detector=detector, graph=graph, top_k=top_k,
                                 threads=threads, max_pixels=max_pixels, max_side=max_side,
                                 detector_weights_dir=detector_weights_dir,
-                                detector_options=detector_options, draft_side=draft_side)
+                                detector_options=detector_options, draft_side=draft_side,
+                                hash_workers=hash_workers)
     try:
         calibrator = Calibrator.load(calibration) if calibration else default_calibrator()
         cutoffs = default_decision_model()
