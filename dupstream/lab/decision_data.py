@@ -16,9 +16,18 @@ Recipe (``Recipe``; written beside the artefact) - only the sources in ``shared/
   (``same_scene``, incl. stereo pairs and consecutive video shots), overlay traps (two photos
   wearing one identical caption / watermark / border / frame);
 * ``cctv``: packaged videos except opencv-doc's ``vtest`` (kept for independent checks): per
-  segment anchors, the next frame (``consecutive``) and, for carphone, the same frame in its
-  compressed encoding (``re_encoded``) are copies; a frame at least ``min_gap`` frames later where
-  the scene changed (``far_apart``) is not.
+  segment anchors, paired with the next frames (``consecutive``), a frame at least ``min_gap``
+  frames later where the thumbnail changed (``far_apart``) and, for carphone, the same frame in
+  its compressed encoding (``re_encoded``, always a copy). Labels (``cctv_labels``): ``"scene"``
+  (default) - by what the frames show, the product's CCTV meaning (an object entering, leaving or
+  moving breaks the duplicate; camera shake, noise and re-encoding do not): ``scene_change`` after
+  the camera's global shift is compensated; a pair is a copy when nothing solid changed
+  (``cctv_static_max``, ``cctv_noise_max``), not a copy when a solid region did
+  (``cctv_changed_min``), and left out in between (ambiguous); a consecutive pair where something
+  entered is ``consecutive_changed`` (not a copy), a far pair where nothing changed
+  ``far_apart_static`` (a copy). ``"gap"``: by time alone (consecutive = copy, far = not; the
+  rule of dm-f4b26d84, under which 28 of its 32 CCTV test errors were pairs whose frames say
+  otherwise or nothing clear).
 
 Every image belongs to one *source* (a digit, a photo's scene group, a video segment) and every
 source to one split (train / val / test, seeded 60/20/20); a pair never crosses splits. Each
@@ -91,6 +100,19 @@ class Recipe:
     cctv_segment: int = 40
     cctv_anchor_step: int = 2
     cctv_min_gap: int = 8
+    #: CCTV pair labels: "scene" (by what changed between the frames, ``scene_change``) or
+    #: "gap" (by time: consecutive = copy, far apart = not)
+    cctv_labels: str = "scene"
+    #: "scene": a copy when the solid changed share < cctv_static_max and the changed share
+    #: (noise, edges of shaken pixels) < cctv_noise_max; not a copy when the solid changed share
+    #: >= cctv_changed_min; in between: left out
+    cctv_static_max: float = 0.005
+    cctv_noise_max: float = 0.03
+    cctv_changed_min: float = 0.03
+    #: per anchor also the frames 3 .. 2 + cctv_near later (``near`` / ``near_changed``; labelled
+    #: by ``scene_change`` as above; under "gap" labels: copies): more pairs where something
+    #: entered between two moments of one scene, which adjacent frames rarely show
+    cctv_near: int = 0
     #: many-candidate hard negatives: per photo-set image, its nearest images (by the best of
     #: the global and content-region cosine) among the non-overlapping pictures of its split -
     #: what a search over a large index puts in front of the decision
@@ -347,6 +369,75 @@ def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
 
 
 # -- cctv ------------------------------------------------------------------------------------------
+def _grey(rgb: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    g = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = g.shape
+    k = side / max(h, w)
+    return cv2.resize(g, (max(1, round(w * k)), max(1, round(h * k))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def scene_change(a: np.ndarray, b: np.ndarray, *, side: int = 128, level: float = 30.0,
+                 max_shift: float = 0.1) -> tuple[float, float]:
+    """What changed between two frames of one camera, camera motion left out: (changed, solid).
+
+    ``b``'s ``side``-px grey thumbnail is aligned onto ``a``'s by their global shift (phase
+    correlation; a shift over ``max_shift`` of the side is not trusted and not applied) and a
+    gain / bias fit (refitted without the pixels that changed); ``changed``: the share of the
+    overlap whose residual exceeds ``level``;
+    ``solid``: the same after a 3x3 opening, which removes the one-pixel edges a sub-pixel shake
+    and sensor noise leave - what is left is a region that appeared, vanished or moved (an
+    object entering the scene). Frames of different sizes are compared at ``a``'s size.
+    """
+    import cv2
+
+    ga = _grey(a, side)
+    gb = cv2.resize(_grey(b, side), ga.shape[::-1], interpolation=cv2.INTER_AREA)
+    window = cv2.createHanningWindow(ga.shape[::-1], cv2.CV_32F)
+    # (copies: OpenCV applies the window to its inputs in place)
+    (dx, dy), _ = cv2.phaseCorrelate(ga.copy(), gb.copy(), window)
+    if max(abs(dx), abs(dy)) > max_shift * max(ga.shape):
+        dx = dy = 0.0
+    shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    gb = cv2.warpAffine(gb, shift, ga.shape[::-1], flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REFLECT)
+    m = int(np.ceil(max(abs(dx), abs(dy)))) + 1  # the border the shift exposed
+    pa, pb = ga[m:-m, m:-m].ravel(), gb[m:-m, m:-m].ravel()
+    design = np.stack([pb, np.ones_like(pb)], axis=1)
+    keep = np.ones(len(pa), bool)
+    for _ in range(2):  # refit without what changed: a large object must not bend the fit
+        coef, *_ = np.linalg.lstsq(design[keep], pa[keep], rcond=None)
+        residual = np.abs(pa - design @ coef)
+        keep = residual <= level
+        if keep.sum() < 0.5 * len(pa):
+            break
+    mask = (residual > level).reshape(ga[m:-m, m:-m].shape).astype(np.uint8)
+    solid = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return float(mask.mean()), float(solid.mean())
+
+
+def cctv_label(r: Recipe, a: np.ndarray, b: np.ndarray, by_gap: int) -> int | None:
+    """The label of a pair of two different frames: ``by_gap`` (1 consecutive, 0 far apart)
+    under ``cctv_labels="gap"``; else 1 / 0 by ``scene_change``, None when it is ambiguous."""
+    if r.cctv_labels == "gap":
+        return by_gap
+    if r.cctv_labels != "scene":
+        raise ValueError(f"unknown cctv_labels {r.cctv_labels!r} (scene, gap)")
+    changed, solid = scene_change(a, b)
+    if solid >= r.cctv_changed_min:
+        return 0
+    if solid < r.cctv_static_max and changed < r.cctv_noise_max:
+        return 1
+    return None
+
+
+_KIND = {("consecutive", 1): "consecutive", ("consecutive", 0): "consecutive_changed",
+         ("near", 1): "near", ("near", 0): "near_changed",
+         ("far_apart", 0): "far_apart", ("far_apart", 1): "far_apart_static"}
+
+
 def build_cctv(r: Recipe) -> PairSet:
     paths = video_paths()
     paths.pop("vtest", None)  # kept for independent checks (shared/data.md)
@@ -357,11 +448,17 @@ def build_cctv(r: Recipe) -> PairSet:
     seg = r.cctv_segment
     segments = [(n, s) for n, fr in videos.items() for s in range(len(fr) // seg)]
     split_of = split_groups([f"{n}#{s}" for n, s in segments], seed=r.seed)
-    ps = PairSet("cctv", info={"videos": {n: len(f) for n, f in videos.items()}})
+    ps = PairSet("cctv", info={"videos": {n: len(f) for n, f in videos.items()},
+                               "labels": r.cctv_labels, "left_out_ambiguous": {}})
+    left_out = ps.info["left_out_ambiguous"]
     for name, s in segments:
         frames, source = videos[name], f"{name}#{s}"
         sp, fam = split_of[source], f"video:{name}"
         lo, hi = s * seg, (s + 1) * seg
+
+        def add(rgb: np.ndarray, source=source, sp=sp, fam=fam) -> int:
+            return ps.add(rgb, source=source, family=fam, split=sp)
+
         for t in range(lo, hi - r.cctv_min_gap, r.cctv_anchor_step):
             a = _fit_even(frames[t], 384)
             nxt = _fit_even(frames[t + 1], 384)
@@ -371,23 +468,34 @@ def build_cctv(r: Recipe) -> PairSet:
             pos_ok = thumb_change(a, nxt) < 0.2
             if not pos_ok and later is None:
                 continue
-            ia = ps.add(a, source=source, family=fam, split=sp)
+            others = []  # (frame, label by time, sampled as)
             if pos_ok:
-                ps.pair(ia, ps.add(nxt, source=source, family=fam, split=sp), 1, "consecutive")
+                others.append((nxt, 1, "consecutive"))
                 two = _fit_even(frames[t + 2], 384)
                 if thumb_change(a, two) < 0.2:
-                    ps.pair(ia, ps.add(two, source=source, family=fam, split=sp), 1,
-                            "consecutive")
-            if name in alt and t < len(alt[name]):
-                ic = ps.add(_fit_even(alt[name][t], 384), source=source, family=fam, split=sp)
-                ps.pair(ia, ic, 1, "re_encoded")
+                    others.append((two, 1, "consecutive"))
+            for gap in range(3, 3 + r.cctv_near):
+                if t + gap < min(hi, t + r.cctv_min_gap):
+                    others.append((_fit_even(frames[t + gap], 384), 1, "near"))
             if later is not None:
-                ib = ps.add(_fit_even(frames[later], 384), source=source, family=fam, split=sp)
-                ps.pair(ia, ib, 0, "far_apart")
+                others.append((_fit_even(frames[later], 384), 0, "far_apart"))
                 if len(changed) > 2:  # and the first changed frame (a moment later)
-                    ic = ps.add(_fit_even(frames[changed[0]], 384), source=source, family=fam,
-                                split=sp)
-                    ps.pair(ia, ic, 0, "far_apart")
+                    others.append((_fit_even(frames[changed[0]], 384), 0, "far_apart"))
+            labelled = []
+            for rgb, by_gap, sampled in others:
+                label = cctv_label(r, a, rgb, by_gap)
+                if label is None:
+                    left_out[sampled] = left_out.get(sampled, 0) + 1
+                else:
+                    labelled.append((rgb, label, _KIND[sampled, label]))
+            has_alt = name in alt and t < len(alt[name])
+            if not labelled and not has_alt:
+                continue
+            ia = add(a)
+            for rgb, label, kind in labelled:
+                ps.pair(ia, add(rgb), label, kind)
+            if has_alt:
+                ps.pair(ia, add(_fit_even(alt[name][t], 384)), 1, "re_encoded")
     return ps
 
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from dupstream.lab import decision_train as T
-from dupstream.lab.decision_data import Recipe, build_cctv, build_digits
+from dupstream.lab.decision_data import (
+    Recipe,
+    build_cctv,
+    build_digits,
+    cctv_label,
+    scene_change,
+)
 from dupstream.workers.learned import LearnedModel
 from dupstream.workers.pairfeatures import NAMES
 
@@ -43,7 +49,45 @@ def test_cctv_pairs_leave_vtest_out():
     ps = build_cctv(Recipe(cctv_frames=90, cctv_segment=30, cctv_anchor_step=6))
     _check_splits(ps)
     assert ps.pairs and not any("vtest" in f for f in ps.family)
-    assert {p[3] for p in ps.pairs} <= {"consecutive", "re_encoded", "far_apart"}
+    kinds = {"consecutive", "consecutive_changed", "re_encoded", "far_apart", "far_apart_static"}
+    assert {p[3] for p in ps.pairs} <= kinds
+    for a, b, label, kind in ps.pairs:  # scene labels: the label is what the frames show
+        if kind != "re_encoded":
+            assert label == cctv_label(Recipe(), ps.rgbs[a], ps.rgbs[b], -1)
+    gap = build_cctv(Recipe(cctv_frames=90, cctv_segment=30, cctv_anchor_step=6,
+                            cctv_labels="gap"))
+    assert {(p[3], p[2]) for p in gap.pairs} <= {("consecutive", 1), ("re_encoded", 1),
+                                                  ("far_apart", 0)}
+
+
+def _scene(seed=0, size=(240, 320)):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.uniform(0, 255, size).astype(np.float32), (0, 0), 3)
+    g = (g - g.min()) / (g.max() - g.min()) * 255
+    return np.repeat(g[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def test_scene_change_leaves_camera_shake_out_and_sees_an_object_enter():
+    frame = _scene()
+    rng = np.random.default_rng(1)
+    shaken = np.roll(frame, (3, -2), axis=(0, 1))  # the camera moved a little
+    shaken = np.clip(shaken.astype(int) + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
+    changed, solid = scene_change(frame, shaken)
+    assert solid < 0.005 and changed < 0.03
+    assert cctv_label(Recipe(), frame, shaken, 0) == 1  # far apart in time, nothing happened
+    entered = shaken.copy()
+    entered[150:230, 250:320] = (20, 20, 30)  # a car drives in at the edge (~7 % of the frame)
+    changed, solid = scene_change(frame, entered)
+    assert solid >= 0.05
+    assert cctv_label(Recipe(), frame, entered, 1) == 0  # the next frame, but not a copy
+    assert cctv_label(Recipe(cctv_labels="gap"), frame, entered, 1) == 1
+    small = shaken.copy()
+    small[100:124, 100:140] = 255  # a small change (~1.7 %): neither static nor changed
+    assert cctv_label(Recipe(), frame, small, 1) is None
+    with pytest.raises(ValueError):
+        cctv_label(Recipe(cctv_labels="time"), frame, shaken, 1)
 
 
 def _table(n=900, seed=0):
