@@ -19,6 +19,10 @@ CHANGE_REL = 0.6
 NCC_WIN = 9
 NCC_MIN_VAR = 25.0
 CHANGE_NCC = 0.5
+#: the residual is measured over the unchanged textured pixels when they make at least half of
+#: the textured ones or this share of the overlap (a pasted object on a low-contrast picture
+#: holds most of its texture)
+KEPT_MIN = 0.02
 #: changed components smaller than this share of the overlap are noise
 MIN_REGION = 0.004
 #: parallax: dense flow between the aligned images is measured on images at least this size
@@ -122,15 +126,21 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     if tex_in.sum() >= 16:
         # the residual is the misregistration of what did not change: a pasted, highly
         # textured object must not dominate it (it is counted in the changed area); where
-        # most of the structure changed, the residual is over all of it
+        # most of the structure changed and what is left is a sliver (< KEPT_MIN of the
+        # overlap), the residual is over all of it
         kept = tex_in & ~changed
-        pool = kept if kept.sum() >= max(16, 0.5 * tex_in.sum()) else tex_in
+        enough = max(16.0, min(0.5 * tex_in.sum(), KEPT_MIN * inner.sum()))
+        pool = kept if kept.sum() >= enough else tex_in
         residual = 1.0 - float(np.median(ncc[pool]))
     else:  # flat overlap: fall back on the photometric residual
         residual = photometric
     n_in = float(inner.sum())
     boxes, largest = _regions(changed, n_in, qshape)
-    plx, refit = parallax(q, r, inner, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)
+    # the motion left after alignment is measured where nothing changed: a pasted object or a
+    # caption band (counted in the changed area) is no parallax of the picture
+    still = inner & ~changed
+    flow_in = still if still.sum() >= 0.5 * inner.sum() else inner
+    plx, refit = parallax(q, r, flow_in, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)
     if refine and refit is not None and _moved(m, refit, qshape, rshape) > REFINE_PX:
         better = diff_map(query, ref, refit, picture, refine=False)
         if better.residual <= residual and better.parallax <= plx:

@@ -132,7 +132,7 @@ def mirror_matrix(width: int) -> np.ndarray:
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _matches(q: Keypoints, r: Keypoints) -> tuple[np.ndarray, np.ndarray]:
+def ratio_matches(q: Keypoints, r: Keypoints) -> tuple[np.ndarray, np.ndarray]:
     """Ratio-test matches as (reference points, query points)."""
     empty = np.zeros((0, 2), np.float32)
     if q.desc is None or r.desc is None or len(q.pts) < 2 or len(r.pts) < 2:
@@ -176,7 +176,7 @@ def sparse_fit(kq: Keypoints, r: Keypoints, qshape: tuple[int, int], *, flip: bo
     """Robust fit of the reference onto the query; with ``flip``, ``kq`` are the keypoints of
     the left-right mirrored query and the mirror is composed back into the model."""
     thresh = REPROJ_PX * max(qshape) / 256.0
-    src, dst = _matches(kq, r)
+    src, dst = ratio_matches(kq, r)
     fit = _fit(src, dst, thresh)
     if fit is None:
         return None

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from dupstream.workers.diffmap import DiffMap, diff_map
+from dupstream.workers.diffmap import DiffMap, diff_map, overlap_masks
 from dupstream.workers.objectmatch import match_objects
 from dupstream.workers.regions import content_box
 from dupstream.workers.register import (
     MIN_INLIERS,
+    REPROJ_PX,
     Keypoints,
     PixelMemo,
     SparseFit,
@@ -28,6 +29,7 @@ from dupstream.workers.register import (
     dense_fit,
     keypoints,
     keypoints_sift,
+    ratio_matches,
     sparse_fit,
 )
 
@@ -51,6 +53,12 @@ MIN_OVERLAP = 0.04
 #: frame (an overlay trap whose frame hides the picture's edges), not an edit: captions,
 #: watermarks and pasted objects measured <= 0.15
 MAX_REGION = 0.2
+#: the picture mask (content_box) is the one the reference registers onto when the reference
+#: covers at least this share of it
+PICTURE_COVER = 0.5
+#: the zoomed sparse pass (``_zoomed``) runs where the reference covers at most this share
+#: of the query thumb (else the crop is the query again)
+ZOOM_MAX_OVERLAP = 0.8
 #: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
 MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
@@ -63,6 +71,10 @@ DENSE_MAX_KEYPOINTS = 80
 #: the SIFT fallback runs on thumbnails at least this size on their shorter side
 SIFT_MIN_SIDE = 64
 DENSE_MIN_INLIERS = 4
+#: a verified dense alignment needs CORROBORATE_MIN of the feature matches to agree with it
+#: where there are CORROBORATE_MATCHES or more (``_uncorroborated``)
+CORROBORATE_MATCHES = 5
+CORROBORATE_MIN = 3
 MAX_CHANGED_DENSE = 0.3
 MAX_ANISOTROPY = 1.3
 #: same_scene: many matches spread over the picture that fit a loose homography
@@ -274,9 +286,23 @@ def _scale_ok(m: np.ndarray) -> bool:
     return SCALE_RANGE[0] <= s <= SCALE_RANGE[1]
 
 
+def _picture_under(picture: np.ndarray, m: np.ndarray, rshape: tuple[int, int]) -> np.ndarray:
+    """The query's picture mask, or all of the query where the reference lands mostly outside
+    it: ``content_box`` then found another block of the frame (a screenshot's side bar), not
+    the picture the reference registers onto. An overlay trap's reference (framed as well)
+    covers the whole picture, so its mask stays."""
+    if picture.all():
+        return picture
+    cover = overlap_masks(m, picture.shape, rshape)[0]
+    if (cover & picture).sum() >= PICTURE_COVER * picture.sum():
+        return picture
+    return np.ones_like(picture)
+
+
 def _sparse(q: np.ndarray, r: np.ndarray, fit: SparseFit, picture: np.ndarray,
             kq: Keypoints) -> Registration:
     qshape, rshape = q.shape[:2], r.shape[:2]
+    picture = _picture_under(picture, fit.matrix, rshape)
     dm = diff_map(q, r, fit.matrix, picture)
     support = spread(fit.dst[fit.inlier], dm.overlap & picture, kq.pts)
     content = (support >= MIN_SUPPORT and dm.residual <= MAX_RESIDUAL
@@ -314,6 +340,50 @@ def _sparse_pass(q: np.ndarray, r: np.ndarray, picture: np.ndarray, kq: Keypoint
                 reg.same_scene == sparse_reg.same_scene and reg.inliers > sparse_reg.inliers):
             sparse_reg = reg
     return best_fit, sparse_reg
+
+
+def _support_only(reg: Registration | None) -> bool:
+    """A sparse registration that failed on the support alone: the picture registers (small
+    residual, little changed, no parallax) but its inliers are few and bunched - a picture
+    small in its frame (a screenshot) gets few of the query's features."""
+    return (reg is not None and not reg.verified and reg.method == "sparse"
+            and reg.inliers >= MIN_INLIERS and reg.support < MIN_SUPPORT
+            and reg.residual <= MAX_RESIDUAL and reg.changed_area <= MAX_CHANGED
+            and reg.largest_change <= MAX_REGION and reg.overlap_query >= MIN_OVERLAP
+            and reg.overlap_query <= ZOOM_MAX_OVERLAP and reg.parallax <= MAX_PARALLAX)
+
+
+def _zoomed(q: np.ndarray, r: np.ndarray, reg: Registration, picture: np.ndarray,
+            kq: Keypoints, kr: Keypoints) -> Registration | None:
+    """The sparse fit again on the query cropped to where ``reg`` puts the reference and
+    enlarged to REG_SIDE: the picture's own features at the reference's scale. The support is
+    then counted with these inliers (mapped back to the query thumb)."""
+    m = np.asarray(reg.matrix, np.float64).reshape(3, 3)
+    h, w = r.shape[:2]
+    c = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ m.T
+    c = c[:, :2] / c[:, 2:3]
+    qh, qw = q.shape[:2]
+    x0, y0 = (max(0, int(np.floor(v)) - 2) for v in c.min(0))
+    x1, y1 = min(qw, int(np.ceil(c[:, 0].max())) + 2), min(qh, int(np.ceil(c[:, 1].max())) + 2)
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    f = max(1.0, REG_SIDE / max(x1 - x0, y1 - y0))
+    crop = q[y0:y1, x0:x1]
+    if reg.flip:
+        crop = crop[:, ::-1]
+    zoom = np.ascontiguousarray(crop)
+    if f > 1.0:
+        zoom = cv2.resize(zoom, (round((x1 - x0) * f), round((y1 - y0) * f)),
+                          interpolation=cv2.INTER_CUBIC)
+    fit = sparse_fit(keypoints(zoom), kr, zoom.shape[:2], flip=reg.flip)
+    if fit is None or fit.inliers < MIN_INLIERS:
+        return None
+    back = np.array([[1 / f, 0.0, x0], [0.0, 1 / f, y0], [0.0, 0.0, 1.0]])
+    dst = fit.dst.astype(np.float64) / f + [x0, y0]
+    full = SparseFit(back @ fit.matrix, fit.src, dst.astype(np.float32), fit.inlier, fit.flip)
+    if not _scale_ok(full.matrix):
+        return None
+    return _sparse(q, r, full, picture, kq)
 
 
 def register(query: np.ndarray, reference: np.ndarray, *,
@@ -354,6 +424,10 @@ def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True) ->
             return sreg
         if sfit is not None and (best_fit is None or sfit.inliers > best_fit.inliers):
             best_fit, sparse_reg, kq = sfit, sreg, sq
+    if _support_only(sparse_reg):
+        zreg = _zoomed(q, r, sparse_reg, picture, kq, kr)
+        if zreg is not None and zreg.verified:
+            return zreg
     fit = best_fit
     if sparse_reg is not None and (sparse_reg.same_scene or sparse_reg.inliers >= 3 * MIN_INLIERS):
         return sparse_reg
@@ -371,11 +445,47 @@ def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True) ->
     if weak:
         inits.insert(0, fit.matrix)
     reg = _dense(q, r, inits, picture, n_matches, same_scene=same_scene)
+    if reg is not None and reg.verified and _uncorroborated(q, r, reg, sift=sift):
+        reg = replace(reg, verified=False, support=0.0,
+                      notes=(*reg.notes, "dense fit contradicted by the feature matches"))
     if reg is None:
         return sparse_reg or _none(qshape, rshape, same_scene, n_matches)
     if not reg.verified and sparse_reg is not None:
         return sparse_reg
     return reg
+
+
+def _agreeing(q: np.ndarray, r: np.ndarray, m: np.ndarray, flip: bool, find
+              ) -> tuple[int, int]:
+    """(ratio-test matches of the detector ``find`` that the model ``m`` maps within the
+    sparse fit's reprojection threshold, all of them); the query mirrored when ``m`` is."""
+    kq = find(np.ascontiguousarray(q[:, ::-1])) if flip else find(q)
+    src, dst = ratio_matches(kq, find(r))
+    if len(src) == 0:
+        return 0, 0
+    if flip:
+        dst = dst.copy()
+        dst[:, 0] = q.shape[1] - 1.0 - dst[:, 0]
+    p = np.hstack([src.astype(np.float64), np.ones((len(src), 1))]) @ m.T
+    err = np.linalg.norm(p[:, :2] / p[:, 2:3] - dst, axis=1)
+    return int((err < REPROJ_PX * max(q.shape[:2]) / 256.0).sum()), len(src)
+
+
+def _uncorroborated(q: np.ndarray, r: np.ndarray, reg: Registration, *, sift: bool) -> bool:
+    """A dense alignment that the local features contradict: of CORROBORATE_MATCHES or more
+    ratio-test matches (ORB, and SIFT where the caller allows it), fewer than
+    CORROBORATE_MIN agree with it. Two tiles of one low-contrast photo (a retina's rim, a
+    texture) align on their shared edge or statistics; a copy's few matches agree with its
+    alignment. Digits and flat pictures have too few matches to judge: not vetoed."""
+    if min(*q.shape[:2], *r.shape[:2]) < SIFT_MIN_SIDE:
+        return False
+    m = np.asarray(reg.matrix, np.float64).reshape(3, 3)
+    finds = (keypoints, keypoints_sift) if sift else (keypoints,)
+    agree = total = 0
+    for find in finds:
+        a, n = _agreeing(q, r, m, reg.flip, find)
+        agree, total = agree + a, total + n
+    return total >= CORROBORATE_MATCHES and agree < CORROBORATE_MIN
 
 
 def _dense(q: np.ndarray, r: np.ndarray, inits: list[np.ndarray], picture: np.ndarray,
