@@ -230,20 +230,40 @@ def _similar(qf: np.ndarray, rf: np.ndarray, w: np.ndarray) -> tuple[np.ndarray,
     size = (max(4, round(img.shape[1] / s)), max(4, round(img.shape[0] / s)))
     small = cv2.resize(img, size, interpolation=cv2.INTER_AREA if s > 1 else cv2.INTER_LINEAR)
     sx, sy = img.shape[1] / size[0], img.shape[0] / size[1]
-    e0 = np.hstack([rot, (t / s)[:, None]])
-    out = _ecc(qf, small, e0, cv2.MOTION_EUCLIDEAN)
+    e0 = np.vstack([np.hstack([rot, (t / s)[:, None]]), [0.0, 0.0, 1.0]])
+    # the Euclidean ECC diverges (NaN) from a start turned by more than ~90 degrees: the
+    # rescaled reference is turned by the nearest quarter turn first (exact), so that what
+    # is left for the ECC is within 45 degrees
+    quarter = round(float(np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))) / 90.0) % 4
+    small, turn = _quarter_turn(small, quarter)
+    out = _ecc(qf, small, (turn @ e0)[:2], cv2.MOTION_EUCLIDEAN)
     if out is None:
         return None
     cc, e = out
-    q2r = np.linalg.inv(flip) @ np.diag([sx, sy, 1.0]) @ np.vstack([e, [0.0, 0.0, 1.0]])
+    e = np.linalg.inv(turn) @ np.vstack([e, [0.0, 0.0, 1.0]])
+    q2r = np.linalg.inv(flip) @ np.diag([sx, sy, 1.0]) @ e
     return q2r, cc
 
 
-def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
-              ) -> tuple[np.ndarray, float] | None:
+def _quarter_turn(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.rot90(img, k)`` and the 3x3 map of pixel coordinates (x, y) of ``img`` to the
+    turned image's."""
+    m = np.eye(3)
+    out = img
+    for _ in range(k % 4):
+        w = out.shape[1]
+        m = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0], [0.0, 0.0, 1.0]]) @ m
+        out = np.rot90(out)
+    return np.ascontiguousarray(out), m
+
+
+def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray],
+              direct: list[np.ndarray] = ()) -> tuple[np.ndarray, float] | None:
     """ECC of the reference onto the query from each initial reference->query model: affine
-    first, then constrained to the nearest similarity (``_similar``). Returns the best model
-    (reference -> query, thumb pixels) and its correlation coefficient."""
+    first, then constrained to the nearest similarity (``_similar``); from the ``direct``
+    starts (already near: ``rotated_inits``) the affine ECC on the sharp images, then the
+    similarity, tried first - the blurred affine stage drifts on flat pictures. Returns the
+    best model (reference -> query, thumb pixels) and its correlation coefficient."""
     big, small = max(*query.shape, *ref.shape), min(max(query.shape), max(ref.shape))
     f = min(DENSE_MAX_SIDE / big, max(1.0, DENSE_MIN_SIDE / max(1, small)))
     qf = _rescale(query, f).astype(np.float32)
@@ -253,15 +273,20 @@ def dense_fit(query: np.ndarray, ref: np.ndarray, inits: list[np.ndarray]
     qb = cv2.GaussianBlur(qf, (0, 0), sig)
     rb = cv2.GaussianBlur(rf, (0, 0), sig)
     best: tuple[np.ndarray, float] | None = None
-    for init in inits:
+    starts = [(m, True) for m in direct] + [(m, False) for m in inits]
+    for init, exact in starts:
         if abs(np.linalg.det(init[:2, :2])) < 1e-6:
             continue
         # ECC warps the input (reference) into the template (query): it wants query -> reference
         m0 = np.linalg.inv(_scale(f) @ init @ _scale(1.0 / f))[:2]
-        aff = _ecc(qb, rb, m0, cv2.MOTION_AFFINE)
-        if aff is None:
-            continue
-        sim = _similar(qf, rf, aff[1])
+        if exact:  # the scale from the affine ECC on the sharp images (Euclidean keeps it)
+            aff = _ecc(qf, rf, m0, cv2.MOTION_AFFINE)
+            sim = _similar(qf, rf, m0 if aff is None else aff[1])
+        else:
+            aff = _ecc(qb, rb, m0, cv2.MOTION_AFFINE)
+            if aff is None:
+                continue
+            sim = _similar(qf, rf, aff[1])
         if sim is None:
             continue
         q2r, cc = sim
@@ -290,3 +315,54 @@ def centred_inits(query: np.ndarray, ref: np.ndarray) -> list[np.ndarray]:
     c = t.copy()
     c[:2, 2] = _centroid(query) - s * _centroid(ref)
     return [c, t, mirror_matrix(qshape[1]) @ t]
+
+
+#: a rotated picture on a solid fill: the corners agree within this many grey levels, and a
+#: pixel is the picture where it differs from the fill by more than FILL_TOL
+FILL_CORNER_TOL = 6.0
+FILL_TOL = 10.0
+#: the picture's rectangle is turned by at least this many degrees off the axes, fills at
+#: least ROTATED_FILLED of it, and the query thumb is at least ROTATED_MIN_SIDE px
+ROTATED_MIN_DEG = 2.0
+ROTATED_FILLED = 0.9
+ROTATED_MIN_SIDE = 64
+
+
+def rotated_inits(query: np.ndarray, ref: np.ndarray) -> list[np.ndarray]:
+    """Where the query is a picture turned by an arbitrary angle on a solid fill (its four
+    corners one colour, the picture a turned rectangle): the reference fitted onto that
+    rectangle at each of its four orientations (angle + k 90 degrees). Empty otherwise. The
+    dense alignment's basin does not reach a turn of tens of degrees from the centred starts."""
+    q = np.asarray(query, np.float32)
+    h, w = q.shape[:2]
+    if min(h, w) < ROTATED_MIN_SIDE:
+        return []
+    k = max(1, min(h, w) // 32)
+    corners = np.array([q[:k, :k].mean(), q[:k, -k:].mean(), q[-k:, :k].mean(),
+                        q[-k:, -k:].mean()])
+    if corners.max() - corners.min() > FILL_CORNER_TOL:
+        return []
+    mask = (np.abs(q - float(np.median(corners))) > FILL_TOL).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return []
+    big = max(contours, key=cv2.contourArea)
+    (cx, cy), (rw, rh), _ = rect = cv2.minAreaRect(big)
+    # a turned photo fills its rectangle; a drawing on a plain ground (a digit) does not
+    if rw * rh < 0.1 * h * w or cv2.contourArea(big) < ROTATED_FILLED * rw * rh:
+        return []
+    p = cv2.boxPoints(rect)
+    phi = float(np.degrees(np.arctan2(p[1, 1] - p[0, 1], p[1, 0] - p[0, 0])))
+    off = abs((phi + 45.0) % 90.0 - 45.0)
+    if off < ROTATED_MIN_DEG:
+        return []
+    s = float(np.sqrt(rw * rh / (ref.shape[0] * ref.shape[1])))
+    rc = np.array([ref.shape[1] / 2.0, ref.shape[0] / 2.0])
+    out = []
+    for turn in range(4):
+        a = np.radians(phi + 90.0 * turn)
+        lin = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        t = np.array([cx, cy]) - lin @ rc
+        out.append(np.vstack([np.hstack([lin, t[:, None]]), [0.0, 0.0, 1.0]]))
+    return out

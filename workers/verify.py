@@ -30,6 +30,7 @@ from dupstream.workers.register import (
     keypoints,
     keypoints_sift,
     ratio_matches,
+    rotated_inits,
     sparse_fit,
 )
 
@@ -65,6 +66,8 @@ SCALE_RANGE = (1 / 8, 8.0)
 #: dense (ECC) path: correlation after alignment, and the tighter residual it must reach
 MIN_ECC = 0.98
 MAX_RESIDUAL_DENSE = 0.2
+#: ... and the correlation it must reach from a turned picture's rectangle (``rotated_inits``)
+MIN_ECC_TURNED = 0.9
 #: dense alignment runs when sparse features are too few: a thumb with fewer keypoints than
 #: this (flat scene), a tiny image, or a sparse fit with a handful of inliers
 DENSE_MAX_KEYPOINTS = 80
@@ -444,7 +447,9 @@ def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True) ->
     inits = centred_inits(q, r) if featureless else []
     if weak:
         inits.insert(0, fit.matrix)
-    reg = _dense(q, r, inits, picture, n_matches, same_scene=same_scene)
+    # a picture turned on a solid fill: starts at its rectangle's four orientations, first
+    reg = _dense(q, r, inits, picture, n_matches, same_scene=same_scene,
+                 direct=rotated_inits(q, r))
     if reg is not None and reg.verified and _uncorroborated(q, r, reg, sift=sift):
         reg = replace(reg, verified=False, support=0.0,
                       notes=(*reg.notes, "dense fit contradicted by the feature matches"))
@@ -489,16 +494,23 @@ def _uncorroborated(q: np.ndarray, r: np.ndarray, reg: Registration, *, sift: bo
 
 
 def _dense(q: np.ndarray, r: np.ndarray, inits: list[np.ndarray], picture: np.ndarray,
-           n_matches: int, *, same_scene: bool) -> Registration | None:
-    """ECC from ``inits`` and every dense check; None when no alignment converged."""
+           n_matches: int, *, same_scene: bool, direct: list[np.ndarray] = ()
+           ) -> Registration | None:
+    """ECC from ``inits`` (and ``direct`` starts, see ``dense_fit``) and every dense check;
+    None when no alignment converged."""
     qshape, rshape = q.shape[:2], r.shape[:2]
-    dense = dense_fit(q, r, inits)
+    # from a turned picture's own rectangle the alignment is already near: a flat picture's
+    # correlation, noise-bound, is then enough at MIN_ECC_TURNED
+    dense = dense_fit(q, r, [], direct) if len(direct) else None
+    min_ecc = MIN_ECC_TURNED
+    if dense is None or dense[1] < MIN_ECC_TURNED:
+        dense, min_ecc = dense_fit(q, r, inits), MIN_ECC
     if dense is None:
         return None
     m, cc = dense
     dm = diff_map(q, r, m, picture)
     sv = np.linalg.svd(m[:2, :2], compute_uv=False)
-    ok = (cc >= MIN_ECC and dm.residual <= MAX_RESIDUAL_DENSE
+    ok = (cc >= min_ecc and dm.residual <= MAX_RESIDUAL_DENSE
           and dm.changed_area <= MAX_CHANGED_DENSE and dm.largest_change <= MAX_REGION
           and sv[0] / max(sv[1], 1e-9) <= MAX_ANISOTROPY
           and dm.overlap_query >= MIN_OVERLAP and dm.parallax <= MAX_PARALLAX and _scale_ok(m))

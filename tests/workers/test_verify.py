@@ -273,3 +273,67 @@ def test_same_screenshot_frame_around_different_photos_is_a_trap(photos):
         r = reg(shown(photos[a]), shown(photos[b]))
         assert not r.verified, (a, b, r.evidence())
     assert reg(shown(photos["china"]), photos["china"]).verified
+
+
+def _turned(rgb: np.ndarray, angle: float) -> np.ndarray:
+    return rotate_fill(rgb, angle, fill=(0, 0, 0))[0]
+
+
+@pytest.mark.parametrize("angle", [172.0, 63.0, -128.0])
+def test_flat_picture_turned_with_fill_registers(photos, angle):
+    """A flat (heavily blurred) picture turned by an arbitrary angle on a solid fill: too few
+    features for the sparse fit, and the dense alignment's basin does not reach the turn from
+    the centred starts; it starts from the turned picture's rectangle (``rotated_inits``)."""
+    small = cv2.resize(photos["chelsea"], (240, 180), interpolation=cv2.INTER_AREA)
+    flat = cv2.GaussianBlur(small, (0, 0), 8)
+    query = _turned(flat, angle)
+    r = reg(query, flat)
+    assert r.verified and r.method == "dense" and not r.flip, r.evidence()
+    err = (r.rotation_deg - angle + 180) % 360 - 180
+    assert abs(err) < ANGLE_TOL
+    assert abs(r.scale / thumb_scale(query, flat, 1.0) - 1) < SCALE_TOL
+
+
+@pytest.fixture(scope="module")
+def retina_tiles() -> dict[tuple[int, int], np.ndarray]:
+    """The retrieval bench's tiles of the scikit-image retina (1411 px, 6 x 6 tiles of 235)."""
+    rgb = load_photos(["retina"])["retina"]
+    return {(i, j): rgb[i * 235:(i + 1) * 235, j * 235:(j + 1) * 235]
+            for i in range(6) for j in range(6)}
+
+
+@pytest.mark.parametrize("a, b", [((1, 5), (2, 5)), ((1, 5), (0, 1)), ((0, 4), (1, 5)),
+                                  ((4, 0), (5, 1)), ((1, 0), (1, 5))])
+def test_sibling_tiles_of_a_low_contrast_photo_do_not_verify(retina_tiles, a, b):
+    """Two non-overlapping tiles of one retina photo: orange, few features, each crossed by
+    the rim of the same circle - a dense alignment lines the rims up (correlation > 0.98), but
+    the few feature matches contradict it: a hard negative, not a copy."""
+    r = reg(retina_tiles[a], retina_tiles[b])
+    assert not r.verified, r.evidence()
+
+
+def test_low_contrast_tile_copies_verify(retina_tiles, photos):
+    """...while copies of such a tile verify: mirrored, and with an object pasted onto it (the
+    pasted object holds most of the texture: it is a changed region, not misregistration)."""
+    tile = retina_tiles[(5, 4)]
+    mirrored = reg(np.ascontiguousarray(tile[:, ::-1]), tile)
+    assert mirrored.verified and mirrored.flip, mirrored.evidence()
+    cat = cv2.resize(photos["chelsea"][60:160, 140:240], (60, 60), interpolation=cv2.INTER_AREA)
+    for key in ((3, 5), (1, 3)):
+        base = retina_tiles[key]
+        pasted = base.copy()
+        pasted[60:120, 60:120] = cat
+        r = reg(pasted, base)
+        assert r.verified, (key, r.evidence())
+        assert r.changed_regions and _iou(r.changed_regions[0], (60 / 235, 60 / 235,
+                                                                 120 / 235, 120 / 235)) > 0.6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_desktop_screenshot_verifies(photos, seed):
+    """A desktop screenshot (title bar, side bar of words, the photo at ~45 % scale): the
+    picture registers, whatever block of the frame ``content_box`` picked."""
+    ref = photos["coffee"]
+    query = edits.screenshot_desktop(ref, np.random.default_rng(seed))
+    r = reg(query, ref)
+    assert r.verified, r.evidence()
