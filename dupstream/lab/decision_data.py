@@ -26,8 +26,8 @@ Recipe (``Recipe``; written beside the artefact) - only the sources in ``shared/
   (``cctv_changed_min``), and left out in between (ambiguous); a consecutive pair where something
   entered is ``consecutive_changed`` (not a copy), a far pair where nothing changed
   ``far_apart_static`` (a copy). ``"gap"``: by time alone (consecutive = copy, far = not; the
-  rule of dm-f4b26d84, under which 28 of its 32 CCTV test errors were pairs whose frames say
-  otherwise or nothing clear).
+  rule of dm-f4b26d84: 18 of its 32 CCTV test errors were pairs whose frames say otherwise (2)
+  or nothing clear (16), and far pairs were the first frame past a 2 % thumbnail change).
 
 Every image belongs to one *source* (a digit, a photo's scene group, a video segment) and every
 source to one split (train / val / test, seeded 60/20/20); a pair never crosses splits. Each
