@@ -20,9 +20,12 @@ NCC_WIN = 9
 NCC_MIN_VAR = 25.0
 CHANGE_NCC = 0.5
 #: the residual is measured over the unchanged textured pixels when they make at least half of
-#: the textured ones or this share of the overlap (a pasted object on a low-contrast picture
-#: holds most of its texture)
+#: the textured ones, or this share of the overlap where at most EDIT_MAX_CHANGED of it changed
+#: (a pasted object on a low-contrast picture holds most of its texture)
 KEPT_MIN = 0.02
+#: changed pixels are set aside (residual, parallax) only up to this share of the overlap: a
+#: caption, watermark or pasted object; more is another picture or another moment
+EDIT_MAX_CHANGED = 0.2
 #: changed components smaller than this share of the overlap are noise
 MIN_REGION = 0.004
 #: parallax: dense flow between the aligned images is measured on images at least this size
@@ -129,7 +132,9 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
         # most of the structure changed and what is left is a sliver (< KEPT_MIN of the
         # overlap), the residual is over all of it
         kept = tex_in & ~changed
-        enough = max(16.0, min(0.5 * tex_in.sum(), KEPT_MIN * inner.sum()))
+        edit = changed.sum() <= EDIT_MAX_CHANGED * inner.sum()
+        enough = max(16.0, min(0.5 * tex_in.sum(), KEPT_MIN * inner.sum()) if edit
+                     else 0.5 * tex_in.sum())
         pool = kept if kept.sum() >= enough else tex_in
         residual = 1.0 - float(np.median(ncc[pool]))
     else:  # flat overlap: fall back on the photometric residual
@@ -139,7 +144,7 @@ def diff_map(query: np.ndarray, ref: np.ndarray, m: np.ndarray,
     # the motion left after alignment is measured where nothing changed: a pasted object or a
     # caption band (counted in the changed area) is no parallax of the picture
     still = inner & ~changed
-    flow_in = still if still.sum() >= 0.5 * inner.sum() else inner
+    flow_in = still if changed.sum() <= EDIT_MAX_CHANGED * inner.sum() else inner
     plx, refit = parallax(q, r, flow_in, m) if min(qshape) >= FLOW_MIN_SIDE else (0.0, None)
     if refine and refit is not None and _moved(m, refit, qshape, rshape) > REFINE_PX:
         better = diff_map(query, ref, refit, picture, refine=False)

@@ -60,6 +60,9 @@ PICTURE_COVER = 0.5
 #: the zoomed sparse pass (``_zoomed``) runs where the reference covers at most this share
 #: of the query thumb (else the crop is the query again)
 ZOOM_MAX_OVERLAP = 0.8
+#: ... and where the picture registers cleanly (a periodic pattern - a grid's tiles - matches
+#: its neighbour loosely: ~20 % changed)
+ZOOM_MAX_CHANGED = 0.1
 #: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
 MAX_PARALLAX = 0.8
 SCALE_RANGE = (1 / 8, 8.0)
@@ -346,12 +349,12 @@ def _sparse_pass(q: np.ndarray, r: np.ndarray, picture: np.ndarray, kq: Keypoint
 
 
 def _support_only(reg: Registration | None) -> bool:
-    """A sparse registration that failed on the support alone: the picture registers (small
-    residual, little changed, no parallax) but its inliers are few and bunched - a picture
+    """A sparse registration that failed on the support alone: the picture registers cleanly
+    (small residual, little changed, no parallax) but its inliers are few and bunched - a picture
     small in its frame (a screenshot) gets few of the query's features."""
     return (reg is not None and not reg.verified and reg.method == "sparse"
             and reg.inliers >= MIN_INLIERS and reg.support < MIN_SUPPORT
-            and reg.residual <= MAX_RESIDUAL and reg.changed_area <= MAX_CHANGED
+            and reg.residual <= MAX_RESIDUAL and reg.changed_area <= ZOOM_MAX_CHANGED
             and reg.largest_change <= MAX_REGION and reg.overlap_query >= MIN_OVERLAP
             and reg.overlap_query <= ZOOM_MAX_OVERLAP and reg.parallax <= MAX_PARALLAX)
 
