@@ -23,11 +23,16 @@ Recipe (``Recipe``; written beside the artefact) - only the sources in ``shared/
   moving breaks the duplicate; camera shake, noise and re-encoding do not): ``scene_change`` after
   the camera's global shift is compensated; a pair is a copy when nothing solid changed
   (``cctv_static_max``, ``cctv_noise_max``), not a copy when a solid region did
-  (``cctv_changed_min``), and left out in between (ambiguous); a consecutive pair where something
+  (``cctv_changed_min``), and ambiguous in between; a consecutive pair where something
   entered is ``consecutive_changed`` (not a copy), a far pair where nothing changed
-  ``far_apart_static`` (a copy). ``"gap"``: by time alone (consecutive = copy, far = not; the
-  rule of dm-f4b26d84: 18 of its 32 CCTV test errors were pairs whose frames say otherwise (2)
-  or nothing clear (16), and far pairs were the first frame past a 2 % thumbnail change).
+  ``far_apart_static`` (a copy). Every CCTV pair is kept with both labels: ``gap_label`` (by time:
+  1 consecutive / near / re-encoded, 0 far apart - issue 13's definition, for its CCTV metric)
+  and ``scene_label`` (1 / 0 / -1 ambiguous); ``label`` is the one ``cctv_labels`` trains on, -1
+  for an ambiguous pair (kind ``<sampled>_ambiguous``, ``train_ok`` False): it is never fitted,
+  calibrated or used for cut-offs, only scored by the time rule. ``"gap"``: by time alone
+  (consecutive = copy, far = not; the rule of dm-f4b26d84: 18 of its 32 CCTV test errors were
+  pairs whose frames say otherwise (2) or nothing clear (16), and far pairs were the first frame
+  past a 2 % thumbnail change).
 
 Every image belongs to one *source* (a digit, a photo's scene group, a video segment) and every
 source to one split (train / val / test, seeded 60/20/20); a pair never crosses splits. Each
@@ -37,7 +42,8 @@ source also has a *family* (its package: ``mnist``, ``opencv``, ``skimage``, ``d
 Features: each image once through ``FeatureExtractor.extract`` (PNG bytes: the engine's decode
 path), then per pair ``score_pair(query, reference)``, ``verify_pair`` where
 ``DecisionPolicy.needs_verification`` says so, and ``pairfeatures.pair_features`` - exactly what
-the engine computes before deciding (no train / serve skew). Cached as ``.npz`` per set.
+the engine computes before deciding (no train / serve skew). Cached as ``.npz`` per set, keyed by
+the recipe and ``TABLE_FORMAT`` (the table's columns).
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ EXTRA_SKIMAGE = ("hubble_deep_field.jpg", "retina.jpg", "ihc.png", "moon.png", "
                  "text.png")
 #: the held-out family by default: photos from other packages' wheels and Debian's darknet
 HELDOUT = ("darknet", "pip")
+#: the pair table's format, part of the cache key: 2 - every CCTV pair kept (ambiguous ones with
+#: label -1) and the ``gap_label`` / ``scene_label`` / ``sampled`` / ``train_ok`` columns
+TABLE_FORMAT = 2
 
 
 @dataclass
@@ -135,7 +144,9 @@ class Recipe:
     eval_digits: int = 300
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """The cache key: the recipe and the table format (a new format never reads old caches)."""
+        text = json.dumps({**asdict(self), "table_format": TABLE_FORMAT}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -152,6 +163,12 @@ class PairSet:
     #: per image, the picture it shows ("photo|region"; "" where not tracked): images of
     #: overlapping pictures are never paired as nearest negatives
     origin: list[str] = field(default_factory=list)
+    #: per pair (CCTV; -1 elsewhere): the label by time (1 consecutive / near / re-encoded,
+    #: 0 far apart), the label by what the frames show (1 / 0 / -1 ambiguous) and how it was
+    #: sampled (consecutive / near / far_apart / re_encoded; "" elsewhere)
+    gap_label: list[int] = field(default_factory=list)
+    scene_label: list[int] = field(default_factory=list)
+    sampled: list[str] = field(default_factory=list)
 
     def add(self, rgb: np.ndarray, *, source: str, family: str, split: str,
             origin: str = "") -> int:
@@ -162,10 +179,15 @@ class PairSet:
         self.origin.append(origin)
         return len(self.rgbs) - 1
 
-    def pair(self, a: int, b: int, label: int, kind: str) -> None:
+    def pair(self, a: int, b: int, label: int, kind: str, *, gap_label: int = -1,
+             scene_label: int = -1, sampled: str = "") -> None:
+        """A (reference, query) pair; ``label`` -1: not trained on (an ambiguous CCTV pair)."""
         if self.split[a] != self.split[b]:
             raise ValueError(f"pair crosses splits: {self.split[a]} / {self.split[b]}")
         self.pairs.append((a, b, int(label), kind))
+        self.gap_label.append(int(gap_label))
+        self.scene_label.append(int(scene_label))
+        self.sampled.append(sampled)
 
 
 # -- digits ----------------------------------------------------------------------------------------
@@ -425,6 +447,12 @@ def cctv_label(r: Recipe, a: np.ndarray, b: np.ndarray, by_gap: int) -> int | No
         return by_gap
     if r.cctv_labels != "scene":
         raise ValueError(f"unknown cctv_labels {r.cctv_labels!r} (scene, gap)")
+    return scene_label(r, a, b)
+
+
+def scene_label(r: Recipe, a: np.ndarray, b: np.ndarray) -> int | None:
+    """1 (a copy: nothing solid changed), 0 (a solid region changed) or None (ambiguous) by
+    ``scene_change`` and the recipe's thresholds, whatever ``cctv_labels`` trains on."""
     changed, solid = scene_change(a, b)
     if solid >= r.cctv_changed_min:
         return 0
@@ -448,9 +476,11 @@ def build_cctv(r: Recipe) -> PairSet:
     seg = r.cctv_segment
     segments = [(n, s) for n, fr in videos.items() for s in range(len(fr) // seg)]
     split_of = split_groups([f"{n}#{s}" for n, s in segments], seed=r.seed)
+    if r.cctv_labels not in ("scene", "gap"):
+        raise ValueError(f"unknown cctv_labels {r.cctv_labels!r} (scene, gap)")
     ps = PairSet("cctv", info={"videos": {n: len(f) for n, f in videos.items()},
-                               "labels": r.cctv_labels, "left_out_ambiguous": {}})
-    left_out = ps.info["left_out_ambiguous"]
+                               "labels": r.cctv_labels, "ambiguous": {}})
+    ambiguous = ps.info["ambiguous"]  # per sampled kind: kept, label -1, scored by time only
     for name, s in segments:
         frames, source = videos[name], f"{name}#{s}"
         sp, fam = split_of[source], f"video:{name}"
@@ -481,21 +511,20 @@ def build_cctv(r: Recipe) -> PairSet:
                 others.append((_fit_even(frames[later], 384), 0, "far_apart"))
                 if len(changed) > 2:  # and the first changed frame (a moment later)
                     others.append((_fit_even(frames[changed[0]], 384), 0, "far_apart"))
-            labelled = []
-            for rgb, by_gap, sampled in others:
-                label = cctv_label(r, a, rgb, by_gap)
-                if label is None:
-                    left_out[sampled] = left_out.get(sampled, 0) + 1
-                else:
-                    labelled.append((rgb, label, _KIND[sampled, label]))
-            has_alt = name in alt and t < len(alt[name])
-            if not labelled and not has_alt:
-                continue
             ia = add(a)
-            for rgb, label, kind in labelled:
-                ps.pair(ia, add(rgb), label, kind)
-            if has_alt:
-                ps.pair(ia, add(_fit_even(alt[name][t], 384)), 1, "re_encoded")
+            for rgb, by_gap, sampled in others:
+                scene = scene_label(r, a, rgb)
+                label = by_gap if r.cctv_labels == "gap" else scene
+                if label is None:  # ambiguous: kept for the time rule, never trained on
+                    ambiguous[sampled] = ambiguous.get(sampled, 0) + 1
+                    label, kind = -1, f"{sampled}_ambiguous"
+                else:
+                    kind = _KIND[sampled, label]
+                ps.pair(ia, add(rgb), label, kind, gap_label=by_gap,
+                        scene_label=-1 if scene is None else scene, sampled=sampled)
+            if name in alt and t < len(alt[name]):
+                ps.pair(ia, add(_fit_even(alt[name][t], 384)), 1, "re_encoded", gap_label=1,
+                        scene_label=1, sampled="re_encoded")
     return ps
 
 
@@ -607,7 +636,8 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
     if nearest:
         extra, dropped = nearest_pairs(ps, feats, k=nearest, max_visual=nearest_max_visual,
                                        same_source=nearest_same_source)
-        ps.pairs.extend(extra)
+        for pa, pb, label, kind in extra:
+            ps.pair(pa, pb, label, kind)
         ps.info["nearest_negatives"] = {"pairs": len(extra), "left_out_as_same": dropped}
         _log(f"{ps.name}: {len(extra)} nearest-image negatives ({dropped} left out at "
              f"cosine >= {nearest_max_visual})")
@@ -621,6 +651,11 @@ def pair_table(ps: PairSet, extractor, *, batch: int = 16, nearest: int = 0,
     return {
         "X": rows, "names": np.asarray(NAMES),
         "label": np.asarray([p[2] for p in ps.pairs], np.int64),
+        # label -1: an ambiguous CCTV pair, kept for the time rule, never trained on
+        "train_ok": np.asarray([p[2] >= 0 for p in ps.pairs], bool),
+        "gap_label": np.asarray(ps.gap_label, np.int64),
+        "scene_label": np.asarray(ps.scene_label, np.int64),
+        "sampled": np.asarray(ps.sampled, dtype=str),
         "kind": np.asarray([p[3] for p in ps.pairs]),
         "split": np.asarray([ps.split[i] for i in a]),
         "source": np.asarray([ps.source[i] for i in a]),

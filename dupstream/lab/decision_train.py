@@ -14,7 +14,14 @@
    held-out source family (the whole pipeline refitted without that family; tested on all of its
    pairs), with source-level bootstrap CIs: AUC of P(copy) vs every single signal, ECE, F1 of the
    verdict, CCTV consecutive recall / far-apart FPR, the visual-only ablation, pHash, SSCD alone
-   at its validation cut, and the fused-score decision shipped before.
+   at its validation cut, and the fused-score decision shipped before. Ambiguous CCTV pairs
+   (``train_ok`` False: the frames neither clearly agree nor clearly differ) are left out of all of
+   that, and of fitting, calibration and cut-offs.
+6. CCTV by the time rule (issue 13's definition, ``cctv_time_rule``): on the CCTV validation and
+   test splits, ALL pairs (ambiguous ones included) with the label by time (``gap_label``: the next
+   frames and re-encodings are copies, a frame >= ``cctv_min_gap`` later that changed >= 2 % is
+   not): consecutive recall, far-apart FPR, AUC / ECE / F1 of P(copy) and the best single signal's
+   AUC, with the same bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -74,8 +81,11 @@ def load_data(recipe: Recipe, *, cache: Path = CACHE, extractor_factory=None) ->
 
     tables = [load_or_build(name, recipe, cache, extractor_factory) for name in SETS]
     out = {}
-    for key in ("label", "kind", "split", "source", "family", "set", "phash", "verified", "a",
-                "b"):
+    for key in ("label", "train_ok", "gap_label", "scene_label", "sampled", "kind", "split",
+                "source", "family", "set", "phash", "verified", "a", "b"):
+        if any(key not in t for t in tables):
+            raise ValueError(f"cached pair tables in {cache} lack {key!r} (an older table "
+                             "format); delete them and rebuild")
         out[key] = np.concatenate([t[key] for t in tables])
     cached = [tuple(str(n) for n in t["names"]) for t in tables]
     if len(set(cached)) != 1 or any(n not in NAMES for n in cached[0]):
@@ -108,12 +118,20 @@ def column(data: dict, name: str) -> np.ndarray:
     return data["X"][:, NAMES.index(name)]
 
 
-def set_weights(sets: np.ndarray) -> np.ndarray:
-    """Each set weighs the same in training, whatever its number of pairs."""
+def train_ok(data: dict) -> np.ndarray:
+    """Pairs with a training label (not an ambiguous CCTV pair); all where the table has no
+    ``train_ok`` column."""
+    return np.asarray(data.get("train_ok", np.ones(len(data["label"]), bool)), bool)
+
+
+def set_weights(sets: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
+    """Each set weighs the same in training, whatever its number of (``ok``) pairs."""
+    ok = np.ones(len(sets), bool) if ok is None else ok
     w = np.ones(len(sets))
-    for s in np.unique(sets):
+    names = np.unique(sets[ok])
+    for s in names:
         m = sets == s
-        w[m] = len(sets) / (len(np.unique(sets)) * m.sum())
+        w[m] = ok.sum() / (len(names) * (m & ok).sum())
     return w
 
 
@@ -183,7 +201,7 @@ def train_model(data: dict, train: np.ndarray, val: np.ndarray, features: tuple[
     """Trees on ``train``, calibration on its out-of-fold margins, cut-offs on ``val``."""
     cols = [NAMES.index(n) for n in features]
     x, y = data["X"][:, cols], data["label"]
-    w = set_weights(data["set"])
+    w = set_weights(data["set"], train_ok(data))
     m_oof = oof_margins(x[train], y[train], w[train], data["source"][train], features, seed)
     clf = fit_trees(x[train], y[train], w[train], features, seed)
     trees = TreeEnsemble.from_sklearn(clf)
@@ -341,6 +359,52 @@ def evaluate_model(model: LearnedModel, ablations: dict[str, LearnedModel], data
     return out
 
 
+def evaluate_time_rule(model: LearnedModel, data: dict, mask: np.ndarray, *, resamples: int,
+                       seed: int, signs: dict[str, int]) -> dict:
+    """CCTV by the time rule (issue 13's definition) on ``mask``'s pairs, ambiguous ones
+    included: the truth is ``gap_label`` (1: the next frames t+1 / t+2, near frames, the same frame
+    re-encoded; 0: a frame >= ``cctv_min_gap`` later whose thumbnail changed >= 2 %). The decision
+    is the model's balanced cut-off."""
+    y = data["gap_label"][mask]
+    if np.any(y < 0):
+        raise ValueError("the time rule needs a gap label on every pair (CCTV pairs only)")
+    g, sampled = data["source"][mask], data["sampled"][mask]
+    p = predict(model, data, mask)
+    pred = p >= model.cut("balanced")
+    cons, far = sampled == "consecutive", sampled == "far_apart"
+
+    def rate(sel):
+        return lambda i: float(np.mean(pred[i][sel[i]])) if sel[i].any() else float("nan")
+
+    out = {"truth": "gap_label (time: consecutive / near / re-encoded = copy, far apart = not)",
+           "pairs": int(mask.sum()), "positives": int(y.sum()), "sources": len(np.unique(g)),
+           "ambiguous": int((mask & ~train_ok(data)).sum()),
+           "consecutive": int(cons.sum()), "far_apart": int(far.sum()),
+           "consecutive_recall": _with_ci(rate(cons), g, resamples, seed),
+           "far_apart_fpr": _with_ci(rate(far), g, resamples, seed),
+           "auc": _with_ci(lambda i: M.auc(y[i], p[i]), g, resamples, seed),
+           "ece": _with_ci(lambda i: M.ece(y[i], p[i]), g, resamples, seed),
+           "f1": _with_ci(lambda i: _f1(y[i], pred[i]), g, resamples, seed),
+           "precision": M.prf(y, pred)[0], "recall": M.prf(y, pred)[1]}
+    best = None
+    for name, col in SIGNALS.items():
+        v = column(data, col)[mask] * signs[col]
+        have = ~np.isnan(v)
+        if have.all() and len(np.unique(y)) == 2:  # a signal on every pair (a fair comparison)
+            auc = M.auc(y, v)
+            if best is None or auc > best[1]:
+                best = (name, auc, v)
+    if best is not None:
+        v = best[2]
+        out["best_signal"] = {"name": best[0], "auc": _with_ci(lambda i: M.auc(y[i], v[i]), g,
+                                                                 resamples, seed)}
+    out["kinds"] = {str(k): {"gap_label": int(y[kind][0]), "n": int(kind.sum()),
+                             "rate_called_copy": float(np.mean(pred[kind]))}
+                    for k in np.unique(data["kind"][mask])
+                    for kind in [data["kind"][mask] == k]}
+    return out
+
+
 def code_identity() -> dict:
     """The git commit and a hash of the feature code (workers/*.py) the run used."""
     import hashlib
@@ -390,7 +454,7 @@ def skew_check(model: LearnedModel, recipe: Recipe, data: dict, *, per_set: int,
 
 # -- the run ---------------------------------------------------------------------------------------
 def _masks(data: dict, exclude: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    keep = ~np.isin(data["family"], exclude)
+    keep = ~np.isin(data["family"], exclude) & train_ok(data)
     return (data["split"] == "train") & keep, (data["split"] == "val") & keep
 
 
@@ -460,17 +524,20 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     elif recipe.objects:
         abl["model with object features"] = train_model(data, train, val,
                                                         available(data, NAMES), seed=seed)[0]
-    blocks = {f"{s} test": (data["set"] == s) & (data["split"] == "test") for s in SETS}
+    ok = train_ok(data)
+    blocks = {f"{s} test": (data["set"] == s) & (data["split"] == "test") & ok for s in SETS}
     report = {"model": model.version, "bytes": len(text), "features": list(features),
               "cutoffs": model.cutoffs, "meta": model.meta, "test": evaluate_model(
                   model, abl, data, blocks, val, resamples=resamples, seed=seed,
                   train_mask=train)}
+    report["cctv_time_rule"] = time_rule_blocks(model, data, train, resamples=resamples,
+                                                seed=seed)
     # held-out family: the whole pipeline again without it, tested on all of its pairs
     fam = recipe.heldout
     htrain, hval = _masks(data, fam)
     hmodel, hinfo = train_model(data, htrain, hval, features, seed=seed)
     hvis, _ = train_model(data, htrain, hval, VISUAL, seed=seed)
-    hblock = {f"held-out family {'+'.join(fam)}": np.isin(data["family"], fam)}
+    hblock = {f"held-out family {'+'.join(fam)}": np.isin(data["family"], fam) & ok}
     report["heldout"] = {"families": list(fam), "n_train": hinfo["n_train"],
                          "cutoffs": hmodel.cutoffs,
                          "results": evaluate_model(hmodel, {"visual-only model": hvis}, data,
@@ -488,6 +555,19 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     log(f"done in {report['seconds']['total']:.0f} s; model in {out}, report "
         f"{report_dir / 'decision_report.md'}")
     return report
+
+
+def time_rule_blocks(model: LearnedModel, data: dict, train_mask: np.ndarray, *,
+                     resamples: int, seed: int) -> dict:
+    """``evaluate_time_rule`` on the CCTV validation and test splits (every pair)."""
+    signs = {col: orientation(data, col, train_mask) for col in SIGNALS.values()}
+    out = {}
+    for sp, name in (("val", "cctv val"), ("test", "cctv test")):
+        mask = (data["set"] == "cctv") & (data["split"] == sp)
+        if mask.any():
+            out[name] = evaluate_time_rule(model, data, mask, resamples=resamples, seed=seed,
+                                           signs=signs)
+    return out
 
 
 def plot_reliability(rep: dict, path: Path) -> None:
@@ -553,6 +633,29 @@ def markdown(rep: dict) -> str:
             rate = d.get("recall", d.get("fpr"))
             what = "recall" if "recall" in d else "FPR"
             lines.append(f"| {name} | {k} | {d['n']} | {what} {rate:.3f} |")
+    if rep.get("cctv_time_rule"):
+        lines += ["", "## CCTV by the time rule (issue 13's definition)", "",
+                  "All CCTV pairs of the split, ambiguous ones included (left out of every table "
+                  "above and of the fit), judged by time: the next frames (t+1, t+2), near frames "
+                  "and re-encodings are copies, a frame >= cctv_min_gap later whose thumbnail "
+                  "changed >= 2 % is not. Issue 13: consecutive recall >= 0.95, far-apart FPR <= "
+                  "0.10. Decision at the balanced cut-off.", "",
+                  "| block | pairs (copies by time) | ambiguous | consecutive recall (n) | "
+                  "far-apart FPR (n) | AUC p_copy | best signal AUC | ECE | F1 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, b in rep["cctv_time_rule"].items():
+            bs = b.get("best_signal")
+            best = f"{_ci(bs['auc'])} ({bs['name']})" if bs else "-"
+            lines.append(f"| {name} | {b['pairs']} ({b['positives']}) | {b['ambiguous']} | "
+                         f"{_ci(b['consecutive_recall'])} ({b['consecutive']}) | "
+                         f"{_ci(b['far_apart_fpr'])} ({b['far_apart']}) | {_ci(b['auc'])} | "
+                         f"{best} | {_ci(b['ece'])} | {_ci(b['f1'])} |")
+        lines += ["", "| block | kind | n | label by time | called a copy |",
+                  "|---|---|---|---|---|"]
+        for name, b in rep["cctv_time_rule"].items():
+            for k, d in b["kinds"].items():
+                lines.append(f"| {name} | {k} | {d['n']} | {d['gap_label']} | "
+                             f"{d['rate_called_copy']:.3f} |")
     if rep.get("skew"):
         lines += ["", "Train / serve skew (test pairs recomputed with the code at report time):",
                   "", "| set | pairs | identical features | max abs dP | share dP > 0.01 | "

@@ -13,6 +13,7 @@ from dupstream.lab.decision_data import (
     cctv_label,
     scene_change,
 )
+from dupstream.lab.evaluation import metrics as M
 from dupstream.workers.learned import LearnedModel
 from dupstream.workers.pairfeatures import NAMES
 
@@ -49,15 +50,31 @@ def test_cctv_pairs_leave_vtest_out():
     ps = build_cctv(Recipe(cctv_frames=90, cctv_segment=30, cctv_anchor_step=6))
     _check_splits(ps)
     assert ps.pairs and not any("vtest" in f for f in ps.family)
-    kinds = {"consecutive", "consecutive_changed", "re_encoded", "far_apart", "far_apart_static"}
+    kinds = {"consecutive", "consecutive_changed", "consecutive_ambiguous", "re_encoded",
+             "far_apart", "far_apart_static", "far_apart_ambiguous"}
     assert {p[3] for p in ps.pairs} <= kinds
-    for a, b, label, kind in ps.pairs:  # scene labels: the label is what the frames show
-        if kind != "re_encoded":
-            assert label == cctv_label(Recipe(), ps.rgbs[a], ps.rgbs[b], -1)
+    assert len(ps.gap_label) == len(ps.scene_label) == len(ps.sampled) == len(ps.pairs)
+    by_time = {"consecutive": 1, "re_encoded": 1, "far_apart": 0}
+    for (a, b, label, kind), gap, scene, sampled in zip(
+            ps.pairs, ps.gap_label, ps.scene_label, ps.sampled, strict=True):
+        assert kind.startswith(sampled) and gap == by_time[sampled]  # the time label, always
+        if kind == "re_encoded":
+            assert label == scene == 1
+            continue
+        # scene labels: the label is what the frames show; ambiguous pairs kept with label -1
+        want = cctv_label(Recipe(), ps.rgbs[a], ps.rgbs[b], -1)
+        assert label == scene == (-1 if want is None else want)
+        assert kind.endswith("_ambiguous") == (want is None)
+    amb = sum(p[2] == -1 for p in ps.pairs)
+    assert amb == sum(ps.info["ambiguous"].values())
     gap = build_cctv(Recipe(cctv_frames=90, cctv_segment=30, cctv_anchor_step=6,
                             cctv_labels="gap"))
     assert {(p[3], p[2]) for p in gap.pairs} <= {("consecutive", 1), ("re_encoded", 1),
                                                   ("far_apart", 0)}
+    # the same pairs either way, only the training label differs
+    assert [p[:2] for p in gap.pairs] == [p[:2] for p in ps.pairs]
+    assert [p[2] for p in gap.pairs] == gap.gap_label == ps.gap_label
+    assert gap.scene_label == ps.scene_label
 
 
 def _scene(seed=0, size=(240, 320)):
@@ -90,7 +107,9 @@ def test_scene_change_leaves_camera_shake_out_and_sees_an_object_enter():
         cctv_label(Recipe(cctv_labels="time"), frame, shaken, 1)
 
 
-def _table(n=900, seed=0):
+def _table(n=900, seed=0, ambiguous=0.0):
+    """A synthetic pair table; ``ambiguous``: the share of CCTV pairs left without a training
+    label (label -1), whose label by time (``gap_label``) is a coin toss near the cut."""
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.35).astype(np.int64)
     x = np.full((n, len(NAMES)), np.nan)
@@ -106,9 +125,19 @@ def _table(n=900, seed=0):
     split = np.asarray([("train", "train", "train", "val", "test")[(i // 6) % 5]
                         for i in range(n)])
     sets = np.asarray([("digits", "photos", "cctv")[(i // 6) % 3] for i in range(n)])
-    return {"X": x, "label": y, "kind": np.where(y == 1, "copy", "other"), "split": split,
-            "source": sources, "family": np.asarray(["f"] * n), "set": sets,
-            "phash": vis.copy(), "verified": np.zeros(n, bool), "names": NAMES}
+    cctv = sets == "cctv"
+    amb = cctv & (rng.random(n) < ambiguous)
+    gap = np.where(cctv, y, -1)
+    gap[amb] = rng.integers(0, 2, int(amb.sum()))
+    x[amb, NAMES.index("visual")] = x[amb, NAMES.index("visual_best")] = 0.62
+    kind = np.where(y == 1, "copy", "other").astype("<U32")
+    kind[amb] = "consecutive_ambiguous"
+    sampled = np.where(cctv, np.where(gap == 1, "consecutive", "far_apart"), "")
+    label = np.where(amb, -1, y)
+    return {"X": x, "label": label, "kind": kind, "split": split, "source": sources,
+            "family": np.asarray(["f"] * n), "set": sets, "phash": vis.copy(),
+            "verified": np.zeros(n, bool), "names": NAMES, "train_ok": ~amb, "gap_label": gap,
+            "scene_label": np.where(cctv, label, -1), "sampled": sampled}
 
 
 def test_training_pipeline_calibrates_and_reports():
@@ -167,3 +196,50 @@ def test_nearest_negatives_pair_the_most_similar_non_overlapping_pictures():
     assert (2, 3) in got or (3, 2) in got
     # image 5 has nothing in its split; the near-identical halves cap drops nothing here
     assert all(5 not in ab for ab in got) and dropped == 0
+
+
+def test_ambiguous_cctv_pairs_are_kept_out_of_fitting_and_scored_by_the_time_rule():
+    data = _table(n=1200, ambiguous=0.3)
+    ok = data["train_ok"]
+    assert (~ok).sum() > 50 and np.all(data["label"][~ok] == -1)
+    train, val = T._masks(data)
+    assert not (train & ~ok).any() and not (val & ~ok).any()
+    model, info = T.train_model(data, train, val, T.NO_OBJECTS, seed=0)
+    assert info["n_train"] == int(((data["split"] == "train") & ok).sum())
+    # the label -1 never reaches the fit: a binary model, the same one as without those rows
+    kept = {k: (v[ok] if isinstance(v, np.ndarray) and len(v) == len(ok) else v)
+            for k, v in data.items()}
+    t2, v2 = T._masks(kept)
+    twin, _ = T.train_model(kept, t2, v2, T.NO_OBJECTS, seed=0)
+    assert np.allclose(T.predict(model, data, ok),
+                       T.predict(twin, kept, np.ones(int(ok.sum()), bool)))
+    # set weights count only trainable pairs: each set weighs the same among them
+    w = T.set_weights(data["set"], ok)
+    sums = [w[(data["set"] == s) & ok].sum() for s in ("digits", "photos", "cctv")]
+    assert np.allclose(sums, ok.sum() / 3)
+    rule = T.time_rule_blocks(model, data, train, resamples=20, seed=0)
+    assert set(rule) == {"cctv val", "cctv test"}
+    for name, sp in (("cctv val", "val"), ("cctv test", "test")):
+        b, m = rule[name], (data["set"] == "cctv") & (data["split"] == sp)
+        assert b["pairs"] == int(m.sum()) and b["ambiguous"] == int((m & ~ok).sum()) > 0
+        assert b["positives"] == int(data["gap_label"][m].sum())
+        # consecutive recall / far-apart FPR: the share called a copy at the balanced cut-off
+        p = T.predict(model, data, m)
+        called = p >= model.cut("balanced")
+        cons = data["sampled"][m] == "consecutive"
+        assert b["consecutive_recall"]["value"] == pytest.approx(called[cons].mean())
+        assert b["far_apart_fpr"]["value"] == pytest.approx(called[~cons].mean())
+        lo, hi = b["consecutive_recall"]["ci"]
+        assert lo <= b["consecutive_recall"]["value"] <= hi
+        assert b["auc"]["value"] == pytest.approx(M.auc(data["gap_label"][m], p))
+        assert 0.5 < b["best_signal"]["auc"]["value"] <= 1
+        assert b["kinds"]["consecutive_ambiguous"]["n"] == int((m & ~ok).sum())
+    rep = {"model": model.version, "bytes": 1, "features": list(model.features),
+           "cutoffs": model.cutoffs, "meta": {"command": "c", "seed": 0,
+                                              "feature_choice": {"kept": "x"}},
+           "test": {}, "heldout": {"results": {}}, "cctv_time_rule": rule}
+    md = T.markdown(rep)
+    assert "CCTV by the time rule (issue 13's definition)" in md and "| cctv test |" in md
+    with pytest.raises(ValueError):  # the time rule needs a label by time on every pair
+        T.evaluate_time_rule(model, data, data["set"] == "digits", resamples=5, seed=0,
+                             signs={c: 1 for c in T.SIGNALS.values()})
