@@ -24,10 +24,12 @@ import numpy as np
 
 #: full_semantic: the product (default detector, the cascade); full_eager: objects for every
 #: image (cascade off); full_torch_eager: that with the torch detector - the pipeline as issue 15
-#: measured it (plus the verification stage added since); cnn_only: decode + SSCD, nothing else
-MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_eager", "full_torch_eager",
-         "cnn_only")
-FULL = ("full_semantic", "full_eager", "full_torch_eager")
+#: measured it (plus the verification stage added since); cnn_only: decode + SSCD, nothing else;
+#: full_hash_pool: full_semantic with the hash stage in a thread beside the embedder
+#: (``hash_workers=1``)
+MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_hash_pool", "full_eager",
+         "full_torch_eager", "cnn_only")
+FULL = ("full_semantic", "full_hash_pool", "full_eager", "full_torch_eager")
 STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "objects", "total")
 
 
@@ -93,7 +95,8 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     if mode == "full_torch_eager":
         detector = "yolov3_tiny"
     deduper = build_deduper(detector=detector, graph=mode in FULL, threads=threads,
-                            cascade=mode == "full_semantic")
+                            cascade=mode in ("full_semantic", "full_hash_pool"),
+                            hash_workers=1 if mode == "full_hash_pool" else 0)
     if detector_threads is not None and detector.startswith("yolov3_tiny_ort"):
         from dupstream.workers.detector import build_detector
 
