@@ -16,7 +16,7 @@ from dupstream.workers.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decod
 from dupstream.workers.descriptors import image_descriptors
 from dupstream.workers.detector import Detector
 from dupstream.workers.embedder import Embedder
-from dupstream.workers.hashing import PDQ, content_hash, pdq_hash
+from dupstream.workers.hashing import PDQ, content_hash, grey, pdq_hash_gray
 from dupstream.workers.regions import WORK_SIDE, content_box_of_work
 from dupstream.workers.semantic import (
     DEFAULT_TOP_K,
@@ -79,8 +79,9 @@ def object_thumb(rgb: np.ndarray, side: int = OBJ_SIDE) -> np.ndarray:
     return cv2.resize(rgb[..., :3], size, interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(rgb: np.ndarray) -> np.ndarray:
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """THUMB x THUMB grey uint8 of an RGB or grey picture."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
     return cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
@@ -131,7 +132,10 @@ class _Hashed:
 def _hash_one(rgb: np.ndarray, digest: str) -> _Hashed:
     """Hashes, thumbnails, the content box and the image descriptors of one decoded picture."""
     t0 = time.perf_counter()
-    pdq, thumb, reg = pdq_hash(rgb), thumbnail(rgb), registration_thumb(rgb)
+    # one grey image for every hash-stage feature cut from luma: PDQ's eight hashes in one
+    # pass over it, the difference thumbnail, the registration thumbnail
+    g = grey(rgb) if rgb.ndim == 3 else np.ascontiguousarray(rgb)
+    pdq, thumb, reg = pdq_hash_gray(g), thumbnail(g), registration_thumb(g)
     obj_thumb = object_thumb(rgb)
     # the registration thumbnail is content_box's working copy: found on it, not again
     box = content_box_of_work(reg, rgb.shape[:2])
