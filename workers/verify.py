@@ -63,8 +63,11 @@ ZOOM_MAX_OVERLAP = 0.8
 #: ... and where the picture registers cleanly (a periodic pattern - a grid's tiles - matches
 #: its neighbour loosely: ~20 % changed)
 ZOOM_MAX_CHANGED = 0.1
-#: a copy registers rigidly: residual motion after alignment (px per 256) stays below this
-MAX_PARALLAX = 0.8
+#: a copy registers rigidly: residual motion after alignment (px per 256) stays below this.
+#: Measured (unchanged pixels): copies of the retrieval bench <= 0.25 (p99 0.16), 420 copies
+#: of the packaged photos under every edit all below 0.35; two frames 0.4 s apart of one
+#: scene 0.37-0.51, a periodic grid's neighbouring tile 0.5
+MAX_PARALLAX = 0.35
 SCALE_RANGE = (1 / 8, 8.0)
 #: dense (ECC) path: correlation after alignment, and the tighter residual it must reach
 MIN_ECC = 0.98
