@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dupstream.lab.decision_data import SETS, Recipe, load_or_build
+from dupstream.lab.decision_data import SETS, TABLE_FORMAT, Recipe, load_or_build
 from dupstream.lab.evaluation import metrics as M
 from dupstream.lab.fit import cut_for_precision, cut_for_recall, max_f1_cut
 from dupstream.workers.learned import LearnedModel, MarginCalibration, TreeEnsemble
@@ -493,12 +493,14 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     t0 = time.perf_counter()
     recipe = recipe or Recipe(seed=seed)
     data = load_data(recipe, cache=cache)
-    log(f"{len(data['label'])} pairs ({int(data['label'].sum())} copies); "
+    log(f"{len(data['label'])} pairs ({int(np.sum(data['label'] == 1))} copies, "
+        f"{int(np.sum(~train_ok(data)))} ambiguous CCTV pairs not trained on); "
         f"sets {dict(zip(*np.unique(data['set'], return_counts=True), strict=True))}")
     train, val = _masks(data)
     features, feat_info = choose_features(data, train, val, seed, objects=recipe.objects)
     log(f"feature set: {feat_info['kept']} ({len(features)} features)")
     meta = {"seed": seed, "recipe": asdict(recipe), "recipe_key": recipe.key(),
+            "table_format": TABLE_FORMAT,
             "command": command, "hgb": HGB, "monotone": MONOTONE,
             "fitted_on": "train split (trees; calibration on 5-fold out-of-fold margins grouped "
                          "by source), validation split (blend weight, cut-offs)",
@@ -512,7 +514,8 @@ def run(*, out: Path = ASSETS, report_dir: Path = Path("results/decision"), seed
     out.mkdir(parents=True, exist_ok=True)
     (out / "decision_model.json").write_text(text)
     (out / "decision_recipe.json").write_text(json.dumps(
-        {"seed": seed, "recipe": asdict(recipe), "command": command, "features": features,
+        {"seed": seed, "recipe": asdict(recipe), "table_format": TABLE_FORMAT,
+         "command": command, "features": features,
          "pairs": len(data["label"]), "extraction_seconds": data["seconds"]}, indent=1))
     log(f"model: {len(text) / 1e3:.0f} kB, {model.version}, cut-offs {model.cutoffs}")
     # ablations: visual-only and without object features, same recipe
