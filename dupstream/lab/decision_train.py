@@ -191,9 +191,15 @@ def log_loss(y, p) -> float:
 
 
 def fit_cutoffs(p_val, y_val) -> dict[str, float | None]:
+    """Balanced: the max-F1 cut; precision: the lowest cut at or above it with validation
+    precision >= 0.99; recall: the highest at or below it with recall >= 0.99 (a model precise
+    enough reaches 0.99 precision below the balanced cut: the preference never calls more pairs
+    copies than the balanced one, nor recall fewer)."""
     cut, _ = max_f1_cut(p_val, y_val)
-    return {"balanced": float(cut), "precision": cut_for_precision(p_val, y_val),
-            "recall": cut_for_recall(p_val, y_val)}
+    cut = float(cut)
+    hi, lo = cut_for_precision(p_val, y_val), cut_for_recall(p_val, y_val)
+    return {"balanced": cut, "precision": None if hi is None else max(cut, hi),
+            "recall": None if lo is None else min(cut, lo)}
 
 
 def train_model(data: dict, train: np.ndarray, val: np.ndarray, features: tuple[str, ...], *,

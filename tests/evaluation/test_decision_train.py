@@ -243,3 +243,15 @@ def test_ambiguous_cctv_pairs_are_kept_out_of_fitting_and_scored_by_the_time_rul
     with pytest.raises(ValueError):  # the time rule needs a label by time on every pair
         T.evaluate_time_rule(model, data, data["set"] == "digits", resamples=5, seed=0,
                              signs={c: 1 for c in T.SIGNALS.values()})
+
+
+def test_decision_cutoffs_keep_the_preference_order():
+    from dupstream.lab.decision_train import fit_cutoffs
+
+    rng = np.random.default_rng(0)
+    for sep in (0.5, 2.0, 6.0):  # from overlapping to well separated classes
+        y = rng.random(600) < 0.3
+        p = 1 / (1 + np.exp(-(rng.normal(size=600) + sep * np.where(y, 1, -1))))
+        c = fit_cutoffs(p, y.astype(int))
+        assert c["recall"] is None or c["recall"] <= c["balanced"]
+        assert c["precision"] is None or c["precision"] >= c["balanced"]
