@@ -134,6 +134,11 @@ class Recipe:
     #: samples already; kept, they outnumbered it 13:1 and taught the model that a clean
     #: registration is not a copy
     nearest_same_source: bool = False
+    #: sibling tiles: each full catalogue photo cut into a ``tiles`` x ``tiles`` grid; every two
+    #: tiles of one photo are a negative (``sibling_tile``: other pixels of one picture - a
+    #: texture's tiles look alike), each tile with one edited copy (``tile_copy``, positive) so
+    #: that a tile is not taken for a non-copy by its look; 0: none
+    tiles: int = 2
     #: extract with the object detector and GCN (the object / graph features); off: the model
     #: reads the visual, hash, registration and image descriptors only (the object features
     #: added <= 1.3 F1 points, within their CI, with recipe v2 - see RESULTS.md)
@@ -342,7 +347,43 @@ def build_photos(r: Recipe) -> PairSet:
                 a, b = rng.choice(sc["copies"], 2, replace=False)
                 ps.pair(int(a), int(b), 1, "copy_of_copy")
     _photo_negatives(ps, scenes, rng, r)
+    _sibling_tiles(ps, scenes, rng, r)
     return ps
+
+
+def _sibling_tiles(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
+                   r: Recipe) -> None:
+    """``Recipe.tiles``: the grid tiles of every full catalogue photo; every two tiles of one
+    photo a negative, each tile and an edited copy of it a positive."""
+    if r.tiles < 2:
+        return
+    kinds = sorted(C._SIMPLE)
+    for sc in scenes:
+        if sc["region"] != "full" or sc["scene_only"]:
+            continue
+        full = ps.rgbs[sc["idx"]]
+        h, w = full.shape[:2]
+        th, tw = h // r.tiles, w // r.tiles
+        if min(th, tw) < 64:
+            continue
+        tiles = []
+        for k in range(r.tiles * r.tiles):
+            y, x = divmod(k, r.tiles)
+            tile = np.ascontiguousarray(full[y * th : (y + 1) * th, x * tw : (x + 1) * tw])
+            origin = f"{sc['photo']}|t{k}"
+            i = ps.add(tile, source=sc["group"], family=sc["family"], split=sc["split"],
+                       origin=origin)
+            kind = kinds[int(rng.integers(len(kinds)))]
+            j = ps.add(_fit_even(C._SIMPLE[kind](tile, rng), 4 * r.max_side),
+                       source=sc["group"], family=sc["family"], split=sc["split"],
+                       origin=origin)
+            ps.pair(i, j, 1, "tile_copy")
+            tiles.append((i, j))
+        for a in range(len(tiles)):
+            for b in range(a + 1, len(tiles)):
+                # the tile or its copy against another tile (or its copy)
+                ps.pair(tiles[a][int(rng.integers(2))], tiles[b][int(rng.integers(2))], 0,
+                        "sibling_tile")
 
 
 def _overlap(s: dict, t: dict) -> bool:
@@ -544,12 +585,17 @@ def _phash(rgb: np.ndarray) -> np.ndarray:
 
 
 def _overlapping(a: str, b: str) -> bool:
-    """Do two ``PairSet.origin`` pictures share pixels (one photo; same region or one full)?"""
+    """Do two ``PairSet.origin`` pictures share pixels (one photo: the same region, or one of
+    them full, or a half and a grid tile)?"""
     if not a or not b:
         return a == b
     pa, ra = a.rsplit("|", 1)
     pb, rb = b.rsplit("|", 1)
-    return pa == pb and (ra == rb or "full" in (ra, rb))
+    if pa != pb:
+        return False
+    # one photo: two different halves, or two different grid tiles, do not overlap
+    apart = ra != rb and ({ra, rb} == {"a", "b"} or (ra[0] == "t" and rb[0] == "t"))
+    return not apart
 
 
 def nearest_pairs(ps: PairSet, feats, *, k: int, max_visual: float,

@@ -255,3 +255,25 @@ def test_decision_cutoffs_keep_the_preference_order():
         c = fit_cutoffs(p, y.astype(int))
         assert c["recall"] is None or c["recall"] <= c["balanced"]
         assert c["precision"] is None or c["precision"] >= c["balanced"]
+
+
+def test_sibling_tiles_are_negatives_and_their_copies_positives():
+    from dupstream.lab.decision_data import PairSet, Recipe, _overlapping, _sibling_tiles
+
+    rng = np.random.default_rng(0)
+    ps = PairSet("photos")
+    full = (rng.random((256, 320, 3)) * 255).astype(np.uint8)
+    idx = ps.add(full, source="g", family="f", split="train", origin="p|full")
+    scenes = [{"region": "full", "scene_only": False, "idx": idx, "photo": "p", "group": "g",
+               "family": "f", "split": "train"}]
+    _sibling_tiles(ps, scenes, rng, Recipe(tiles=2))
+    kinds = [(label, kind) for _, _, label, kind in ps.pairs]
+    assert kinds.count((1, "tile_copy")) == 4 and kinds.count((0, "sibling_tile")) == 6
+    for a, b, label, _ in ps.pairs:
+        assert _overlapping(ps.origin[a], ps.origin[b]) == (label == 1)
+    assert _overlapping("p|t0", "p|a") and _overlapping("p|t1", "p|full")
+    assert not _overlapping("p|a", "p|b") and not _overlapping("p|t0", "q|t0")
+    ps2 = PairSet("photos")
+    ps2.add(full, source="g", family="f", split="train", origin="p|full")
+    _sibling_tiles(ps2, scenes, rng, Recipe(tiles=0))
+    assert ps2.pairs == []
