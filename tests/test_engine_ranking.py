@@ -47,3 +47,22 @@ def test_best_match_is_the_rank_key_maximum(extracted):
     plain = [Scored(candidate=n, reference=f[n], score=score_pair(query, f[n]))
              for n in ("coffee", "motorcycle_left")]
     assert best_match(policy, plain, None, query=None).candidate == "motorcycle_left"
+
+
+def test_an_open_candidate_left_unregistered_is_never_the_match(extracted):
+    from dupstream.engine.verification import verify_candidates
+
+    policy, f = extracted
+    query = f["copy"]
+    names = ("motorcycle_left", "motorcycle_right", "coffee", "camera")
+    scored = [Scored(candidate=n, reference=f[n], score=score_pair(query, f[n])) for n in names]
+    stats = verify_candidates(policy, query, scored, top=1)
+    assert stats.runs == 1
+    left = [s.candidate for s in scored if s.unverified]
+    assert left and all(s.score.registration is None for s in scored if s.unverified)
+    best = best_match(policy, scored, None, query=query)
+    assert not best.unverified
+    # with the bound spent on another candidate, the original is not taken unregistered
+    scored = [Scored(candidate=n, reference=f[n], score=score_pair(query, f[n]),
+                     unverified=n == "motorcycle_left") for n in names]
+    assert best_match(policy, scored, None, query=query).candidate != "motorcycle_left"

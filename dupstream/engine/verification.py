@@ -25,6 +25,10 @@ class Scored:
     candidate: Any  # state.memory.Candidate
     reference: ImageFeatures
     score: PairScore
+    #: its decision was open but the query's registrations were spent on more similar
+    #: candidates: it is not registered, so it cannot be the match (the decision was trained
+    #: on pairs registered wherever their decision is open)
+    unverified: bool = False
 
 
 @dataclass
@@ -35,13 +39,15 @@ class VerifyStats:
 
 def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list[Scored], *,
                       top: int = DEFAULT_TOP) -> VerifyStats:
-    """Register the query against the open candidates in place (best ``visual_best`` first)."""
+    """Register the query against the open candidates in place (best ``visual_best`` first, at
+    most ``top``; the open ones beyond are marked ``unverified``)."""
     stats = VerifyStats()
     t0 = time.perf_counter()
     for item in sorted(scored, key=lambda s: -s.score.visual_best):
-        if stats.runs >= top:
-            break
         if not policy.needs_verification(item.score):
+            continue
+        if stats.runs >= top:
+            item.unverified = True
             continue
         item.score = policy.verify(item.score, query, item.reference)
         stats.runs += 1
@@ -68,12 +74,13 @@ def rank_key(policy: DecisionPolicy, item: Scored, tenant: str | None, *,
              query: ImageFeatures | None = None, p: float | None = None) -> tuple:
     """Best match first: identical bytes, then (with the learned decision and the query's
     features) P(copy); without them, verified pairs, then P(copy) with the evidence; then
-    similarity. ``p``: the pair's P(copy) when already computed."""
+    similarity; a candidate left ``unverified`` after every other. ``p``: the pair's P(copy)
+    when already computed."""
     if p is None:
         p = policy.p_copy_verified(item.score, tenant=tenant, query=query,
                                    reference=item.reference)
     if policy.uses_learned(query, item.reference):
-        return (item.score.exact, p, item.score.visual_best)
+        return (not item.unverified, item.score.exact, p, item.score.visual_best)
     reg = item.score.registration
     verified = reg is not None and reg.verified
-    return (item.score.exact, verified, p, item.score.visual_best)
+    return (not item.unverified, item.score.exact, verified, p, item.score.visual_best)
