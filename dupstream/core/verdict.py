@@ -99,8 +99,11 @@ class Evidence(BaseModel):
         default_factory=list, description="the stages this image went through, in order: "
         "exact (SHA-256 lookup; alone when the bytes were seen), embed (hashes, embeddings), "
         "search (index candidates), verify (registration of open candidates), objects "
-        "(detector and object graph: run when the verdict is a copy, the tenant's policy needs "
-        "objects, or the decision reads them). Empty from versions before the cascade")
+        "(detector and object graph: run when the verdict is a copy whose objects tell what "
+        "changed - something changed in the registered overlap, or nothing registered - when the "
+        "tenant's policy needs objects, or when the decision reads them; a copy that is the same "
+        "picture or registers with nothing changed carries the note `object detection skipped: "
+        "...` instead). Empty from versions before the cascade")
     nearest_id: str | None = Field(None, description="the closest indexed image, also when "
                                    "the verdict is unique")
     objects_matched: list[str] = Field(
