@@ -206,7 +206,7 @@ def main(argv=None) -> int:
                    help="the full-semantic mode's detector (default: the engine's default, "
                    "workers.detector.DEFAULT_DETECTOR)")
     p.add_argument("--detector-threads", type=int, default=None,
-                   help="an ONNX Runtime detector's intra-op threads (default: its own, 1)")
+                   help="an ONNX Runtime detector's intra-op threads (default: its own, 2)")
     p.add_argument("--workload", choices=["crops", "mixed"], default="crops",
                    help="crops: crops/edits of the 15 packaged photos (most are copies of each "
                    "other); mixed: an upload stream, 80%% distinct photos then 20%% edited "

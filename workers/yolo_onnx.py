@@ -254,14 +254,15 @@ def _quantize_int8(fp32: Path, out: Path, *, size: int, cfg: Path) -> None:
 class OnnxYoloDetector(YoloBase):
     """YOLOv3-tiny on ONNX Runtime (CPU by default): one ``run`` per batch (dynamic batch axis).
 
-    ``precision``: ``fp32`` or ``int8``; ``threads``: ONNX Runtime's intra-op threads (1 by
-    default: on a 2-core host the embedder and the rest of the pipeline need the other core;
-    docs/PERFORMANCE.md has the measurements); ``cache_dir``: where the exported file lives
-    (default ``onnx/`` next to the darknet weights); ``providers``: ONNX Runtime execution
-    providers (default CPU).
+    ``precision``: ``fp32`` or ``int8``; ``threads``: ONNX Runtime's intra-op threads (2 by
+    default: the detector runs after the embedder, in the cascade's object step or after the
+    embedding of a batch, never beside it - on 2 cores 2 threads were 12-14 % faster than 1 in
+    the whole pipeline; docs/PERFORMANCE.md has the measurements); ``cache_dir``: where the
+    exported file lives (default ``onnx/`` next to the darknet weights); ``providers``: ONNX
+    Runtime execution providers (default CPU).
     """
 
-    def __init__(self, *, precision: str = "fp32", threads: int = 1,
+    def __init__(self, *, precision: str = "fp32", threads: int = 2,
                  cache_dir: str | Path | None = None, providers: Sequence[str] | None = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
