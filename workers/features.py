@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -354,6 +355,8 @@ class FeatureExtractor:
         if self._hash_pool is None:
             self._hash_pool = ThreadPoolExecutor(max_workers=self.hash_workers,
                                                  thread_name_prefix="dupstream-hash")
+            # its threads end with the extractor, not only at interpreter exit
+            weakref.finalize(self, self._hash_pool.shutdown, wait=False)
         return self._hash_pool
 
     def _embed_isolated(self, images: list[np.ndarray]) -> list:

@@ -38,3 +38,16 @@ def test_hash_workers_give_the_in_line_features():
 def test_negative_hash_workers_is_a_config_error():
     with pytest.raises(ConfigError):
         build_extractor(detector="none", hash_workers=-1)
+
+
+def test_the_hash_pool_ends_with_its_extractor():
+    import gc
+    import threading
+
+    ex = build_extractor(detector="none", threads=2, hash_workers=1)
+    ex.extract(_blobs()[:1], objects=False)
+    assert any(t.name.startswith("dupstream-hash") for t in threading.enumerate())
+    pool = ex._hash_pool
+    del ex
+    gc.collect()
+    assert pool._shutdown
