@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dupstream.lab import fit as F
 from dupstream.lab.decision_data import SETS, TABLE_FORMAT, Recipe, load_or_build
 from dupstream.lab.evaluation import metrics as M
-from dupstream.lab.fit import cut_for_precision, cut_for_recall, max_f1_cut
+from dupstream.lab.fit import max_f1_cut
 from dupstream.workers.learned import LearnedModel, MarginCalibration, TreeEnsemble
 from dupstream.workers.pairfeatures import NAMES, OBJECT_NAMES
 
@@ -191,15 +192,10 @@ def log_loss(y, p) -> float:
 
 
 def fit_cutoffs(p_val, y_val) -> dict[str, float | None]:
-    """Balanced: the max-F1 cut; precision: the lowest cut at or above it with validation
-    precision >= 0.99; recall: the highest at or below it with recall >= 0.99 (a model precise
-    enough reaches 0.99 precision below the balanced cut: the preference never calls more pairs
-    copies than the balanced one, nor recall fewer)."""
-    cut, _ = max_f1_cut(p_val, y_val)
-    cut = float(cut)
-    hi, lo = cut_for_precision(p_val, y_val), cut_for_recall(p_val, y_val)
-    return {"balanced": cut, "precision": None if hi is None else max(cut, hi),
-            "recall": None if lo is None else min(cut, lo)}
+    """``lab.fit.fit_cutoffs`` (balanced = max F1; the precision / recall preferences at 0.99
+    never on the wrong side of it) as the learned model's plain cut-off dict."""
+    c = F.fit_cutoffs(p_val, y_val)
+    return {"balanced": float(c.balanced), "precision": c.precision, "recall": c.recall}
 
 
 def train_model(data: dict, train: np.ndarray, val: np.ndarray, features: tuple[str, ...], *,
