@@ -9,6 +9,7 @@ from dupstream.engine.build import build_deduper
 from dupstream.engine.verification import Scored, best_match, rank_key
 from dupstream.lab.data import edits as E
 from dupstream.lab.data.photos import load_photos
+from dupstream.workers.pairfeatures import pair_features
 from dupstream.workers.similarity import score_pair
 
 
@@ -29,8 +30,9 @@ def test_p_copy_many_equals_one_pair_at_a_time(extracted):
     refs = [f[n] for n in ("motorcycle_left", "motorcycle_right", "coffee", "camera")]
     pairs = [(policy.score(query, r), r) for r in refs]
     many = policy.p_copy_many(pairs, query=query)
-    one = [policy.p_copy(s, query=query, reference=r) for s, r in pairs]
+    one = [policy.learned.p_copy(pair_features(s, query, r)) for s, r in pairs]
     assert many == one
+    assert [policy.p_copy(s, query=query, reference=r) for s, r in pairs] == one
     assert max(many) == many[0]  # the watermarked copy's original ranks first
 
 

@@ -251,7 +251,7 @@ class DecisionPolicy:
         if score.exact:
             return 1.0
         if self.uses_learned(query, reference):
-            return self.learned.p_copy(pair_features(score, query, reference))
+            return self.p_copy_many([(score, reference)], query=query)[0]
         cal = None
         if self.cutoffs is not None:
             cal = self.cutoffs.calibrator(self.resolve_domain(tenant, domain))
