@@ -15,21 +15,8 @@ from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.state.records import BlobRecordStore
 from dupstream.workers.decision import DecisionPolicy, default_calibrator
-from dupstream.workers.embedder import l2_normalise
 from dupstream.workers.features import FeatureExtractor
-
-
-class TinyEmbedder:
-    name = "tiny"
-    dim = 48
-
-    def embed(self, images):
-        out = []
-        for im in images:
-            small = np.asarray(im, np.float32)[:: max(1, im.shape[0] // 4),
-                                               :: max(1, im.shape[1] // 4)][:4, :4]
-            out.append((small - small.mean()).ravel())
-        return l2_normalise(np.stack(out))
+from tests.tiny import TinyEmbedder
 
 
 def _deduper(memory=None, **kw) -> Deduper:

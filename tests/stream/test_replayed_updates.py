@@ -10,7 +10,6 @@ in-process Kafka fakes; the feed is then applied to a second ``Memory`` as a rep
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from dupstream.engine import Deduper
@@ -19,27 +18,11 @@ from dupstream.state.index import IndexSpec
 from dupstream.state.memory import Memory, MemoryConfig
 from dupstream.stream.service import StreamService
 from dupstream.workers.decision import DecisionPolicy, default_calibrator
-from dupstream.workers.embedder import l2_normalise
 from dupstream.workers.features import FeatureExtractor
 from tests.stream.fakes import FakeConsumer, FakeProducer, FakeStore, Rig, drain, settled
+from tests.tiny import DIM, TinyEmbedder
 
 P0 = ("in", 0)
-DIM = 48
-
-
-class TinyEmbedder:
-    """Identical pixels give identical vectors; all the index needs here."""
-
-    name = "tiny"
-    dim = DIM
-
-    def embed(self, images):
-        out = []
-        for im in images:
-            small = np.asarray(im, np.float32)[:: max(1, im.shape[0] // 4),
-                                               :: max(1, im.shape[1] // 4)][:4, :4]
-            out.append((small - small.mean()).ravel())
-        return l2_normalise(np.stack(out))
 
 
 def _memory(replica: str) -> Memory:
