@@ -13,15 +13,15 @@ interleaved per image so a busy machine slows all alike. Writes JSON and Markdow
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from dupstream.bench.report import write_report
 
 
 def make_jpegs(n: int, side: int, seed: int = 0) -> list[bytes]:
@@ -116,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
     result["command"] = "python -m dupstream.bench.decode_hash " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_hash.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / "decode_hash.md").write_text(md)
-    print(md, end="")
+    write_report(args.out, "decode_hash", result, markdown(result))
     return 0
 
 

@@ -17,15 +17,15 @@ the 0.2-0.3 band above the 0.2 threshold may appear or disappear). Writes JSON a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from dupstream.bench.report import write_report
 
 GOLDEN = ("camera", "coffee", "motorcycle_left", "grace_hopper", "chelsea")
 TOLERANT_SCORE = 0.3
@@ -147,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                            [int(t) for t in args.threads.split(",")], args.rounds,
                            args.cache_dir),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "detector.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / "detector.md").write_text(md)
-    print(md, end="")
+    write_report(args.out, "detector", result, markdown(result))
     return 0
 
 

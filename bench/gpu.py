@@ -33,10 +33,11 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dupstream.bench.report import write_report
 
 
 def cuda_available() -> bool:
@@ -111,6 +112,18 @@ def _with_cpu(provider: str) -> list[str]:
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
 
 
+def _ort_provider(gpu: bool) -> tuple[str, dict[str, Any] | None]:
+    """ONNX Runtime's provider for the run, and the part's "skipped" result when this
+    onnxruntime build lacks it."""
+    import onnxruntime as ort
+
+    provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        return provider, {"skipped": f"onnxruntime {ort.__version__} has no {provider} "
+                                     f"(pip install onnxruntime-gpu)"}
+    return provider, None
+
+
 def part_detect_torch(images: list[np.ndarray], batches: list[int], gpu: bool,
                       repeats: int) -> dict[str, Any]:
     from dupstream.workers.yolo import TorchYoloDetector
@@ -124,31 +137,25 @@ def part_detect_torch(images: list[np.ndarray], batches: list[int], gpu: bool,
 
 def part_detect_ort(images: list[np.ndarray], batches: list[int], gpu: bool,
                     repeats: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
     from dupstream.workers.yolo_onnx import OnnxYoloDetector
 
-    provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
-    if provider not in ort.get_available_providers():
-        return {"skipped": f"onnxruntime {ort.__version__} has no {provider} "
-                           f"(pip install onnxruntime-gpu)"}
+    provider, skipped = _ort_provider(gpu)
+    if skipped:
+        return skipped
     det = OnnxYoloDetector(providers=_with_cpu(provider),
                            batch_size=max(batches), threads=os.cpu_count() or 1)
-    det.load()
-    return {"provider": det.load().get_providers()[0],
+    session = det.load()
+    return {"provider": session.get_providers()[0],
             "runs": [_batched(det.detect, images, b, repeats) for b in batches]}
 
 
 def part_embed(images: list[np.ndarray], batches: list[int], gpu: bool,
                repeats: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
     from dupstream.workers.embedder import SSCDEmbedder
 
-    provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
-    if provider not in ort.get_available_providers():
-        return {"skipped": f"onnxruntime {ort.__version__} has no {provider} "
-                           f"(pip install onnxruntime-gpu)"}
+    provider, skipped = _ort_provider(gpu)
+    if skipped:
+        return skipped
     emb = SSCDEmbedder(providers=_with_cpu(provider),
                        threads=os.cpu_count() or 1)
     session = emb.load()
@@ -296,13 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA: not run")
         return 0
     result = run(args, gpu)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "gpu" if gpu else "cpu-reference"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (out / f"{stem}.md").write_text(md)
-    print(md, end="")
+    out = write_report(args.out, stem, result, markdown(result))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
     return 0
 
