@@ -110,7 +110,13 @@ def score(items, matches: list[str | None], cluster_of: dict[str, str]) -> dict:
            "same scene (to its scene)": [0, 0]}
     photo_of = {it.name: _photo(it.source) for it in items}
     per_trap: dict[str, list[int]] = {}
+    static = {"n": 0, "right": 0, "wrong": 0}
     for it, m in zip(items, matches, strict=True):
+        if it.role == "static":  # a static camera's frame the scene rule calls one picture
+            static["n"] += 1
+            static["right"] += int(m is not None and cluster_of.get(m) == it.cluster)
+            static["wrong"] += int(m is not None and cluster_of.get(m) != it.cluster)
+            continue
         if it.role == "copy":
             e = per_edit.setdefault(it.kind, {"n": 0, "right": 0, "original": 0, "wrong": 0,
                                               "missed": 0})
@@ -159,6 +165,7 @@ def score(items, matches: list[str | None], cluster_of: dict[str, str]) -> dict:
         "false_matches": {k: {"matched": v[0], "n": v[1], "rate": v[0] / v[1] if v[1] else None}
                           for k, v in neg.items()},
         "traps_by_kind": {k: {"matched": v[0], "n": v[1]} for k, v in per_trap.items()},
+        "static_frames": static,
     }
 
 
@@ -228,6 +235,14 @@ def markdown(res: dict) -> str:
         b, b2 = s["traps_by_kind"][k], s2["traps_by_kind"][k]
         lines.append(f"| {k} | {v['matched']} / {v['n']} | {b['matched']} / {b['n']} | "
                      f"{b2['matched']} / {b2['n']} |")
+    st, sst = p.get("static_frames"), s.get("static_frames")
+    if st and st["n"]:
+        amb = res["info"].get("static_ambiguous") or []
+        lines += ["", f"Frames of a static camera that the scene rule calls one picture "
+                  "(`lab/evaluation/scene_rule.py`, the product's CCTV meaning; not counted "
+                  f"above): right match {st['right']} / {st['n']}, wrong {st['wrong']} "
+                  f"(SSCD alone {sst['right']} / {sst['n']}); left out as ambiguous by the "
+                  f"rule: {', '.join(amb) if amb else 'none'}."]
     c = res["cost"]
     lines += ["", "Distinct photos: a false match to a sibling tile (another non-overlapping "
               "tile of the same source photo: brick, gravel, star-field, retina textures) is "

@@ -62,7 +62,14 @@ from dupstream.lab.evaluation import coco as C
 from dupstream.lab.evaluation.dataset import fit_max_side, split_groups
 from dupstream.lab.evaluation.mnist import TRANSFORMS as DIGIT_TRANSFORMS
 from dupstream.lab.evaluation.mnist import affine_copy, to_rgb
+from dupstream.lab.evaluation.scene_rule import (
+    CHANGED_MIN,
+    NOISE_MAX,
+    STATIC_MAX,
+    static_frame_label,
+)
 from dupstream.lab.evaluation.sources import (
+    STATIC_CAMERA_GROUPS,
     load_catalogue_photos,
     load_mnist,
     load_scene_photos,
@@ -91,8 +98,9 @@ EXTRA_SKIMAGE = ("hubble_deep_field.jpg", "retina.jpg", "ihc.png", "moon.png", "
 #: the held-out family by default: photos from other packages' wheels and Debian's darknet
 HELDOUT = ("darknet", "pip")
 #: the pair table's format, part of the cache key: 2 - every CCTV pair kept (ambiguous ones with
-#: label -1) and the ``gap_label`` / ``scene_label`` / ``sampled`` / ``train_ok`` columns
-TABLE_FORMAT = 2
+#: label -1) and the ``gap_label`` / ``scene_label`` / ``sampled`` / ``train_ok`` columns; 3 -
+#: two frames of a static camera labelled by ``scene_rule.static_frame_label`` (``static_frames``)
+TABLE_FORMAT = 3
 
 
 @dataclass
@@ -115,9 +123,9 @@ class Recipe:
     #: "scene": a copy when the solid changed share < cctv_static_max and the changed share
     #: (noise, edges of shaken pixels) < cctv_noise_max; not a copy when the solid changed share
     #: >= cctv_changed_min; in between: left out
-    cctv_static_max: float = 0.005
-    cctv_noise_max: float = 0.03
-    cctv_changed_min: float = 0.03
+    cctv_static_max: float = STATIC_MAX
+    cctv_noise_max: float = NOISE_MAX
+    cctv_changed_min: float = CHANGED_MIN
     #: per anchor also the frames 3 .. 2 + cctv_near later (``near`` / ``near_changed``; labelled
     #: by ``scene_change`` as above; under "gap" labels: copies): more pairs where something
     #: entered between two moments of one scene, which adjacent frames rarely show
@@ -391,6 +399,20 @@ def _overlap(s: dict, t: dict) -> bool:
                                          or "full" in (s["region"], t["region"]))
 
 
+def _static_frames(sc: dict, t: dict) -> bool:
+    """Two different frames of one static camera (``STATIC_CAMERA_GROUPS``)?"""
+    return (sc["group"] == t["group"] and sc["photo"] != t["photo"]
+            and sc["group"] in STATIC_CAMERA_GROUPS)
+
+
+def _static_label(ps: PairSet, sc: dict, t: dict, a: int, b: int) -> int | None:
+    """Two whole frames by ``static_frame_label``; a half or an edited copy of one frame
+    against the other frame is left out (None): the rule compares two frames."""
+    if (sc["region"], t["region"]) != ("full", "full") or (a, b) != (sc["idx"], t["idx"]):
+        return None
+    return static_frame_label(ps.rgbs[a], ps.rgbs[b])
+
+
 def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
                      r: Recipe) -> None:
     for sc in scenes:
@@ -414,8 +436,15 @@ def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
             images = [t["idx"], *t["copies"]]
             # the later random negatives start from a copy too (copy vs another photo's copy)
             refs = [sc["idx"], *sc["copies"]] if n >= len(sc["copies"]) else [sc["idx"]]
-            ps.pair(refs[int(rng.integers(len(refs)))], images[int(rng.integers(len(images)))],
-                    0, kind)
+            a, b = refs[int(rng.integers(len(refs)))], images[int(rng.integers(len(images)))]
+            if kind == "same_scene" and _static_frames(sc, t):
+                # another frame of a static camera: the product's rule, not the group, labels
+                # it (the same draws as before, so every other pair stays as it was)
+                label = _static_label(ps, sc, t, a, b)
+                if label is not None:
+                    ps.pair(a, b, label, "static_frames" if label else "same_scene")
+                continue
+            ps.pair(a, b, 0, kind)
     # overlay traps: two different full catalogue photos wearing one identical overlay
     full = [s for s in scenes if s["region"] == "full" and not s["scene_only"]]
     for sc in full:
@@ -432,55 +461,6 @@ def _photo_negatives(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
 
 
 # -- cctv ------------------------------------------------------------------------------------------
-def _grey(rgb: np.ndarray, side: int) -> np.ndarray:
-    import cv2
-
-    g = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    h, w = g.shape
-    k = side / max(h, w)
-    return cv2.resize(g, (max(1, round(w * k)), max(1, round(h * k))),
-                      interpolation=cv2.INTER_AREA)
-
-
-def scene_change(a: np.ndarray, b: np.ndarray, *, side: int = 128, level: float = 30.0,
-                 max_shift: float = 0.1) -> tuple[float, float]:
-    """What changed between two frames of one camera, camera motion left out: (changed, solid).
-
-    ``b``'s ``side``-px grey thumbnail is aligned onto ``a``'s by their global shift (phase
-    correlation; a shift over ``max_shift`` of the side is not trusted and not applied) and a
-    gain / bias fit (refitted without the pixels that changed); ``changed``: the share of the
-    overlap whose residual exceeds ``level``;
-    ``solid``: the same after a 3x3 opening, which removes the one-pixel edges a sub-pixel shake
-    and sensor noise leave - what is left is a region that appeared, vanished or moved (an
-    object entering the scene). Frames of different sizes are compared at ``a``'s size.
-    """
-    import cv2
-
-    ga = _grey(a, side)
-    gb = cv2.resize(_grey(b, side), ga.shape[::-1], interpolation=cv2.INTER_AREA)
-    window = cv2.createHanningWindow(ga.shape[::-1], cv2.CV_32F)
-    # (copies: OpenCV applies the window to its inputs in place)
-    (dx, dy), _ = cv2.phaseCorrelate(ga.copy(), gb.copy(), window)
-    if max(abs(dx), abs(dy)) > max_shift * max(ga.shape):
-        dx = dy = 0.0
-    shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
-    gb = cv2.warpAffine(gb, shift, ga.shape[::-1], flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT)
-    m = int(np.ceil(max(abs(dx), abs(dy)))) + 1  # the border the shift exposed
-    pa, pb = ga[m:-m, m:-m].ravel(), gb[m:-m, m:-m].ravel()
-    design = np.stack([pb, np.ones_like(pb)], axis=1)
-    keep = np.ones(len(pa), bool)
-    for _ in range(2):  # refit without what changed: a large object must not bend the fit
-        coef, *_ = np.linalg.lstsq(design[keep], pa[keep], rcond=None)
-        residual = np.abs(pa - design @ coef)
-        keep = residual <= level
-        if keep.sum() < 0.5 * len(pa):
-            break
-    mask = (residual > level).reshape(ga[m:-m, m:-m].shape).astype(np.uint8)
-    solid = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return float(mask.mean()), float(solid.mean())
-
-
 def cctv_label(r: Recipe, a: np.ndarray, b: np.ndarray, by_gap: int) -> int | None:
     """The label of a pair of two different frames: ``by_gap`` (1 consecutive, 0 far apart)
     under ``cctv_labels="gap"``; else 1 / 0 by ``scene_change``, None when it is ambiguous."""
@@ -494,12 +474,8 @@ def cctv_label(r: Recipe, a: np.ndarray, b: np.ndarray, by_gap: int) -> int | No
 def scene_label(r: Recipe, a: np.ndarray, b: np.ndarray) -> int | None:
     """1 (a copy: nothing solid changed), 0 (a solid region changed) or None (ambiguous) by
     ``scene_change`` and the recipe's thresholds, whatever ``cctv_labels`` trains on."""
-    changed, solid = scene_change(a, b)
-    if solid >= r.cctv_changed_min:
-        return 0
-    if solid < r.cctv_static_max and changed < r.cctv_noise_max:
-        return 1
-    return None
+    return static_frame_label(a, b, static_max=r.cctv_static_max, noise_max=r.cctv_noise_max,
+                              changed_min=r.cctv_changed_min)
 
 
 _KIND = {("consecutive", 1): "consecutive", ("consecutive", 0): "consecutive_changed",

@@ -11,9 +11,9 @@ from dupstream.lab.decision_data import (
     build_cctv,
     build_digits,
     cctv_label,
-    scene_change,
 )
 from dupstream.lab.evaluation import metrics as M
+from dupstream.lab.evaluation.scene_rule import scene_change
 from dupstream.workers.learned import LearnedModel
 from dupstream.workers.pairfeatures import NAMES
 

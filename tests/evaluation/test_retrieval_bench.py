@@ -86,3 +86,14 @@ def test_sscd_alone_nearest_earlier_and_threshold():
     thr = tune_threshold(items, nn, max_fpr=0.0)
     negs = [s for it, (_, s) in zip(items, nn, strict=True) if it.role in ("original", "trap")]
     assert all(s < thr for s in negs) and thr <= max(negs) + 1e-6
+
+
+def test_static_camera_frames_are_scored_apart_from_edits_and_negatives():
+    items = [*_items()[:2], Item("s2", np.zeros((1, 1, 3), np.uint8), "static", "o2",
+                                 "static_frames", "o2")]
+    cluster = {it.name: it.cluster for it in items}
+    s = score(items, [None, None, "o2"], cluster)
+    assert s["static_frames"] == {"n": 1, "right": 1, "wrong": 0}
+    assert s["copies"] == 0 and s["false_matches"]["same scene"]["n"] == 0
+    s = score(items, [None, None, "o1"], cluster)
+    assert s["static_frames"] == {"n": 1, "right": 0, "wrong": 1}

@@ -17,7 +17,10 @@ Issue 12 kinds (``same_scene=True``, ``traps=True``): full photos also get the f
 by an arbitrary angle with fill, crop + caption + colour combined). Same-scene negatives
 (``same_scene``): every pair of full photographs of one scene - the catalogue's stereo and
 viewpoint groups, ``sources.SCENE_CATALOGUE`` (more stereo pairs, consecutive frames) and
-consecutive shots of packaged videos (``sources.video_scene_pairs``; these scenes get no edits).
+consecutive shots of packaged videos (``sources.video_scene_pairs``; these scenes get no edits);
+two frames of one static camera (``sources.STATIC_CAMERA_GROUPS``) are labelled by the product's
+rule for them (``scene_rule.static_frame_label``): ``static_frames`` copies where nothing solid
+changed, ``same_scene`` negatives where a region did, left out in between.
 Overlay traps (``trap_caption``, ``trap_watermark``, ``trap_border``, ``trap_frame``): two
 different full photos of one split wearing one pixel-identical overlay (``edits.overlay``).
 """
@@ -29,7 +32,9 @@ import numpy as np
 
 from dupstream.lab.data import edits as E
 from dupstream.lab.evaluation.dataset import EvalSet, fit_max_side, split_groups
+from dupstream.lab.evaluation.scene_rule import static_frame_label
 from dupstream.lab.evaluation.sources import (
+    STATIC_CAMERA_GROUPS,
     load_catalogue_photos,
     load_scene_photos,
     load_stamp,
@@ -168,12 +173,23 @@ def build_coco(*, seed: int = 0, max_side: int = 512, half_edits: int = 4,
 
 
 def _same_scene(ds: EvalSet, scenes: list[dict]) -> None:
-    """Every pair of full photographs of one scene (group): ``same_scene`` negatives."""
+    """Every pair of full photographs of one scene (group): ``same_scene`` negatives; two frames
+    of a static camera (``STATIC_CAMERA_GROUPS``) by the product's rule
+    (``static_frame_label``): ``static_frames`` copies, ``same_scene`` negatives, or left out
+    when the rule does not decide (listed in ``info["static_ambiguous"]``)."""
     full = [s for s in scenes if s["region"] == "full"]
     for i, s in enumerate(full):
         for t in full[i + 1 :]:
-            if s["group"] == t["group"] and s["photo"] != t["photo"]:
+            if s["group"] != t["group"] or s["photo"] == t["photo"]:
+                continue
+            if s["group"] not in STATIC_CAMERA_GROUPS:
                 ds.pair(s["idx"], t["idx"], 0, "same_scene")
+                continue
+            label = static_frame_label(ds.images[s["idx"]].rgb, ds.images[t["idx"]].rgb)
+            if label is None:
+                ds.info.setdefault("static_ambiguous", []).append(f"{s['key']} / {t['key']}")
+            else:
+                ds.pair(s["idx"], t["idx"], label, "static_frames" if label else "same_scene")
 
 
 def _traps(ds: EvalSet, scenes: list[dict], rng: np.random.Generator) -> None:
@@ -204,16 +220,20 @@ def _negatives(ds: EvalSet, scenes: list[dict], rng: np.random.Generator) -> Non
         others = [t for t in scenes if t["split"] == sc["split"] and not _overlap(sc, t)]
         if not others:
             continue
-        same_scene = [t for t in others if t["group"] == sc["group"]]
-        same_class = [t for t in others if t["group"] != sc["group"]
-                      and sc["classes"] & t["classes"]]
+        # another frame of a static camera is no negative by its group (``_same_scene``)
+        same_scene = [t for t in others if t["group"] == sc["group"]
+                      and (t["photo"] == sc["photo"] or t["group"] not in STATIC_CAMERA_GROUPS)]
+        diff = [t for t in others if t["group"] != sc["group"]]
+        same_class = [t for t in diff if sc["classes"] & t["classes"]]
         for n in range(len(sc["copies"])):
             if same_scene and n == 0:
                 pool, kind = same_scene, "same_scene"
             elif same_class and n % 2 == 0:
                 pool, kind = same_class, "same_class"
+            elif diff:
+                pool, kind = diff, "different"
             else:
-                pool, kind = others, "different"
+                continue
             t = pool[int(rng.integers(len(pool)))]
             images = [t["idx"], *t["copies"]]
             ds.pair(sc["idx"], images[int(rng.integers(len(images)))], 0, kind)

@@ -13,7 +13,11 @@ must stay ``unique``.
 Queries, shuffled after the originals: copies (``BENCH_EDITS``, ``copies_per_edit`` each, spread
 over the photos), overlay traps (pairs of held-out photos - in no index - wearing one identical
 caption / watermark / border / UI frame, ``traps_per_kind`` pairs per kind) and the same-scene
-photographs. Everything is deterministic given the seed.
+photographs. A same-scene group of a static camera (``sources.STATIC_CAMERA_GROUPS``) follows the
+product's rule for two frames of one camera (``scene_rule.static_frame_label``): a frame where
+nothing solid changed is a copy of the indexed frame (role ``static``: it must find it), one where
+a region changed stays a same-scene query, an ambiguous one is left out (``info``). Everything is
+deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import numpy as np
 from dupstream.lab.data import edits as E
 from dupstream.lab.evaluation.coco import hue_shift, paste_cutout
 from dupstream.lab.evaluation.dataset import fit_max_side
+from dupstream.lab.evaluation.scene_rule import static_frame_label
 from dupstream.lab.evaluation.sources import (
+    STATIC_CAMERA_GROUPS,
     _provider_dir,
     load_catalogue_photos,
     load_scene_photos,
@@ -90,8 +96,10 @@ def bench_edits() -> dict[str, E.Edit]:
 class Item:
     name: str  # file stem-safe identifier
     rgb: np.ndarray
-    role: str  # "original" | "copy" | "trap" | "same_scene"
-    cluster: str  # the indexed photo it is a copy of ("" for traps / same-scene / originals: own)
+    role: str  # "original" | "copy" | "trap" | "same_scene" | "static"
+    #: the indexed photo it is a copy of ("" for traps / same-scene; originals: own; static: the
+    #: indexed frame of its camera)
+    cluster: str
     kind: str  # edit type, "trap_<overlay>", "same_scene", "original"
     partner: str = ""  # trap: the other trap image; same_scene: the indexed photo of the scene
     source: str = ""
@@ -168,12 +176,18 @@ def candidate_photos(*, tile: int, max_side: int) -> tuple[list[dict], list[dict
     groups, firsts = _raw()
     scene_groups = {g for g, ps in groups.items() if len(ps) > 1}
     photos, queries, seen = [], [], set()
+    static_ambiguous: list[str] = []
     for g, ps in groups.items():
         if g in scene_groups:
             first = ps[0]
             photos.append({**first, "tiled": False})
             for q in ps[1:]:
-                queries.append({**q, "partner": first["name"]})
+                label = (static_frame_label(first["rgb"], q["rgb"])
+                         if g in STATIC_CAMERA_GROUPS else 0)
+                if label is None:
+                    static_ambiguous.append(f"{q['name']} / {first['name']}")
+                    continue
+                queries.append({**q, "partner": first["name"], "label": label})
             continue
         for p in ps:
             rgb = p["rgb"]
@@ -204,7 +218,8 @@ def candidate_photos(*, tile: int, max_side: int) -> tuple[list[dict], list[dict
         kept.append({**p, "rgb": rgb})
     for q in queries:
         q["rgb"] = fit_max_side(q["rgb"], max_side)
-    return kept, queries, {"dropped_as_same_picture": dropped, "tile": tile}
+    return kept, queries, {"dropped_as_same_picture": dropped, "tile": tile,
+                           "static_ambiguous": static_ambiguous}
 
 
 def build_bench(*, photos: int = 300, seed: int = 0, copies_per_edit: int = 20,
@@ -256,9 +271,14 @@ def build_bench(*, photos: int = 300, seed: int = 0, copies_per_edit: int = 20,
             queries.append(Item(na, apply(a["rgb"]), "trap", "", f"trap_{kind}", nb, a["name"]))
             queries.append(Item(nb, apply(b["rgb"]), "trap", "", f"trap_{kind}", na, b["name"]))
     for j, q in enumerate(scene_q):
-        queries.append(Item(f"s{j:03d}", q["rgb"], "same_scene", "", "same_scene",
-                            names[q["partner"]], q["name"]))
+        partner = names[q["partner"]]
+        if q["label"]:  # a frame of a static camera the scene rule calls one picture
+            queries.append(Item(f"s{j:03d}", q["rgb"], "static", partner, "static_frames",
+                                partner, q["name"]))
+        else:
+            queries.append(Item(f"s{j:03d}", q["rgb"], "same_scene", "", "same_scene",
+                                partner, q["name"]))
     bench.queries = [queries[i] for i in rng.permutation(len(queries))]
     bench.info["queries"] = {r: sum(q.role == r for q in queries)
-                             for r in ("copy", "trap", "same_scene")}
+                             for r in ("copy", "trap", "same_scene", "static")}
     return bench

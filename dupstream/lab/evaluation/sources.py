@@ -210,6 +210,13 @@ SCENE_CATALOGUE: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("opencv", "right01.jpg", "stereo_chess", ("chessboard",)),
 ]
 
+#: scene groups whose photographs are frames of one static camera a moment apart (the Middlebury
+#: RubberWhale and Basketball sequences): the product's rule for two such frames is the CCTV one
+#: (``scene_rule.static_frame_label``, as for ``tree``'s frames): nothing solid changed - a copy
+#: (``static_frames``), a solid region changed - another moment (``same_scene``), in between -
+#: ambiguous, left out. Not negatives by group alone.
+STATIC_CAMERA_GROUPS = frozenset({"whale", "basketball"})
+
 #: videos whose consecutive shots make same-scene pairs (vtest is kept for independent checks;
 #: tree is a static camera: its frames a moment apart are copies, not other shots)
 SCENE_VIDEOS = ("bikes", "bigbuckbunny", "Megamind", "carphone_pristine")
