@@ -19,6 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from dupstream.workers.register import PixelMemo
+
 #: working resolution (longest side) of the analysis
 WORK_SIDE = 256
 #: gradient (grey levels per pixel) below which a pixel is smooth / flat
@@ -329,7 +331,17 @@ def content_box_of_work(g: np.ndarray, size: tuple[int, int]) -> tuple[int, int,
     h0, w0 = size
     if min(h0, w0) < 16:
         return None
+    settled = _work_box(g)
+    if settled is None:
+        return None
     s = min(1.0, WORK_SIDE / max(h0, w0))
+    x0, y0, x1, y1 = settled
+    return (int(round(x0 / s)), int(round(y0 / s)),
+            min(w0, int(round(x1 / s))), min(h0, int(round(y1 / s))))
+
+
+def _box_of_work(g: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The settled box in pixels of the working copy ``g`` (None: no frame)."""
     m = _Maps(g)
     h, w = g.shape
     # UI frames need lines crossed (bars, text); a simple border or letterbox must not (the
@@ -348,8 +360,10 @@ def content_box_of_work(g: np.ndarray, size: tuple[int, int]) -> tuple[int, int,
             settled = None
         if settled is not None:
             break
-    if settled is None:
-        return None
-    x0, y0, x1, y1 = settled
-    return (int(round(x0 / s)), int(round(y0 / s)),
-            min(w0, int(round(x1 / s))), min(h0, int(round(y1 / s))))
+    return settled
+
+
+#: the box of a working copy, keyed by its pixels: the hash stage finds it on an image's
+#: registration thumbnail, and verification needs it again on the same thumbnail (the query's
+#: picture mask) - found once
+_work_box = PixelMemo(_box_of_work)

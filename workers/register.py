@@ -68,6 +68,9 @@ class SparseFit:
 ORB_PATCH = 23
 
 
+_MISSING = object()
+
+
 class PixelMemo:
     """A small LRU of a pure function of a grey thumbnail, keyed by its pixels (shape + SHA-1):
     a query is registered against up to 3 candidates, and a reference is a candidate of many
@@ -82,8 +85,8 @@ class PixelMemo:
         arr = np.ascontiguousarray(grey)
         key = (arr.shape, arr.dtype.str, hashlib.sha1(arr.data).digest())
         with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
+            hit = self._items.get(key, _MISSING)
+            if hit is not _MISSING:  # None is a result as well (no frame found)
                 self._items.move_to_end(key)
                 return hit
         out = self.fn(arr)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from dupstream.lab.data import edits
 from dupstream.lab.data.photos import load_photos
-from dupstream.workers.regions import content_box
+from dupstream.workers.regions import content_box, content_box_of_work
+from dupstream.workers.verify import registration_thumb
 
 NAMES = ["astronaut", "chelsea", "coffee", "motorcycle_left", "china", "grace_hopper"]
 #: the found box must overlap the true one at IoU >= this ("within a few %" of its sides)
@@ -156,3 +157,27 @@ def test_grey_input_and_tiny_images(photos):
     assert iou(content_box(grey), truth) >= MIN_IOU
     assert content_box(np.zeros((10, 10, 3), np.uint8)) is None
     assert content_box(np.full((64, 64, 3), 128, np.uint8)) is None
+
+
+def test_box_found_once_per_thumbnail(photos, monkeypatch):
+    """The hash stage and verification ask for the box of the same registration thumbnail: it
+    is found once (keyed by the pixels), "no frame" included, and the box is the same."""
+    from dupstream.workers import regions
+    from dupstream.workers.register import PixelMemo
+
+    calls = []
+
+    def counted(g):
+        calls.append(1)
+        return regions._box_of_work(g)
+
+    monkeypatch.setattr(regions, "_work_box", PixelMemo(counted))
+    framed, _ = solid(photos["coffee"])
+    for img in (framed, photos["coffee"]):
+        thumb = registration_thumb(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+        calls.clear()
+        first = content_box_of_work(thumb, img.shape[:2])
+        assert content_box_of_work(thumb, img.shape[:2]) == first
+        assert content_box(thumb) == regions._box_of_work(thumb)
+        assert len(calls) == 1
+    assert first is None  # the unframed photo: None is remembered too
