@@ -232,7 +232,9 @@ class Deduper:
                 out.append(Failed(upload.image_id, upload.tenant, feat))
                 continue
             t1 = time.perf_counter()
-            verdict, todo = self._judge(upload.image_id, upload.tenant, feat)
+            # one record per image: the query of the search, then the indexed image
+            rec = features_to_record(upload.image_id, upload.tenant, feat)
+            verdict, todo = self._judge(upload.image_id, upload.tenant, feat, record=rec)
             if todo is not None:
                 pending.append((len(out), todo))
             search_ms = (time.perf_counter() - t1) * 1e3
@@ -240,7 +242,7 @@ class Deduper:
             verdict.timings_ms["search"] = round(search_ms, 3)
             verdict.timings_ms["total"] = round(per_image_ms + search_ms, 3)
             if add:
-                self.add(upload.image_id, upload.tenant, feat)
+                self._add_record(rec)
             out.append(verdict)
         if pending:  # the cascade's object step, once for the batch
             for (slot, _), v in zip(pending, self._objects_step([p for _, p in pending],
@@ -282,7 +284,9 @@ class Deduper:
         """Remember an image; returns its record when new (and hands it to ``on_add``). A key
         already present is a replay: nothing is added, its record (the one in memory when it is
         still there) goes to ``on_replay``."""
-        rec = features_to_record(image_id, tenant, feat)
+        return self._add_record(features_to_record(image_id, tenant, feat))
+
+    def _add_record(self, rec: ImageRecord) -> ImageRecord | None:
         if not self.memory.add(rec):
             if self.on_replay is not None:
                 self.on_replay(self.memory.records.peek(rec.key) or rec)
@@ -298,12 +302,12 @@ class Deduper:
             return verdict
         return self._objects_step([pending], keep_queries=False)[0]
 
-    def _judge(self, image_id: str, tenant: str | None, feat: ImageFeatures
-               ) -> tuple[Verdict, _Pending | None]:
+    def _judge(self, image_id: str, tenant: str | None, feat: ImageFeatures, *,
+               record: ImageRecord | None = None) -> tuple[Verdict, _Pending | None]:
         """The verdict before the cascade's object step, and that step's work when the tenant's
         policy needs objects, or the verdict is a copy whose objects would tell what changed
         (``DecisionPolicy.needs_object_evidence``; ``_objects_step`` does it, for a batch)."""
-        query = features_to_record(image_id, tenant, feat)
+        query = record if record is not None else features_to_record(image_id, tenant, feat)
         scored: list[Scored] = []
         for cand in self.memory.candidates(query, k=self.candidates):
             # the query's own key is never a candidate: a replayed event does not match itself
