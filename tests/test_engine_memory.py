@@ -4,6 +4,7 @@ A tiny deterministic embedder stands in for SSCD so this runs in well under a se
 identical bytes give identical vectors, which is all these tests need.
 """
 
+import cv2
 import numpy as np
 import pytest
 
@@ -39,6 +40,25 @@ def test_features_survive_the_record_round_trip(blobs):
     assert (back.pdq.variants == feat.pdq.variants).all() and (back.thumb == feat.thumb).all()
     assert (back.vector == feat.vector).all() and (back.width, back.height) == (
         feat.width, feat.height)
+
+
+def test_a_records_registration_thumbnail_is_decoded_on_first_read(blobs):
+    """A record keeps the registration thumbnail as JPEG; the features read from it decode it
+    when verification first reads ``reg`` (the same pixels as decoding it at once), and a
+    record made of them again keeps the same JPEG."""
+    feat = FeatureExtractor(embedder=TinyEmbedder()).extract([blobs["coffee"]])[0]
+    rec = features_to_record("c", "t", feat)
+    back = record_to_features(rec)
+    assert "_reg" not in vars(back) or vars(back)["_reg"] is None  # not decoded yet
+    jpg = rec.arrays["reg.jpg"]
+    want = cv2.imdecode(jpg, cv2.IMREAD_GRAYSCALE)
+    assert back.reg is not None and np.array_equal(back.reg, want)
+    assert back.reg is back.reg  # decoded once
+    assert np.abs(back.reg.astype(int) - feat.reg.astype(int)).mean() < 3  # JPEG q90
+    again = features_to_record("c", "t", back)
+    assert "reg_jpeg" not in again.arrays
+    assert np.array_equal(again.arrays["reg.jpg"],
+                          cv2.imencode(".jpg", want, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel())
 
 
 def test_semantic_fields_survive_the_record_round_trip_through_the_wire(blobs):

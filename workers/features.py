@@ -86,6 +86,29 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
+class _DecodedOnRead:
+    """The ``reg`` field of ``ImageFeatures``: the grey registration thumbnail, or - for features
+    read from a record, which keeps it JPEG-encoded (``reg_jpeg``) - decoded on its first read:
+    a reference is read for every query it is a candidate of, but registered only against the
+    few whose decision is open."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> np.ndarray | None:
+        if obj is None:
+            return None  # the field's default
+        value = obj.__dict__.get(self._slot)
+        jpg = obj.__dict__.get("reg_jpeg")
+        if value is None and jpg is not None and len(jpg):
+            value = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_GRAYSCALE)
+            obj.__dict__[self._slot] = value
+        return value
+
+    def __set__(self, obj: object, value: np.ndarray | None) -> None:
+        obj.__dict__[self._slot] = value
+
+
 @dataclass
 class ImageFeatures:
     digest: str
@@ -99,8 +122,9 @@ class ImageFeatures:
     content: np.ndarray | None = None
     #: (x0, y0, x1, y1) of the picture inside its frame, in pixels; None: it fills the image
     content_box: tuple[int, int, int, int] | None = None
-    #: registration thumbnail (grey uint8, longest side <= verify.REG_SIDE) for verification
-    reg: np.ndarray | None = None
+    #: registration thumbnail (grey uint8, longest side <= verify.REG_SIDE) for verification;
+    #: decoded from ``reg_jpeg`` on first read where only that is set (a record's)
+    reg: np.ndarray | None = _DecodedOnRead()  # a descriptor: the default is None
     #: image-level descriptors (``descriptors.NAMES``): what kind of picture this is
     descriptors: np.ndarray | None = None
     #: colour thumbnail (RGB uint8, longest side <= OBJ_SIDE) the cascade detects objects on
@@ -108,6 +132,9 @@ class ImageFeatures:
     #: the same, JPEG-encoded as a record keeps it (a reference's): decoded only when its
     #: objects are needed, not for every candidate read
     obj_jpeg: np.ndarray | None = None
+    #: the registration thumbnail JPEG-encoded as a record keeps it (a reference's): ``reg``
+    #: decodes it when verification first reads it, not for every candidate read
+    reg_jpeg: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: semantic part, all optional. ``objects`` is None when no detector ran (or it failed on
     #: this image), ``Objects.empty()`` when it ran and found nothing.

@@ -27,7 +27,7 @@ from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
 
-_SKIP = {"digest", "pdq", "timings_ms", "reg", "obj_thumb", "obj_jpeg"}
+_SKIP = {"digest", "pdq", "timings_ms", "reg", "reg_jpeg", "obj_thumb", "obj_jpeg"}
 REG_KEY = "reg.jpg"
 REG_JPEG_QUALITY = 90
 #: the colour object thumbnail (``obj_thumb``, longest side 416): JPEG quality 75 (median 22 KB
@@ -106,23 +106,28 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
+@functools.cache
+def _plan(cls: type) -> tuple[tuple[str, type | None, bool], ...]:
+    """(name, nested dataclass or None, required) of each init field of ``cls``."""
     hints = _hints(cls)
+    return tuple((f.name, _dataclass_of(hints.get(f.name)),
+                  f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                 for f in dataclasses.fields(cls) if f.init)
+
+
+def _build(cls: type, prefix: str, rec: ImageRecord) -> Any:
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        name = f"{prefix}{f.name}"
-        nested = _dataclass_of(hints.get(f.name))
+    for field_name, nested, required in _plan(cls):
+        name = f"{prefix}{field_name}"
         if name in rec.arrays:
-            kwargs[f.name] = rec.arrays[name]
+            kwargs[field_name] = rec.arrays[name]
         elif name in rec.meta:
-            kwargs[f.name] = rec.meta[name]
+            kwargs[field_name] = rec.meta[name]
         elif nested is not None and any(
             k.startswith(name + ".") for k in (*rec.arrays, *rec.meta)
         ):
-            kwargs[f.name] = _build(nested, name + ".", rec)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs[field_name] = _build(nested, name + ".", rec)
+        elif required:
             raise StateError(f"record {rec.image_id!r} lacks the feature field {name!r}")
     return cls(**kwargs)
 
@@ -134,8 +139,6 @@ def record_to_features(rec: ImageRecord) -> ImageFeatures:
     feat = _build(ImageFeatures, "", shadow)
     if feat.content_box is not None:
         feat.content_box = tuple(int(v) for v in feat.content_box)
-    jpg = rec.arrays.get(REG_KEY)
-    if jpg is not None and len(jpg):
-        feat.reg = cv2.imdecode(np.asarray(jpg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    feat.reg_jpeg = rec.arrays.get(REG_KEY)  # decoded when verification first reads ``reg``
     feat.obj_jpeg = rec.arrays.get(OBJ_KEY)  # decoded by ``add_objects`` when needed
     return feat
