@@ -93,6 +93,13 @@ class _Maps:
         self.step = STEP
         self._lines: dict[tuple[int, float], np.ndarray] = {}
         self._sums: dict[tuple, np.ndarray] = {}
+        # the sides seen from the left and the right are the transposed image's top and bottom:
+        # its maps made contiguous once; a bottom's rows are its top's in reverse
+        self._upright: dict[bool, dict[str, np.ndarray]] = {
+            False: {"g": f, "smooth": self.smooth, "framey": self.framey},
+            True: {k: np.ascontiguousarray(v.T) for k, v in
+                   (("g", f), ("smooth", self.smooth), ("framey", self.framey))}}
+        self._steps: dict[bool, np.ndarray] = {}
 
     def row_sums(self, side: int, name: str) -> np.ndarray:
         """(h, w + 1) int32: per row of ``side``'s view of the mask ``name`` ("smooth",
@@ -100,10 +107,12 @@ class _Maps:
         row - any span's row means in O(h), exactly as ``mask[:, a:b].mean(axis=1)``."""
         key = (side, name, self.step if name == "lines" else None)
         if key not in self._sums:
-            mask = self.lines(side) if name == "lines" else self.view(side, getattr(self, name))
-            out = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int32)
-            np.cumsum(mask, axis=1, dtype=np.int32, out=out[:, 1:])
-            self._sums[key] = out
+            if name == "lines":
+                self._sums[key] = _running(self.lines(side))
+            elif side in (1, 3):  # the opposite side's rows, in reverse
+                self._sums[key] = self.row_sums(side - 1, name)[::-1]
+            else:
+                self._sums[key] = _running(self._upright[side == 2][name])
         return self._sums[key]
 
     def view(self, side: int, a: np.ndarray) -> np.ndarray:
@@ -111,13 +120,37 @@ class _Maps:
         return (a, a[::-1], a.T, a.T[::-1])[side]
 
     def lines(self, side: int) -> np.ndarray:
-        """Line evidence of ``side`` (seen from that side), cached per step."""
+        """Line evidence of ``side`` (seen from that side), cached per step: a step across the
+        boundary (``_steps``) with smooth frame 3 rows above it."""
         key = (side, self.step)
         if key not in self._lines:
-            self._lines[key] = _line_rows(np.ascontiguousarray(self.view(side, self.g)),
-                                          np.ascontiguousarray(self.view(side, self.smooth)),
-                                          self.step)
+            maps = self._upright[side >= 2]
+            steps = self._steps.get(side >= 2)
+            if steps is None:
+                steps = self._steps[side >= 2] = _steps(maps["g"])
+            h = steps.shape[0] - 1
+            # seen from the bottom, boundary b is the top's boundary h - b (the same four rows)
+            step = steps[:h] if side in (0, 2) else steps[h:0:-1]
+            smooth = maps["smooth"] if side in (0, 2) else maps["smooth"][::-1]
+            above = np.zeros(smooth.shape, bool)
+            above[3:] = smooth[:-3]
+            self._lines[key] = (step >= self.step) & above
         return self._lines[key]
+
+
+def _running(mask: np.ndarray) -> np.ndarray:
+    """(h, w + 1) int32 running count of true pixels along each row of ``mask``."""
+    out = np.zeros((mask.shape[0], mask.shape[1] + 1), np.int32)
+    np.cumsum(mask, axis=1, dtype=np.int32, out=out[:, 1:])
+    return out
+
+
+def _steps(g: np.ndarray) -> np.ndarray:
+    """(h + 1, w): the grey-level step across each top-side boundary b = 0..h (frame rows < b),
+    over two rows: max(|g[b] - g[b-2]|, |g[b+1] - g[b-1]|), rows clamped to the image."""
+    h = g.shape[0]
+    pad = np.concatenate([g[:1], g[:1], g, g[-1:], g[-1:], g[-1:]])  # pad[i] = g[clamp(i - 2)]
+    return np.maximum(np.abs(pad[2:h + 3] - pad[0:h + 1]), np.abs(pad[3:h + 4] - pad[1:h + 2]))
 
 
 def _frame_colours(g: np.ndarray) -> np.ndarray:
@@ -135,18 +168,6 @@ def _frame_colours(g: np.ndarray) -> np.ndarray:
         out |= np.abs(gi - c) <= COLOUR_TOL
         hist[max(0, c - 2 * COLOUR_TOL) : c + 2 * COLOUR_TOL + 1] = 0
     return out
-
-
-def _line_rows(g: np.ndarray, smooth: np.ndarray, step_min: float) -> np.ndarray:
-    """(h, w) bool: pixel (b, x) is on a top-side line at boundary b (frame rows < b): a step
-    across b and smooth frame 3 rows above."""
-    h, w = g.shape
-    pad = np.pad(g, ((2, 2), (0, 0)), mode="edge")
-    # rows b-2, b-1, b, b+1 of g are pad rows b, b+1, b+2, b+3
-    step = np.maximum(np.abs(pad[2:h + 2] - pad[0:h]), np.abs(pad[3:h + 3] - pad[1:h + 1]))
-    above = np.zeros_like(smooth)
-    above[3:] = smooth[:-3]
-    return (step >= step_min) & above
 
 
 def _span_means(sums: np.ndarray, a: int, b: int) -> np.ndarray:

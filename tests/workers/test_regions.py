@@ -181,3 +181,37 @@ def test_box_found_once_per_thumbnail(photos, monkeypatch):
         assert content_box(thumb) == regions._box_of_work(thumb)
         assert len(calls) == 1
     assert first is None  # the unframed photo: None is remembered too
+
+
+def _direct_lines(g: np.ndarray, smooth: np.ndarray, step_min: float) -> np.ndarray:
+    """Line evidence of the top side computed directly on that side's view: a step across
+    boundary b (rows b-2..b+1, edge-padded) and smooth frame 3 rows above."""
+    h = g.shape[0]
+    pad = np.pad(g, ((2, 2), (0, 0)), mode="edge")
+    step = np.maximum(np.abs(pad[2:h + 2] - pad[0:h]), np.abs(pad[3:h + 3] - pad[1:h + 1]))
+    above = np.zeros_like(smooth)
+    above[3:] = smooth[:-3]
+    return (step >= step_min) & above
+
+
+def test_side_maps_equal_the_direct_computation_on_each_sides_view(photos):
+    """The four sides' line evidence and running counts are derived from two orientations (a
+    bottom is its top reversed, left / right the transposed image's top / bottom): they equal
+    the same maps computed directly on each side's view of the image."""
+    from dupstream.workers.regions import STEP, WEAK_STEP, _Maps
+
+    rng = np.random.default_rng(3)
+    for img in (solid(photos["coffee"])[0], desktop(photos["china"])[0],
+                edits.border_blurred(photos["astronaut"], rng), photos["chelsea"]):
+        m = _Maps(registration_thumb(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)))
+        for step in (STEP, WEAK_STEP):
+            m.step = step
+            for side in range(4):
+                lines = _direct_lines(np.ascontiguousarray(m.view(side, m.g)),
+                                      np.ascontiguousarray(m.view(side, m.smooth)), step)
+                assert np.array_equal(m.lines(side), lines), (side, step)
+                for name, mask in (("lines", lines), ("smooth", m.view(side, m.smooth)),
+                                   ("framey", m.view(side, m.framey))):
+                    want = np.concatenate([np.zeros((mask.shape[0], 1), np.int64),
+                                           np.cumsum(mask, axis=1)], axis=1)
+                    assert np.array_equal(m.row_sums(side, name), want), (side, name)
