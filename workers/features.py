@@ -26,6 +26,7 @@ from dupstream.workers.semantic import (
     select_objects,
     semantic_vector,
 )
+from dupstream.workers.upright import TurnedRect, turned_rect, upright_turns
 from dupstream.workers.verify import REG_SIDE, registration_thumb
 
 if TYPE_CHECKING:
@@ -63,6 +64,18 @@ def _isolated(call: Callable[[Sequence], Sequence], items: Sequence, *,
             _raise_if_fatal(exc)
             out.append(on_error(exc))
     return out
+
+
+def _crops(decoded: Sequence, good: list[int], hashed: dict[int, _Hashed]
+           ) -> tuple[list[int], list[int], list[np.ndarray]]:
+    """(framed, turned, pictures to embed): the framed pictures' content crops, then four
+    upright orientations of each turned picture (``upright.upright_turns``)."""
+    framed = [i for i in good if hashed[i].box is not None]
+    turned = [i for i in good if hashed[i].turned is not None]
+    crops = [_crop(decoded[i], hashed[i].box) for i in framed]
+    for i in turned:
+        crops += upright_turns(decoded[i], hashed[i].turned)
+    return framed, turned, crops
 
 
 def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -122,6 +135,10 @@ class ImageFeatures:
     content: np.ndarray | None = None
     #: (x0, y0, x1, y1) of the picture inside its frame, in pixels; None: it fills the image
     content_box: tuple[int, int, int, int] | None = None
+    #: (4, dim) for a picture turned by an arbitrary angle on a solid fill (``upright``): the
+    #: embeddings of the picture cut back onto the axes in its four orientations (which one is
+    #: upright is not known: the search and ``content_similarity`` take the best); else None
+    content_turns: np.ndarray | None = None
     #: registration thumbnail (grey uint8, longest side <= verify.REG_SIDE) for verification;
     #: decoded from ``reg_jpeg`` on first read where only that is set (a record's)
     reg: np.ndarray | None = _DecodedOnRead()  # a descriptor: the default is None
@@ -153,6 +170,8 @@ class _Hashed:
     reg: np.ndarray
     obj_thumb: np.ndarray
     box: tuple[int, int, int, int] | None
+    #: the turned picture's rectangle in the decoded pixels (``upright.turned_rect``) or None
+    turned: TurnedRect | None
     descriptors: np.ndarray
     ms: float
 
@@ -167,9 +186,13 @@ def _hash_one(rgb: np.ndarray, digest: str) -> _Hashed:
     obj_thumb = object_thumb(rgb)
     # the registration thumbnail is content_box's working copy: found on it, not again
     box = content_box_of_work(reg, rgb.shape[:2])
+    turned = turned_rect(reg)
+    if turned is not None:
+        turned = turned.scaled(rgb.shape[1] / reg.shape[1])
     descriptors = image_descriptors(rgb)
     return _Hashed(digest=digest, pdq=pdq, thumb=thumb, reg=reg, obj_thumb=obj_thumb, box=box,
-                   descriptors=descriptors, ms=(time.perf_counter() - t0) * 1e3)
+                   turned=turned, descriptors=descriptors,
+                   ms=(time.perf_counter() - t0) * 1e3)
 
 
 class FeatureExtractor:
@@ -273,18 +296,18 @@ class FeatureExtractor:
             pending = self._pool().submit(hash_stage)
             vectors = self._embed_isolated([decoded[i] for i in good])
             hashed = pending.result()
-            framed = [i for i in good if hashed[i].box is not None]
-            crop_vectors = (self._embed_isolated([_crop(decoded[i], hashed[i].box)
-                                                  for i in framed]) if framed else [])
+            framed, turned, crops = _crops(decoded, good, hashed)
+            crop_vectors = self._embed_isolated(crops) if crops else []
         else:
-            # in line: the hash stage, then one embedder batch of every image and the framed
-            # pictures' content crops
+            # in line: the hash stage, then one embedder batch of every image, the framed
+            # pictures' content crops and the turned pictures' upright orientations
             hashed = hash_stage()
-            framed = [i for i in good if hashed[i].box is not None]
-            crops = [_crop(decoded[i], hashed[i].box) for i in framed]
+            framed, turned, crops = _crops(decoded, good, hashed)
             vectors = self._embed_isolated([decoded[i] for i in good] + crops)
             vectors, crop_vectors = vectors[: len(good)], vectors[len(good):]
-        content = dict(zip(framed, crop_vectors, strict=True))
+        content = dict(zip(framed, crop_vectors[: len(framed)], strict=True))
+        turns = {i: crop_vectors[len(framed) + 4 * j : len(framed) + 4 * j + 4]
+                 for j, i in enumerate(turned)}
         t2 = time.perf_counter()
         # the embed stage's share: its wall time less the hash stage's where that ran in line
         embed_ms = (t2 - t1) * 1e3 - (0.0 if self.hash_workers
@@ -313,6 +336,9 @@ class FeatureExtractor:
             cvec = content.get(i, vec)
             if isinstance(cvec, DupstreamError):  # the crop broke the model: the whole image
                 cvec = vec
+            tvecs = turns.get(i)
+            if tvecs is not None and any(isinstance(t, DupstreamError) for t in tvecs):
+                tvecs = None
             results[i] = ImageFeatures(
                 digest=hs.digest,
                 pdq=hs.pdq,
@@ -322,6 +348,8 @@ class FeatureExtractor:
                 thumb=hs.thumb,
                 content=np.asarray(cvec, dtype=np.float32),
                 content_box=box,
+                content_turns=(None if tvecs is None
+                               else np.asarray(np.stack(tvecs), dtype=np.float32)),
                 reg=hs.reg,
                 descriptors=hs.descriptors,
                 obj_thumb=hs.obj_thumb,

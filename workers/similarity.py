@@ -210,12 +210,19 @@ def changed_area(query: ImageFeatures, ref: ImageFeatures) -> float | None:
 
 def content_similarity(query: ImageFeatures, ref: ImageFeatures) -> float | None:
     """Best cosine between the pictures without their frames: content vs content, and each
-    content vs the other's whole image (a framed copy of a clean original, or the reverse)."""
+    content vs the other's whole image (a framed copy of a clean original, or the reverse); a
+    picture turned on a solid fill (``content_turns``) by its best upright orientation against
+    the other's content and whole image."""
     if query.content is None or ref.content is None:
         return None
     pairs = [(query.content, ref.content), (query.content, ref.vector),
              (query.vector, ref.content)]
-    return float(np.clip(max(float(np.dot(a, b)) for a, b in pairs), -1.0, 1.0))
+    best = max(float(np.dot(a, b)) for a, b in pairs)
+    for turns, other in ((query.content_turns, ref), (ref.content_turns, query)):
+        if turns is not None and len(turns):
+            best = max(best, float(np.max(np.asarray(turns) @ np.stack([other.vector,
+                                                                        other.content]).T)))
+    return float(np.clip(best, -1.0, 1.0))
 
 
 def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures, *,

@@ -81,7 +81,9 @@ class Evidence(BaseModel):
                              "the tenant's own uploads)")
     content_visual: float | None = Field(
         None, description="visual cosine of the pictures without their frames (borders, "
-        "letterbox, screenshot UI): the best of content vs content and content vs whole")
+        "letterbox, screenshot UI): the best of content vs content and content vs whole; a "
+        "picture turned by an arbitrary angle on a solid fill compares by its best upright "
+        "orientation")
     changed_area: float | None = Field(
         None, description="share of the picture that differs (after registration when it "
         "verified; else on same-aspect thumbnails; None when the geometry differs)")

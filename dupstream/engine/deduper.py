@@ -309,7 +309,7 @@ class Deduper:
         (``DecisionPolicy.needs_object_evidence``; ``_objects_step`` does it, for a batch)."""
         query = record if record is not None else features_to_record(image_id, tenant, feat)
         scored: list[Scored] = []
-        for cand in self.memory.candidates(query, k=self.candidates):
+        for cand in self._candidates(query, feat):
             # the query's own key is never a candidate: a replayed event does not match itself
             ref = self.memory.record(cand.key)
             if ref is None:
@@ -345,6 +345,22 @@ class Deduper:
             verdict.evidence.notes = [*(n for n in verdict.evidence.notes
                                         if n != NO_DETECTOR_NOTE), OBJECTS_SKIPPED]
         return verdict, None
+
+    def _candidates(self, query: ImageRecord, feat: ImageFeatures) -> list:
+        """The memory's candidates for the query; for a picture turned on a solid fill also
+        those of its four upright orientations (``ImageFeatures.content_turns``: searched as
+        whole pictures, where an unturned original is indexed), the first occurrence kept."""
+        found = self.memory.candidates(query, k=self.candidates)
+        if feat.content_turns is None:
+            return found
+        seen = {c.key for c in found}
+        for turn in feat.content_turns:
+            variant = dataclasses.replace(query, arrays={"vector": np.asarray(turn, np.float32)})
+            for c in self.memory.candidates(variant, k=self.candidates):
+                if c.key not in seen:
+                    seen.add(c.key)
+                    found.append(c)
+        return found
 
     def _objects_step(self, pending: list[_Pending], *, keep_queries: bool) -> list[Verdict]:
         """The cascade's object step for a batch: the objects of every query and matched
