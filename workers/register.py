@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dupstream.workers.upright import turned_rect
+
 #: ORB features per thumbnail (fast: ~1 ms per 256-px thumb on one core)
 N_FEATURES = 600
 #: Lowe ratio for the nearest / second-nearest descriptor distance
@@ -320,46 +322,16 @@ def centred_inits(query: np.ndarray, ref: np.ndarray) -> list[np.ndarray]:
     return [c, t, mirror_matrix(qshape[1]) @ t]
 
 
-#: a rotated picture on a solid fill: the corners agree within this many grey levels, and a
-#: pixel is the picture where it differs from the fill by more than FILL_TOL
-FILL_CORNER_TOL = 6.0
-FILL_TOL = 10.0
-#: the picture's rectangle is turned by at least this many degrees off the axes, fills at
-#: least ROTATED_FILLED of it, and the query thumb is at least ROTATED_MIN_SIDE px
-ROTATED_MIN_DEG = 2.0
-ROTATED_FILLED = 0.9
-ROTATED_MIN_SIDE = 64
-
-
 def rotated_inits(query: np.ndarray, ref: np.ndarray) -> list[np.ndarray]:
     """Where the query is a picture turned by an arbitrary angle on a solid fill (its four
-    corners one colour, the picture a turned rectangle): the reference fitted onto that
-    rectangle at each of its four orientations (angle + k 90 degrees). Empty otherwise. The
-    dense alignment's basin does not reach a turn of tens of degrees from the centred starts."""
-    q = np.asarray(query, np.float32)
-    h, w = q.shape[:2]
-    if min(h, w) < ROTATED_MIN_SIDE:
+    corners one colour, the picture a turned rectangle: ``upright.turned_rect``): the reference
+    fitted onto that rectangle at each of its four orientations (angle + k 90 degrees). Empty
+    otherwise. The dense alignment's basin does not reach a turn of tens of degrees from the
+    centred starts."""
+    rect = turned_rect(query)
+    if rect is None:
         return []
-    k = max(1, min(h, w) // 32)
-    corners = np.array([q[:k, :k].mean(), q[:k, -k:].mean(), q[-k:, :k].mean(),
-                        q[-k:, -k:].mean()])
-    if corners.max() - corners.min() > FILL_CORNER_TOL:
-        return []
-    mask = (np.abs(q - float(np.median(corners))) > FILL_TOL).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return []
-    big = max(contours, key=cv2.contourArea)
-    (cx, cy), (rw, rh), _ = rect = cv2.minAreaRect(big)
-    # a turned photo fills its rectangle; a drawing on a plain ground (a digit) does not
-    if rw * rh < 0.1 * h * w or cv2.contourArea(big) < ROTATED_FILLED * rw * rh:
-        return []
-    p = cv2.boxPoints(rect)
-    phi = float(np.degrees(np.arctan2(p[1, 1] - p[0, 1], p[1, 0] - p[0, 0])))
-    off = abs((phi + 45.0) % 90.0 - 45.0)
-    if off < ROTATED_MIN_DEG:
-        return []
+    cx, cy, rw, rh, phi = rect.cx, rect.cy, rect.w, rect.h, rect.phi
     s = float(np.sqrt(rw * rh / (ref.shape[0] * ref.shape[1])))
     rc = np.array([ref.shape[1] / 2.0, ref.shape[0] / 2.0])
     out = []
