@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from dupstream.lab.data.edits import rotate_any
+from dupstream.lab.data import edits as E
 from dupstream.workers.upright import turned_rect, upright_turns
 from dupstream.workers.verify import registration_thumb
 
@@ -17,13 +17,7 @@ def photo():
 
 
 def _turned(photo, angle, fill):
-    h, w = photo.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    c, s = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(h * s + w * c), int(h * c + w * s)
-    m[0, 2] += nw / 2 - w / 2
-    m[1, 2] += nh / 2 - h / 2
-    return cv2.warpAffine(photo, m, (nw, nh), borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    return E.rotate_fill(photo, angle, fill)[0]
 
 
 def _errors(turns, photo):
@@ -52,7 +46,7 @@ def test_a_turned_picture_is_cut_back_upright(photo, angle, fill):
 def test_seeded_rotation_edits_are_found(photo):
     found = 0
     for seed in range(10):
-        canvas = rotate_any(photo, np.random.default_rng(seed))
+        canvas = E.rotate_any(photo, np.random.default_rng(seed))
         found += turned_rect(registration_thumb(canvas)) is not None
     assert found >= 7  # a fill close to the photo's own edge colours can hide the rectangle
 

@@ -42,18 +42,6 @@ def thumb_scale(query: np.ndarray, ref: np.ndarray, scale: float) -> float:
     return scale * fq / fr
 
 
-def rotate_fill(rgb: np.ndarray, angle: float, fill=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
-    """Rotated by ``angle`` on a canvas that holds all of it; returns (image, ref->query 2x3)."""
-    h, w = rgb.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    c, s = abs(m[0, 0]), abs(m[0, 1])
-    big_w, big_h = int(h * s + w * c), int(h * c + w * s)
-    m[0, 2] += big_w / 2 - w / 2
-    m[1, 2] += big_h / 2 - h / 2
-    out = cv2.warpAffine(rgb, m, (big_w, big_h), borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-    return out, m
-
-
 def test_thumb_is_grey_and_bounded(photos):
     t = registration_thumb(photos["coffee"])
     assert t.dtype == np.uint8 and t.ndim == 2 and max(t.shape) == REG_SIDE
@@ -82,7 +70,7 @@ def test_identity_and_scale(photos):
 @pytest.mark.parametrize("angle", [7.0, -33.0, 90.0, 145.0, 180.0])
 def test_rotation_with_fill(photos, angle):
     ref = photos["chelsea"]
-    query, _ = rotate_fill(ref, angle, fill=(20, 200, 40))
+    query, _ = edits.rotate_fill(ref, angle, fill=(20, 200, 40))
     r = reg(query, ref)
     assert r.verified and not r.flip
     # counter-clockwise as seen, like cv2.getRotationMatrix2D's angle
@@ -276,7 +264,7 @@ def test_same_screenshot_frame_around_different_photos_is_a_trap(photos):
 
 
 def _turned(rgb: np.ndarray, angle: float) -> np.ndarray:
-    return rotate_fill(rgb, angle, fill=(0, 0, 0))[0]
+    return edits.rotate_fill(rgb, angle, fill=(0, 0, 0))[0]
 
 
 @pytest.mark.parametrize("angle", [172.0, 63.0, -128.0])

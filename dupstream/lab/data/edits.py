@@ -316,15 +316,22 @@ def rotate_any(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     angle = float(rng.uniform(10, 350))
     while min(abs(angle - a) for a in (90, 180, 270)) < 5:
         angle = float(rng.uniform(10, 350))
+    fill = [(0, 0, 0), (255, 255, 255), _colour(rng)][int(rng.integers(0, 3))]
+    return rotate_fill(rgb, angle, fill)[0]
+
+
+def rotate_fill(rgb: np.ndarray, angle: float, fill=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Rotated by ``angle`` degrees on a canvas that holds all of it, the corners ``fill``;
+    returns (image, the original -> canvas 2x3 transform)."""
     h, w = rgb.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     c, s = abs(m[0, 0]), abs(m[0, 1])
     nw, nh = int(h * s + w * c), int(h * c + w * s)
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
-    fill = [(0, 0, 0), (255, 255, 255), _colour(rng)][int(rng.integers(0, 3))]
-    return cv2.warpAffine(rgb, m, (nw, nh), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    out = cv2.warpAffine(rgb, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    return out, m
 
 
 def caption_text(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
