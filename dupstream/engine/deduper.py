@@ -33,7 +33,7 @@ from dupstream.engine.records import (
 )
 from dupstream.engine.verification import Scored, best_match, verify_candidates
 from dupstream.state.identity import ModelIdentity
-from dupstream.state.memory import Applied, Memory, MemoryConfig
+from dupstream.state.memory import Applied, Candidate, Memory, MemoryConfig
 from dupstream.state.records import ImageRecord
 from dupstream.workers.decision import DecisionPolicy
 from dupstream.workers.features import FeatureExtractor, ImageFeatures
@@ -346,7 +346,7 @@ class Deduper:
                                         if n != NO_DETECTOR_NOTE), OBJECTS_SKIPPED]
         return verdict, None
 
-    def _candidates(self, query: ImageRecord, feat: ImageFeatures) -> list:
+    def _candidates(self, query: ImageRecord, feat: ImageFeatures) -> list[Candidate]:
         """The memory's candidates for the query; for a picture turned on a solid fill also
         those of its four upright orientations (``ImageFeatures.content_turns``: searched as
         whole pictures, where an unturned original is indexed), the first occurrence kept."""
