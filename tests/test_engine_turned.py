@@ -40,3 +40,18 @@ def test_upright_pictures_have_no_turns(deduper):
     [feat] = deduper.extractor.extract([encode(np.ascontiguousarray(data.chelsea()[::2, ::2]),
                                                "PNG")], objects=False)
     assert feat.content_turns is None
+
+
+def test_a_stored_turned_copy_keeps_its_turns_in_the_record():
+    """The turned copy first, its original later: the copy's upright orientations travel in its
+    record, and the comparison takes them from there."""
+    d = build_deduper(detector="none", threads=2)
+    photo = np.ascontiguousarray(data.coffee()[::2, ::2])
+    turned = rotate_any(photo, np.random.default_rng(2))
+    others = {"chelsea": data.chelsea(), "rocket": data.rocket()}
+    d.process([Upload("turned", encode(turned, "PNG")),
+               *(Upload(k, encode(np.ascontiguousarray(v[::2, ::2]), "PNG"))
+                 for k, v in others.items())])
+    [v] = d.process([Upload("original", encode(photo, "PNG"))], add=False)
+    assert v.verdict == "near_duplicate" and v.match_id == "turned"
+    assert v.evidence.content_visual > max(0.75, v.evidence.visual + 0.15), v.evidence
