@@ -2,7 +2,9 @@
 # The layer contract (pyproject.toml [tool.importlinter]) checked on the layout that ships: the
 # project is installed into a scratch folder exactly as the wheel lays it out (stream/, workers/,
 # state/ and bench/ mapped under dupstream/), and lint-imports reads that tree. In a checkout the
-# mapped folders are not below dupstream/, so grimp could not see them there.
+# same folders are reached through the symlinks dupstream/{stream,workers,state,bench}, so a bare
+# `lint-imports` there reads the same modules; this script also checks that the wheel's only
+# top-level package is `dupstream`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
