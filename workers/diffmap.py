@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from dupstream.workers.register import corners, project
+
 #: blur (pixels) applied to both images before differencing: tolerates resampling and JPEG
 BLUR_SIGMA = 1.2
 #: a flat pixel differs when its residual exceeds this many grey levels ...
@@ -165,10 +167,8 @@ def _antialias(ref: np.ndarray, m: np.ndarray) -> np.ndarray:
 def _moved(a: np.ndarray, b: np.ndarray, qshape: tuple[int, int], rshape: tuple[int, int]
            ) -> float:
     """Largest displacement (query px per 256) between two models at the reference corners."""
-    h, w = rshape
-    c = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
-    pa, pb = c @ a.T, c @ b.T
-    d = pa[:, :2] / pa[:, 2:3] - pb[:, :2] / pb[:, 2:3]
+    c = corners(rshape)
+    d = project(a, c) - project(b, c)
     return float(np.linalg.norm(d, axis=1).max()) * 256.0 / max(qshape)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dupstream.workers.register import project
+
 if TYPE_CHECKING:
     from dupstream.workers.verify import Registration
 
@@ -18,8 +20,7 @@ def _map_box(box, m: np.ndarray, rsize: tuple[int, int], qsize: tuple[int, int])
     qw, qh = qsize
     pts = np.array([[x0 * rw, y0 * rh], [x1 * rw, y0 * rh], [x0 * rw, y1 * rh],
                     [x1 * rw, y1 * rh]], np.float64)
-    hom = np.hstack([pts, np.ones((4, 1))]) @ m.T
-    xy = hom[:, :2] / hom[:, 2:3]
+    xy = project(m, pts)
     return (xy[:, 0].min() / qw, xy[:, 1].min() / qh, xy[:, 0].max() / qw, xy[:, 1].max() / qh)
 
 

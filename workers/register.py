@@ -58,10 +58,35 @@ class SparseFit:
 
     def errors(self) -> np.ndarray:
         """Reprojection error (query px) of every match under the model."""
-        if len(self.src) == 0:
-            return np.zeros(0)
-        p = np.hstack([self.src.astype(np.float64), np.ones((len(self.src), 1))]) @ self.matrix.T
-        return np.linalg.norm(p[:, :2] / p[:, 2:3] - self.dst, axis=1)
+        return reprojection_errors(self.matrix, self.src, self.dst)
+
+
+def project(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(n, 2) points mapped by the 3x3 homography ``m``."""
+    p = np.hstack([np.asarray(pts, np.float64), np.ones((len(pts), 1))]) @ m.T
+    return p[:, :2] / p[:, 2:3]
+
+
+def corners(shape: tuple[int, int]) -> np.ndarray:
+    """(4, 2) the corners of an image of ``shape`` (h, w): top-left, top-right, bottom-left,
+    bottom-right."""
+    h, w = shape[:2]
+    return np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64)
+
+
+def reprojection_errors(m: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Distance (query px) between each ``dst`` point and its ``src`` point mapped by ``m``."""
+    if len(src) == 0:
+        return np.zeros(0)
+    return np.linalg.norm(project(m, src) - dst, axis=1)
+
+
+def mirror_points(pts: np.ndarray, width: int) -> np.ndarray:
+    """Points of the left-right mirrored image (``mirror_matrix``) in the image's own
+    coordinates, and back."""
+    out = np.array(pts, copy=True)
+    out[:, 0] = width - 1.0 - out[:, 0]
+    return out
 
 
 #: ORB patch (pixels at the finest level): one size for every image, or descriptors of two
@@ -188,8 +213,7 @@ def sparse_fit(kq: Keypoints, r: Keypoints, qshape: tuple[int, int], *, flip: bo
     m, inl = fit
     if flip:
         m = mirror_matrix(qshape[1]) @ m
-        dst = dst.copy()
-        dst[:, 0] = qshape[1] - 1.0 - dst[:, 0]
+        dst = mirror_points(dst, qshape[1])
     return SparseFit(m, src, dst, inl, flip)
 
 

@@ -26,10 +26,14 @@ from dupstream.workers.register import (
     PixelMemo,
     SparseFit,
     centred_inits,
+    corners,
     dense_fit,
     keypoints,
     keypoints_sift,
+    mirror_points,
+    project,
     ratio_matches,
+    reprojection_errors,
     rotated_inits,
     sparse_fit,
 )
@@ -368,9 +372,7 @@ def _zoomed(q: np.ndarray, r: np.ndarray, reg: Registration, picture: np.ndarray
     enlarged to REG_SIDE: the picture's own features at the reference's scale. The support is
     then counted with these inliers (mapped back to the query thumb)."""
     m = np.asarray(reg.matrix, np.float64).reshape(3, 3)
-    h, w = r.shape[:2]
-    c = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64) @ m.T
-    c = c[:, :2] / c[:, 2:3]
+    c = project(m, corners(r.shape))
     qh, qw = q.shape[:2]
     x0, y0 = (max(0, int(np.floor(v)) - 2) for v in c.min(0))
     x1, y1 = min(qw, int(np.ceil(c[:, 0].max())) + 2), min(qh, int(np.ceil(c[:, 1].max())) + 2)
@@ -475,10 +477,8 @@ def _agreeing(q: np.ndarray, r: np.ndarray, m: np.ndarray, flip: bool, find
     if len(src) == 0:
         return 0, 0
     if flip:
-        dst = dst.copy()
-        dst[:, 0] = q.shape[1] - 1.0 - dst[:, 0]
-    p = np.hstack([src.astype(np.float64), np.ones((len(src), 1))]) @ m.T
-    err = np.linalg.norm(p[:, :2] / p[:, 2:3] - dst, axis=1)
+        dst = mirror_points(dst, q.shape[1])
+    err = reprojection_errors(m, src, dst)
     return int((err < REPROJ_PX * max(q.shape[:2]) / 256.0).sum()), len(src)
 
 
