@@ -264,6 +264,17 @@ def _with_ci(stat, groups, resamples, seed) -> dict:
             "ci": group_bootstrap(stat, groups, resamples=resamples, seed=seed)}
 
 
+def _headline(y: np.ndarray, p: np.ndarray, pred: np.ndarray, groups: np.ndarray, *,
+              resamples: int, seed: int) -> dict:
+    """AUC, ECE and F1 of a block's pairs with bootstrap CIs over ``groups``, its precision and
+    recall."""
+    precision, recall, _ = M.prf(y, pred)
+    return {"auc": _with_ci(lambda i: M.auc(y[i], p[i]), groups, resamples, seed),
+            "ece": _with_ci(lambda i: M.ece(y[i], p[i]), groups, resamples, seed),
+            "f1": _with_ci(lambda i: _f1(y[i], pred[i]), groups, resamples, seed),
+            "precision": precision, "recall": recall}
+
+
 def orientation(data: dict, col: str, fit_mask: np.ndarray) -> int:
     """+1 when higher values rank copies higher on ``fit_mask`` (the training pairs), else -1."""
     v, y = column(data, col)[fit_mask], data["label"][fit_mask]
@@ -282,10 +293,7 @@ def evaluate_block(data: dict, mask: np.ndarray, p: np.ndarray, cut: float, *,
     kind = data["kind"][mask]
     pred = p >= cut
     out = {"pairs": int(mask.sum()), "positives": int(y.sum()), "sources": len(np.unique(g)),
-           "auc": _with_ci(lambda i: M.auc(y[i], p[i]), g, resamples, seed),
-           "ece": _with_ci(lambda i: M.ece(y[i], p[i]), g, resamples, seed),
-           "f1": _with_ci(lambda i: _f1(y[i], pred[i]), g, resamples, seed),
-           "precision": M.prf(y, pred)[0], "recall": M.prf(y, pred)[1],
+           **_headline(y, p, pred, g, resamples=resamples, seed=seed),
            "reliability": {k: np.asarray(v).tolist()
                            for k, v in M.reliability(y, p).items()}}
     for name, (bp, bcut) in baselines.items():
@@ -384,10 +392,7 @@ def evaluate_time_rule(model: LearnedModel, data: dict, mask: np.ndarray, *, res
            "consecutive": int(cons.sum()), "far_apart": int(far.sum()),
            "consecutive_recall": _with_ci(rate(cons), g, resamples, seed),
            "far_apart_fpr": _with_ci(rate(far), g, resamples, seed),
-           "auc": _with_ci(lambda i: M.auc(y[i], p[i]), g, resamples, seed),
-           "ece": _with_ci(lambda i: M.ece(y[i], p[i]), g, resamples, seed),
-           "f1": _with_ci(lambda i: _f1(y[i], pred[i]), g, resamples, seed),
-           "precision": M.prf(y, pred)[0], "recall": M.prf(y, pred)[1]}
+           **_headline(y, p, pred, g, resamples=resamples, seed=seed)}
     best = None
     for name, col in SIGNALS.items():
         v = column(data, col)[mask] * signs[col]
