@@ -59,7 +59,7 @@ import numpy as np
 
 from dupstream.lab.data import edits as E
 from dupstream.lab.evaluation import coco as C
-from dupstream.lab.evaluation.dataset import fit_max_side, split_groups
+from dupstream.lab.evaluation.dataset import fit_max_side, grid_tiles, split_groups
 from dupstream.lab.evaluation.mnist import TRANSFORMS as DIGIT_TRANSFORMS
 from dupstream.lab.evaluation.mnist import affine_copy, to_rgb
 from dupstream.lab.evaluation.scene_rule import (
@@ -373,14 +373,11 @@ def _sibling_tiles(ps: PairSet, scenes: list[dict], rng: np.random.Generator,
         if sc["region"] != "full" or sc["scene_only"]:
             continue
         full = ps.rgbs[sc["idx"]]
-        h, w = full.shape[:2]
-        th, tw = h // r.tiles, w // r.tiles
-        if min(th, tw) < 64:
+        if min(full.shape[:2]) // r.tiles < 64:
             continue
         tiles = []
-        for k in range(r.tiles * r.tiles):
-            y, x = divmod(k, r.tiles)
-            tile = np.ascontiguousarray(full[y * th : (y + 1) * th, x * tw : (x + 1) * tw])
+        for k, (_, _, view) in enumerate(grid_tiles(full, r.tiles, r.tiles)):
+            tile = np.ascontiguousarray(view)
             origin = f"{sc['photo']}|t{k}"
             i = ps.add(tile, source=sc["group"], family=sc["family"], split=sc["split"],
                        origin=origin)

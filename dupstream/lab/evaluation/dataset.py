@@ -92,6 +92,15 @@ def split_groups(groups: list[str], *, seed: int, fractions=(0.6, 0.2, 0.2)) -> 
     return out
 
 
+def grid_tiles(rgb: np.ndarray, rows: int, cols: int) -> list[tuple[int, int, np.ndarray]]:
+    """(row, column, tile view) of ``rgb`` cut into a ``rows`` x ``cols`` grid of equal tiles
+    (the remainder pixels at the right and bottom left out), row by row."""
+    h, w = rgb.shape[:2]
+    th, tw = h // rows, w // cols
+    return [(r, c, rgb[r * th : (r + 1) * th, c * tw : (c + 1) * tw])
+            for r in range(rows) for c in range(cols)]
+
+
 def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     import cv2
 

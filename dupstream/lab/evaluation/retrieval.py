@@ -30,7 +30,7 @@ import numpy as np
 
 from dupstream.lab.data import edits as E
 from dupstream.lab.evaluation.coco import hue_shift, paste_cutout
-from dupstream.lab.evaluation.dataset import fit_max_side
+from dupstream.lab.evaluation.dataset import fit_max_side, grid_tiles
 from dupstream.lab.evaluation.scene_rule import static_frame_label
 from dupstream.lab.evaluation.sources import (
     STATIC_CAMERA_GROUPS,
@@ -135,10 +135,7 @@ def _read_still(path) -> np.ndarray:
 
 def _tiles(rgb: np.ndarray, tile: int) -> list[tuple[str, np.ndarray]]:
     h, w = rgb.shape[:2]
-    rows, cols = max(1, h // tile), max(1, w // tile)
-    th, tw = h // rows, w // cols
-    return [(f"t{r}{c}", rgb[r * th : (r + 1) * th, c * tw : (c + 1) * tw])
-            for r in range(rows) for c in range(cols)]
+    return [(f"t{r}{c}", t) for r, c, t in grid_tiles(rgb, max(1, h // tile), max(1, w // tile))]
 
 
 def _video_firsts(scene_groups: set[str]) -> list[dict]:
