@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from dupstream.workers.calibration import Calibrator
+from dupstream.workers.descriptors import NAMES as DESCRIPTOR_NAMES
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.learned import LearnedModel
 from dupstream.workers.pairfeatures import OBJECT_NAMES, pair_features
@@ -155,6 +156,16 @@ class Decision:
     cut: float
 
 
+_FLAT = DESCRIPTOR_NAMES.index("flat_share")
+
+
+def flat_share(feat: ImageFeatures | None) -> float:
+    """The share of flat cells of the picture's 128-px thumbnail (0 when unknown)."""
+    if feat is None or feat.descriptors is None:
+        return 0.0
+    return float(feat.descriptors[_FLAT])
+
+
 @dataclass(kw_only=True)
 class DecisionPolicy:
     """Documented cut-offs.
@@ -199,6 +210,16 @@ class DecisionPolicy:
     duplicate_overlap_min: float = 0.97
     #: a caption of a few words changes ~1 % of the picture: it must stay a near_duplicate
     duplicate_reg_changed_max: float = 0.002
+    #: a picture with too little content to tell apart (at least this share of its 128-px
+    #: thumbnail flat, ``descriptors.flat_share``: a nearly black frame, a blank page) is a copy
+    #: only when near-identical by PDQ (at most ``clear_pdq_max`` in any orientation): two such
+    #: pictures look alike to the embedding, PDQ and the registration whatever their few details
+    #: (HMA / ThreatExchange drop low-quality PDQ hashes for the same reason). Otherwise its
+    #: P(copy) is scaled by ``low_information_p_scale``: among the photo pair tables' pairs of
+    #: this kind (recipe v5, train + validation) 11 of 147 are copies, all edited copies of a
+    #: blank tile. 1.0 switches the rule off
+    low_information_flat_min: float = 0.95
+    low_information_p_scale: float = 0.1
     cutoffs: DecisionModel | None = None
     domain: str | None = None
     preference: str = "balanced"
@@ -263,7 +284,22 @@ class DecisionPolicy:
         the model (requires ``uses_learned``); 1 for identical bytes."""
         x = np.stack([self.learned.vector(pair_features(s, query, r)) for s, r in pairs])
         p = self.learned.p_copy_matrix(x)
-        return [1.0 if s.exact else float(v) for (s, _), v in zip(pairs, p, strict=True)]
+        return [1.0 if s.exact else self._information_scaled(float(v), s, query, r)
+                for (s, r), v in zip(pairs, p, strict=True)]
+
+    def low_information(self, score: PairScore, query: ImageFeatures | None,
+                        reference: ImageFeatures | None) -> bool:
+        """Is one of the pictures too plain to tell apart (``low_information_flat_min``) while
+        the pair is not near-identical by PDQ? Such a pair is a copy only by its bytes or PDQ."""
+        if score.exact or score.pdq_distance <= self.clear_pdq_max:
+            return False
+        return max(flat_share(query), flat_share(reference)) >= self.low_information_flat_min
+
+    def _information_scaled(self, p: float, score: PairScore, query: ImageFeatures | None,
+                            reference: ImageFeatures | None) -> float:
+        if self.low_information(score, query, reference):
+            return p * self.low_information_p_scale
+        return p
 
     def p_copy_verified(self, score: PairScore, *, tenant: str | None = None,
                         domain: str | None = None, query: ImageFeatures | None = None,
@@ -276,10 +312,10 @@ class DecisionPolicy:
         p = self.p_copy(score, tenant=tenant, domain=domain)
         reg = score.registration
         if reg is not None and reg.verified and not score.exact:
-            return max(p, self.verified_p_copy)
-        if reg is not None and reg.same_scene and not score.exact:
-            return min(p, 1.0 - self.same_scene_p_unique)
-        return p
+            p = max(p, self.verified_p_copy)
+        elif reg is not None and reg.same_scene and not score.exact:
+            p = min(p, 1.0 - self.same_scene_p_unique)
+        return self._information_scaled(p, score, query, reference)
 
     def cut_off(self, score: PairScore, *, tenant: str | None = None,
                 domain: str | None = None, learned: bool = False) -> float:

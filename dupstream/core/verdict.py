@@ -95,6 +95,10 @@ class Evidence(BaseModel):
         "it did not run: identical bytes, a clear same-picture pair, or unrelated pictures)")
     same_scene: bool = Field(False, description="another photo of the same scene: the content "
                              "matches but does not register (the verdict is unique)")
+    low_information: bool = Field(False, description="one of the pictures is nearly all flat "
+                                  "(a blank or nearly black frame) and the pair is not "
+                                  "near-identical by PDQ: P(copy) scaled down (the policy's "
+                                  "low_information_* settings), a copy only by its bytes or PDQ")
     verifications: int = Field(0, description="registrations run for this query (<= the "
                                "per-query bound)")
     cascade: list[str] = Field(

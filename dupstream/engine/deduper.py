@@ -58,6 +58,8 @@ class Failed:
 #: the note of a copy whose objects the cascade did not look for (instead of NO_DETECTOR_NOTE)
 OBJECTS_SKIPPED = ("object detection skipped: the same picture, or a registration with nothing "
                    "changed in the overlap")
+LOW_INFORMATION_NOTE = ("low-information picture (nearly all flat): a copy only when "
+                        "near-identical by PDQ")
 
 
 @dataclass
@@ -431,6 +433,9 @@ class Deduper:
         if kind == "near_duplicate" and self.policy.scene_changed(score, tenant):
             evidence["notes"].append("policy: an object entered the scene, which breaks the "
                                      "duplicate for this tenant")
+        if self.policy.low_information(score, query, reference):
+            evidence["low_information"] = True
+            evidence["notes"].append(LOW_INFORMATION_NOTE)
         if bank is not None:
             evidence["bank"] = bank
         return Verdict(
@@ -486,4 +491,5 @@ class Deduper:
             "verdict_probability": round(d.probability, 6),
             "review": d.review,
             **score.evidence(),
+            "low_information": self.policy.low_information(score, fb, fa),
         }
