@@ -295,6 +295,19 @@ class DecisionPolicy:
             return False
         return max(flat_share(query), flat_share(reference)) >= self.low_information_flat_min
 
+    def same_scene(self, score: PairScore, kind: Kind, query: ImageFeatures | None = None,
+                   reference: ImageFeatures | None = None) -> bool:
+        """Is the pair another photo (or another moment) of one scene? Its content matches
+        but does not register rigidly (``Registration.same_scene``), or it registers under one
+        transform and the decision still calls it ``unique``: what changed inside the overlap
+        (people moved, a frame later) is more than an edit. Only for a ``unique`` verdict; a
+        verified registration of a low-information picture says too little."""
+        reg = score.registration
+        if reg is None or score.exact or kind != "unique":
+            return False
+        return reg.same_scene or (reg.verified
+                                  and not self.low_information(score, query, reference))
+
     def _information_scaled(self, p: float, score: PairScore, query: ImageFeatures | None,
                             reference: ImageFeatures | None) -> float:
         if self.low_information(score, query, reference):

@@ -93,8 +93,10 @@ class Evidence(BaseModel):
     registration: RegistrationEvidence | None = Field(
         None, description="the verification stage's result for the matched pair (absent when "
         "it did not run: identical bytes, a clear same-picture pair, or unrelated pictures)")
-    same_scene: bool = Field(False, description="another photo of the same scene: the content "
-                             "matches but does not register (the verdict is unique)")
+    same_scene: bool = Field(False, description="another photo (or moment) of the same scene: "
+                             "the content matches but does not register rigidly, or it "
+                             "registers and what changed inside the overlap makes the verdict "
+                             "unique (a frame later, people moved); never with a copy verdict")
     low_information: bool = Field(False, description="one of the pictures is nearly all flat "
                                   "(a blank or nearly black frame) and the pair is not "
                                   "near-identical by PDQ: P(copy) scaled down (the policy's "

