@@ -27,7 +27,7 @@ from dupstream.workers.semantic import (
     semantic_vector,
 )
 from dupstream.workers.upright import TurnedRect, turned_rect, upright_turns
-from dupstream.workers.verify import REG_SIDE, registration_thumb
+from dupstream.workers.verify import REG_SIDE, canonical_registration, registration_thumb
 
 if TYPE_CHECKING:
     from dupstream.workers.gcn import GraphEncoder
@@ -168,6 +168,7 @@ class _Hashed:
     pdq: PDQ
     thumb: np.ndarray
     reg: np.ndarray
+    reg_jpeg: np.ndarray
     obj_thumb: np.ndarray
     box: tuple[int, int, int, int] | None
     #: the turned picture's rectangle in the decoded pixels (``upright.turned_rect``) or None
@@ -189,9 +190,12 @@ def _hash_one(rgb: np.ndarray, digest: str) -> _Hashed:
     turned = turned_rect(reg)
     if turned is not None:
         turned = turned.scaled(rgb.shape[1] / reg.shape[1])
+    # then kept as a record keeps it (JPEG): registration sees the same pixels for a fresh
+    # picture and for one read back from its record
+    reg, reg_jpeg = canonical_registration(reg)
     descriptors = image_descriptors(rgb)
-    return _Hashed(digest=digest, pdq=pdq, thumb=thumb, reg=reg, obj_thumb=obj_thumb, box=box,
-                   turned=turned, descriptors=descriptors,
+    return _Hashed(digest=digest, pdq=pdq, thumb=thumb, reg=reg, reg_jpeg=reg_jpeg,
+                   obj_thumb=obj_thumb, box=box, turned=turned, descriptors=descriptors,
                    ms=(time.perf_counter() - t0) * 1e3)
 
 
@@ -351,6 +355,7 @@ class FeatureExtractor:
                 content_turns=(None if tvecs is None
                                else np.asarray(np.stack(tvecs), dtype=np.float32)),
                 reg=hs.reg,
+                reg_jpeg=hs.reg_jpeg,
                 descriptors=hs.descriptors,
                 obj_thumb=hs.obj_thumb,
                 timings_ms={

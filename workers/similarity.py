@@ -225,6 +225,19 @@ def content_similarity(query: ImageFeatures, ref: ImageFeatures) -> float | None
     return float(np.clip(best, -1.0, 1.0))
 
 
+def thumb_box(feat: ImageFeatures) -> tuple[int, int, int, int] | None:
+    """The picture's content box (``content_box``, found by the extractor on the thumbnail before
+    it was stored) in the registration thumbnail's pixels; None: the whole picture."""
+    box, reg = feat.content_box, feat.reg
+    if box is None or reg is None or feat.width <= 0 or feat.height <= 0:
+        return None
+    sx, sy = reg.shape[1] / feat.width, reg.shape[0] / feat.height
+    x0, y0, x1, y1 = box
+    out = (max(0, round(x0 * sx)), max(0, round(y0 * sy)),
+           min(reg.shape[1], round(x1 * sx)), min(reg.shape[0], round(y1 * sy)))
+    return out if out[2] > out[0] and out[3] > out[1] else None
+
+
 def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures, *,
                 sift: bool = True) -> PairScore:
     """``score`` with the verification stage's evidence: the reference registered onto the query
@@ -233,7 +246,7 @@ def verify_pair(score: PairScore, query: ImageFeatures, ref: ImageFeatures, *,
     image lacks a registration thumbnail. ``sift``: see ``verify.register``."""
     if query.reg is None or ref.reg is None:
         return score
-    reg = register(query.reg, ref.reg, sift=sift)
+    reg = register(query.reg, ref.reg, sift=sift, picture_box=thumb_box(query))
     changes = _object_changes(reg, query, ref)
     image_scale = None
     if reg.method != "none" and reg.query_size[0] and reg.ref_size[0]:

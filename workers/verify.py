@@ -96,6 +96,23 @@ SCENE_MIN_SPREAD = 0.35
 SCENE_REPROJ_PX = 8.0
 
 
+#: the registration thumbnail is kept as a JPEG of this quality (a record's ``reg.jpg``, ~12 KB
+#: median); the extractor gives every picture that same thumbnail (``canonical_registration``),
+#: so a pair registers alike whether its reference is fresh or read from a record - training,
+#: ``compare``, the eval and the stream see the same pixels
+REG_JPEG_QUALITY = 90
+
+
+def canonical_registration(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the thumbnail as stored, its JPEG bytes as a flat uint8 array)."""
+    ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(thumb, dtype=np.uint8),
+                           [cv2.IMWRITE_JPEG_QUALITY, REG_JPEG_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any grey uint8 image
+        raise ValueError("the registration thumbnail could not be JPEG-encoded")
+    data = np.asarray(jpg, np.uint8).ravel()
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE), data
+
+
 def registration_thumb(rgb: np.ndarray) -> np.ndarray:
     """Grey uint8, longest side <= REG_SIDE, aspect kept (small images are kept as they are)."""
     img = np.asarray(rgb)
@@ -205,15 +222,17 @@ def _picture_mask(query: np.ndarray) -> np.ndarray:
     return _mask_memo(query)
 
 
-def _mask_of(query: np.ndarray) -> np.ndarray:
-    mask = np.zeros(query.shape, bool)
-    box = content_box(query)
+def _box_mask(shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
     if box is None:
-        mask[:] = True
-    else:
-        x0, y0, x1, y1 = box
-        mask[y0:y1, x0:x1] = True
+        return np.ones(shape, bool)
+    mask = np.zeros(shape, bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = True
     return mask
+
+
+def _mask_of(query: np.ndarray) -> np.ndarray:
+    return _box_mask(query.shape[:2], content_box(query))
 
 
 _mask_memo = PixelMemo(_mask_of)
@@ -397,9 +416,13 @@ def _zoomed(q: np.ndarray, r: np.ndarray, reg: Registration, picture: np.ndarray
     return _sparse(q, r, full, picture, kq)
 
 
+_WHOLE = object()
+
+
 def register(query: np.ndarray, reference: np.ndarray, *,
              query_size: tuple[int, int] | None = None,
-             ref_size: tuple[int, int] | None = None, sift: bool = True) -> Registration:
+             ref_size: tuple[int, int] | None = None, sift: bool = True,
+             picture_box: tuple[int, int, int, int] | None | object = _WHOLE) -> Registration:
     """Register ``reference`` onto ``query`` (two registration thumbs, grey uint8).
 
     Sparse first: the query as it is, then mirrored (unless the first verified); the dense
@@ -407,8 +430,10 @@ def register(query: np.ndarray, reference: np.ndarray, *,
     pixels unless the original images' sizes (w, h) are given, then in image pixels (query
     size / reference size); rotation and the normalised offsets do not depend on it. ``sift``:
     whether SIFT may be the second sparse pass where ORB finds no fit (the caller's cost gate:
-    it is the dearest step)."""
-    reg = _register(query, reference, sift=sift)
+    it is the dearest step). ``picture_box``: the query's picture (x0, y0, x1, y1) in thumb
+    pixels as the extractor found it (None: the whole thumb); not given, it is found on the
+    thumb (``content_box``)."""
+    reg = _register(query, reference, sift=sift, picture_box=picture_box)
     if query_size and ref_size and query_size[0] > 0 and ref_size[0] > 0:
         fq = query.shape[1] / query_size[0]
         fr = reference.shape[1] / ref_size[0]
@@ -416,12 +441,13 @@ def register(query: np.ndarray, reference: np.ndarray, *,
     return reg
 
 
-def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True) -> Registration:
+def _register(query: np.ndarray, reference: np.ndarray, *, sift: bool = True,
+              picture_box: tuple[int, int, int, int] | None | object = _WHOLE) -> Registration:
     q, r = np.ascontiguousarray(query), np.ascontiguousarray(reference)
     qshape, rshape = q.shape[:2], r.shape[:2]
     if min(*qshape, *rshape) < MIN_SIDE:
         return _none(qshape, rshape)
-    picture = _picture_mask(q)
+    picture = _picture_mask(q) if picture_box is _WHOLE else _box_mask(qshape, picture_box)
     kq, kr = keypoints(q), keypoints(r)
     best_fit, sparse_reg = _sparse_pass(q, r, picture, kq, kr, keypoints)
     if sparse_reg is not None and sparse_reg.verified:

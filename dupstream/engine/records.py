@@ -6,8 +6,10 @@ later (detections, a semantic vector, a graph embedding, ...) travels through th
 replication feed and snapshots without a change here, as long as it is made of arrays and scalars.
 
 One exception: the registration thumbnail (``reg``, grey, longest side 256) is kept JPEG-encoded
-(quality 90, ~8-15 KB instead of up to 64 KiB raw) under ``reg.jpg``: it is what verification
-needs of a reference, and records travel through the LRU, S3 and the replication feed. Likewise
+(quality 90, ~8-15 KB instead of up to 64 KiB raw) under ``reg.jpg`` - the extractor made the
+thumbnail from those very bytes (``verify.canonical_registration``), so nothing is lost here.
+It is what verification needs of a reference, and records travel through the LRU, S3 and the
+replication feed. Likewise
 the colour object thumbnail (``obj_thumb``, longest side 416) under ``obj.jpg`` (quality 75): the
 cascade finds a reference's objects on it when a later query first needs them.
 """
@@ -26,10 +28,10 @@ from dupstream.core.errors import StateError
 from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
+from dupstream.workers.verify import canonical_registration
 
 _SKIP = {"digest", "pdq", "timings_ms", "reg", "reg_jpeg", "obj_thumb", "obj_jpeg"}
 REG_KEY = "reg.jpg"
-REG_JPEG_QUALITY = 90
 #: the colour object thumbnail (``obj_thumb``, longest side 416): JPEG quality 75 (median 22 KB
 #: on the packaged photos)
 OBJ_KEY = "obj.jpg"
@@ -62,10 +64,11 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
     for f in dataclasses.fields(feat):
         if f.name not in _SKIP:
             _flatten(f.name, getattr(feat, f.name), arrays, meta)
-    if feat.reg is not None:
-        ok, jpg = cv2.imencode(".jpg", feat.reg, [cv2.IMWRITE_JPEG_QUALITY, REG_JPEG_QUALITY])
-        if ok:
-            arrays[REG_KEY] = np.asarray(jpg, np.uint8).ravel()
+    if feat.reg_jpeg is not None and len(feat.reg_jpeg):
+        # the extractor's (or a record's) own bytes: what ``reg`` was decoded from
+        arrays[REG_KEY] = np.asarray(feat.reg_jpeg, np.uint8).ravel()
+    elif feat.reg is not None:
+        arrays[REG_KEY] = canonical_registration(feat.reg)[1]
     if feat.obj_thumb is not None:
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(feat.obj_thumb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, OBJ_JPEG_QUALITY])

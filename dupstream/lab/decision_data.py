@@ -100,8 +100,10 @@ HELDOUT = ("darknet", "pip")
 #: the pair table's format, part of the cache key: 2 - every CCTV pair kept (ambiguous ones with
 #: label -1) and the ``gap_label`` / ``scene_label`` / ``sampled`` / ``train_ok`` columns; 3 -
 #: two frames of a static camera labelled by ``scene_rule.static_frame_label`` (``static_frames``)
-#: 4 - ``content_visual`` of a picture turned on a solid fill by its best upright orientation
-TABLE_FORMAT = 4
+#: 4 - ``content_visual`` of a picture turned on a solid fill by its best upright orientation;
+#: 5 - registration on the stored (JPEG) thumbnail (``verify.canonical_registration``) with the
+#: extractor's content box as the query's picture: what the stream registers against a record
+TABLE_FORMAT = 5
 
 
 @dataclass
