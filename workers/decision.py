@@ -216,7 +216,7 @@ class DecisionPolicy:
     #: pictures look alike to the embedding, PDQ and the registration whatever their few details
     #: (HMA / ThreatExchange drop low-quality PDQ hashes for the same reason). Otherwise its
     #: P(copy) is scaled by ``low_information_p_scale``: among the photo pair tables' pairs of
-    #: this kind (recipe v5, train + validation) 11 of 147 are copies, all edited copies of a
+    #: this kind (recipe v5, table format 4) 11 of 147 are copies, all edited copies of a
     #: blank tile. 1.0 switches the rule off
     low_information_flat_min: float = 0.95
     low_information_p_scale: float = 0.1
