@@ -67,6 +67,17 @@ FRAME_GOES_ON = 0.6
 MIN_PICTURE = 0.1
 #: ... and a line at least this much stronger just behind a weak one is the picture's edge
 STRONGER = 0.25
+#: the last resort (``_closed_rect``): a small picture inside a busy frame (a desktop screenshot
+#: with a text sidebar and header) stops every side scan at the text; a closed rectangle of
+#: strong lines (Canny thresholds; its convex hull fills RECT_FILL of its bounding box), framed
+#: on all four sides, at most RECT_MAX_AREA of the image, whose inside is at least RECT_TEXTURE
+#: less smooth than its outside, is the picture. On the retrieval bench's 670 images and the
+#: COCO-style eval's 1,500 it fires on no unframed picture (photos or their plain edits) and on
+#: 4 of the 5 desktop screenshots the side scans missed
+RECT_CANNY = (40, 120)
+RECT_FILL = 0.85
+RECT_MAX_AREA = 0.8
+RECT_TEXTURE = 0.1
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -381,7 +392,39 @@ def _box_of_work(g: np.ndarray) -> tuple[int, int, int, int] | None:
             settled = None
         if settled is not None:
             break
+    if settled is None:
+        m.step = STEP
+        settled = _closed_rect(m, g)
     return settled
+
+
+def _closed_rect(m: _Maps, g: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest closed rectangle of lines framed all round in the grey uint8 working copy
+    ``g`` whose inside is more textured than its outside (see RECT_CANNY); None: none."""
+    h, w = g.shape
+    edges = cv2.dilate(cv2.Canny(g, *RECT_CANNY), np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    best, best_area = None, 0
+    for c in contours:
+        x, y, bw, bh = cv2.boundingRect(c)
+        area = bw * bh
+        if not MIN_AREA * h * w <= area <= RECT_MAX_AREA * h * w or area <= best_area:
+            continue
+        if not 1 / MAX_ASPECT <= bw / bh <= MAX_ASPECT:
+            continue
+        if min(x, y, w - x - bw, h - y - bh) < MIN_MARGIN * min(h, w):
+            continue
+        if cv2.contourArea(cv2.convexHull(c)) < RECT_FILL * area:
+            continue
+        box = (x + 1, y + 1, x + bw - 1, y + bh - 1)
+        if min(_side_cover(m, box)) < FINAL_COVER:
+            continue
+        inside = np.zeros((h, w), bool)
+        inside[box[1]:box[3], box[0]:box[2]] = True
+        if m.smooth[inside].mean() > m.smooth[~inside].mean() - RECT_TEXTURE:
+            continue
+        best, best_area = box, area
+    return best
 
 
 #: the box of a working copy, keyed by its pixels: the hash stage finds it on an image's

@@ -102,8 +102,9 @@ HELDOUT = ("darknet", "pip")
 #: two frames of a static camera labelled by ``scene_rule.static_frame_label`` (``static_frames``)
 #: 4 - ``content_visual`` of a picture turned on a solid fill by its best upright orientation;
 #: 5 - registration on the stored (JPEG) thumbnail (``verify.canonical_registration``) with the
-#: extractor's content box as the query's picture: what the stream registers against a record
-TABLE_FORMAT = 5
+#: extractor's content box as the query's picture: what the stream registers against a record;
+#: 6 - ``content_box`` finds a small picture in a busy page by its closed rectangle
+TABLE_FORMAT = 6
 
 
 @dataclass

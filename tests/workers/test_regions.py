@@ -137,6 +137,28 @@ def test_finds_the_photo_in_its_frame(photos, frame):
         assert iou(box, truth) >= MIN_IOU, (frame.__name__, name, box, truth)
 
 
+@pytest.mark.parametrize(("name", "seed"), [("coffee", 142), ("china", 45), ("coffee", 56),
+                                          ("chelsea", 56), ("motorcycle_left", 83)])
+def test_a_small_picture_in_a_busy_desktop_page(photos, name, seed, monkeypatch):
+    """The eval's desktop screenshots: a small photo beside a text sidebar under text lines.
+    Every side scan from the borders stops at text; the closed rectangle of the photo's edges
+    finds it (``regions._closed_rect``) - without it, no box."""
+    import dupstream.workers.regions as regions
+
+    def screenshot(rgb):
+        return edits.screenshot_desktop(rgb, np.random.default_rng(seed))
+
+    img = screenshot(photos[name])
+    # the truth: where the page differs from the same page around a black photo
+    ys, xs = np.nonzero(np.abs(img.astype(int) - screenshot(np.zeros_like(photos[name]))).sum(2))
+    truth = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    box = content_box(img)
+    assert box is not None and iou(box, truth) >= MIN_IOU, (name, seed, box, truth)
+    monkeypatch.setattr(regions, "_closed_rect", lambda m, g: None)
+    monkeypatch.setattr(regions, "_work_box", regions.PixelMemo(regions._box_of_work))
+    assert content_box(img) is None
+
+
 def test_dark_phone_ui(photos):
     for name in ["astronaut", "chelsea", "coffee", "china"]:
         img, truth = phone(photos[name], dark=True)
