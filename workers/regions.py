@@ -83,6 +83,9 @@ RECT_TEXTURE = 0.1
 #: photos fail it, every desktop screenshot passes: a ~0.6 ms step skipped for most pictures)
 RECT_STRIP = 4
 RECT_RING = 0.5
+#: ... and on working copies at least this size on their shorter side (a 28-px digit on black is
+#: not a page: its stroke's outline would pass for a picture)
+RECT_MIN_SIDE = 96
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -404,7 +407,10 @@ def _box_of_work(g: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def _page_like(m: _Maps) -> bool:
-    """Are at least 3 of the 4 outer strips mostly frame colours (a page around a picture)?"""
+    """Is the working copy large enough and are at least 3 of its 4 outer strips mostly frame
+    colours (a page around a picture)?"""
+    if min(m.framey.shape) < RECT_MIN_SIDE:
+        return False
     f, k = m.framey, RECT_STRIP
     strips = (f[:k], f[-k:], f[:, :k], f[:, -k:])
     return sum(float(s.mean()) >= RECT_RING for s in strips) >= 3
