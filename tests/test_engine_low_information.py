@@ -67,3 +67,22 @@ def test_the_rule_scales_p_copy_and_switches_off(deduper, retina):
     # without the rule, the two blank corners would be called copies
     assert off.decision(score, query=q, reference=r).kind != "unique"
     assert policy.decision(score, query=q, reference=r).kind == "unique"
+
+
+def test_pictures_without_a_usable_pdq_hash_match_only_by_their_bytes():
+    """PDQ gives a 1-px image, a thin strip and a uniform picture quality 0 and the same all-zero
+    hash: none of them is a copy of another, nor of its own re-encode; the same bytes still are."""
+    d = build_deduper(detector="none", threads=2)
+    strip = np.random.default_rng(0).integers(0, 255, (2, 3000, 3), dtype=np.uint8)
+    black = np.zeros((300, 400, 3), np.uint8)
+    pixel = np.zeros((1, 1, 3), np.uint8)
+    d.process([Upload("pixel", encode(pixel, "PNG"))])
+    verdicts = d.process([Upload("strip", encode(strip, "PNG")),
+                          Upload("black", encode(black, "PNG"))])
+    for v in verdicts:
+        assert v.verdict == "unique", v.evidence
+        assert v.evidence.low_information and v.evidence.pdq_distance == 0  # PDQ-"identical"
+    [again] = d.process([Upload("black-jpeg", encode(black, "JPEG"))], add=False)
+    assert again.verdict == "unique" and again.evidence.low_information
+    [same] = d.process([Upload("black-again", encode(black, "PNG"))], add=False)
+    assert same.verdict == "duplicate" and same.match_id == "black"  # identical bytes

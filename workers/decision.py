@@ -159,6 +159,13 @@ class Decision:
 _FLAT = DESCRIPTOR_NAMES.index("flat_share")
 
 
+def pdq_quality(feat: ImageFeatures | None) -> int:
+    """The picture's PDQ quality (100 when unknown: no features, an old record without it)."""
+    if feat is None or feat.pdq is None:
+        return 100
+    return int(feat.pdq.quality)
+
+
 def flat_share(feat: ImageFeatures | None) -> float:
     """The share of flat cells of the picture's 128-px thumbnail (0 when unknown)."""
     if feat is None or feat.descriptors is None:
@@ -220,6 +227,13 @@ class DecisionPolicy:
     #: blank tile. 1.0 switches the rule off
     low_information_flat_min: float = 0.95
     low_information_p_scale: float = 0.1
+    #: ... and a picture whose PDQ quality is at most this is one as well, and its PDQ proves
+    #: nothing: PDQ gives quality 0 and an all-zero hash to a uniform picture, a 1-px line or a
+    #: 2 x 3000 strip, so any two of them are "PDQ-identical". Such a picture is a copy only by its
+    #: bytes. (ThreatExchange drops hashes below quality 50 for matching; 0 here keeps the nearly
+    #: black corner tiles at 9-10 matchable by PDQ. No picture of the eval or the retrieval bench
+    #: has quality 0; MNIST digits have >= 96)
+    low_information_pdq_quality: int = 0
     cutoffs: DecisionModel | None = None
     domain: str | None = None
     preference: str = "balanced"
@@ -289,11 +303,18 @@ class DecisionPolicy:
 
     def low_information(self, score: PairScore, query: ImageFeatures | None,
                         reference: ImageFeatures | None) -> bool:
-        """Is one of the pictures too plain to tell apart (``low_information_flat_min``) while
-        the pair is not near-identical by PDQ? Such a pair is a copy only by its bytes or PDQ."""
-        if score.exact or score.pdq_distance <= self.clear_pdq_max:
+        """Is one of the pictures too plain to tell apart (``low_information_flat_min``, or a
+        PDQ quality of at most ``low_information_pdq_quality``) while the pair is not
+        near-identical by PDQ (with hashes that say something)? Such a pair is a copy only by its
+        bytes or PDQ."""
+        if score.exact:
             return False
-        return max(flat_share(query), flat_share(reference)) >= self.low_information_flat_min
+        quality = min(pdq_quality(query), pdq_quality(reference))
+        hashless = quality <= self.low_information_pdq_quality
+        if score.pdq_distance <= self.clear_pdq_max and not hashless:
+            return False
+        return hashless or (max(flat_share(query), flat_share(reference))
+                            >= self.low_information_flat_min)
 
     def same_scene(self, score: PairScore, kind: Kind, query: ImageFeatures | None = None,
                    reference: ImageFeatures | None = None) -> bool:

@@ -98,9 +98,11 @@ class Evidence(BaseModel):
                              "registers and what changed inside the overlap makes the verdict "
                              "unique (a frame later, people moved); never with a copy verdict")
     low_information: bool = Field(False, description="one of the pictures is nearly all flat "
-                                  "(a blank or nearly black frame) and the pair is not "
-                                  "near-identical by PDQ: P(copy) scaled down (the policy's "
-                                  "low_information_* settings), a copy only by its bytes or PDQ")
+                                  "(a blank or nearly black frame) or has no usable PDQ hash "
+                                  "(quality 0: uniform, a 1-px line, a thin strip) and the pair "
+                                  "is not near-identical by a usable PDQ hash: P(copy) scaled "
+                                  "down (the policy's low_information_* settings), a copy only "
+                                  "by its bytes or PDQ")
     verifications: int = Field(0, description="registrations run for this query (<= the "
                                "per-query bound)")
     cascade: list[str] = Field(

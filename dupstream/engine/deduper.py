@@ -60,8 +60,8 @@ OBJECTS_SKIPPED = ("object detection skipped: the same picture, or a registratio
                    "changed in the overlap")
 SAME_SCENE_NOTE = ("same scene: the content registers, but what changed inside the overlap "
                    "makes it another photo or moment, not a copy")
-LOW_INFORMATION_NOTE = ("low-information picture (nearly all flat): a copy only when "
-                        "near-identical by PDQ")
+LOW_INFORMATION_NOTE = ("low-information picture (nearly all flat, or no usable PDQ hash): a "
+                        "copy only by its bytes or a near-identical PDQ hash")
 
 
 @dataclass
