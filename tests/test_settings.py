@@ -70,3 +70,18 @@ def test_policy_settings_reach_the_decision(monkeypatch):
     assert policy.cut_off(score, tenant="desk") < policy.cut_off(score, tenant="other")
     plain = build_deduper(detector="none").policy
     assert plain.cut_off(score, tenant="desk") == plain.cut_off(score, tenant="other")
+
+
+def test_low_information_settings_reach_the_policy(monkeypatch):
+    from dupstream.app.root import policy_options
+    from dupstream.engine.build import build_deduper
+
+    monkeypatch.setenv("DUPSTREAM_POLICY__LOW_INFORMATION_P_SCALE", "1.0")
+    monkeypatch.setenv("DUPSTREAM_POLICY__LOW_INFORMATION_FLAT_MIN", "0.99")
+    s = Settings.load()
+    policy = build_deduper(detector="none", policy=policy_options(s.policy)).policy
+    assert policy.low_information_p_scale == 1.0 and policy.low_information_flat_min == 0.99
+    assert policy.low_information_pdq_quality == 0  # the default
+    monkeypatch.setenv("DUPSTREAM_POLICY__LOW_INFORMATION_P_SCALE", "2.0")
+    with pytest.raises(ConfigError):
+        Settings.load()

@@ -44,6 +44,9 @@ def policy_options(policy: PolicySettings) -> dict[str, Any]:
         "tenant_preferences": dict(policy.tenant_preferences),
         "review_margin": policy.review_margin,
         "scene_change_tenants": frozenset(policy.scene_change_tenants),
+        "low_information_flat_min": policy.low_information_flat_min,
+        "low_information_p_scale": policy.low_information_p_scale,
+        "low_information_pdq_quality": policy.low_information_pdq_quality,
     }
 
 

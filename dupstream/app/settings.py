@@ -191,6 +191,12 @@ class PolicySettings(BaseModel):
     scene_change_tenants: list[str] = Field(default_factory=list)
     #: half-width of the band around the cut-off in which verdicts are flagged for review
     review_margin: float = 0.15
+    #: low-information pictures (``DecisionPolicy.low_information``): this share of a flat
+    #: thumbnail, or a PDQ quality of at most ``low_information_pdq_quality``, makes one; its
+    #: P(copy) is scaled by ``low_information_p_scale`` unless near-identical by PDQ (1.0: off)
+    low_information_flat_min: float = Field(0.95, gt=0.0, le=1.0)
+    low_information_p_scale: float = Field(0.1, ge=0.0, le=1.0)
+    low_information_pdq_quality: int = Field(0, ge=-1, le=100)
 
 
 class StartupSettings(BaseModel):
