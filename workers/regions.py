@@ -445,7 +445,8 @@ def _closed_rect(m: _Maps, g: np.ndarray) -> tuple[int, int, int, int] | None:
     return best
 
 
-#: the box of a working copy, keyed by its pixels: the hash stage finds it on an image's
-#: registration thumbnail, and verification needs it again on the same thumbnail (the query's
-#: picture mask) - found once
+#: the box of a working copy, keyed by its pixels: found once per thumbnail however often it is
+#: asked for. The engine asks once per image (the hash stage, on the thumbnail before it is
+#: stored; verification takes the query's picture from that box, ``similarity.thumb_box``);
+#: ``verify.register`` without a ``picture_box`` asks again on the thumbnail it is given
 _work_box = PixelMemo(_box_of_work)

@@ -101,7 +101,8 @@ _MISSING = object()
 class PixelMemo:
     """A small LRU of a pure function of a grey thumbnail, keyed by its pixels (shape + SHA-1):
     a query is registered against up to 3 candidates, and a reference is a candidate of many
-    queries - their keypoints and picture masks are computed once. Results must not be mutated."""
+    queries - their keypoints are computed once (and a query's picture mask, where ``register``
+    finds it on the thumbnail). Results must not be mutated."""
 
     def __init__(self, fn: Callable[[np.ndarray], object], size: int = 256) -> None:
         self.fn, self.size = fn, size

@@ -103,13 +103,18 @@ SCENE_REPROJ_PX = 8.0
 REG_JPEG_QUALITY = 90
 
 
-def canonical_registration(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the thumbnail as stored, its JPEG bytes as a flat uint8 array)."""
+def registration_jpeg(thumb: np.ndarray) -> np.ndarray:
+    """The thumbnail's JPEG bytes as a record keeps them (a flat uint8 array)."""
     ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(thumb, dtype=np.uint8),
                            [cv2.IMWRITE_JPEG_QUALITY, REG_JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any grey uint8 image
         raise ValueError("the registration thumbnail could not be JPEG-encoded")
-    data = np.asarray(jpg, np.uint8).ravel()
+    return np.asarray(jpg, np.uint8).ravel()
+
+
+def canonical_registration(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the thumbnail as stored, its JPEG bytes): ``registration_jpeg`` decoded back."""
+    data = registration_jpeg(thumb)
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE), data
 
 

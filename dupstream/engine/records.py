@@ -28,7 +28,7 @@ from dupstream.core.errors import StateError
 from dupstream.state.records import ImageRecord
 from dupstream.workers.features import ImageFeatures
 from dupstream.workers.hashing import PDQ
-from dupstream.workers.verify import canonical_registration
+from dupstream.workers.verify import registration_jpeg
 
 _SKIP = {"digest", "pdq", "timings_ms", "reg", "reg_jpeg", "obj_thumb", "obj_jpeg"}
 REG_KEY = "reg.jpg"
@@ -68,7 +68,7 @@ def features_to_record(image_id: str, tenant: str | None, feat: ImageFeatures) -
         # the extractor's (or a record's) own bytes: what ``reg`` was decoded from
         arrays[REG_KEY] = np.asarray(feat.reg_jpeg, np.uint8).ravel()
     elif feat.reg is not None:
-        arrays[REG_KEY] = canonical_registration(feat.reg)[1]
+        arrays[REG_KEY] = registration_jpeg(feat.reg)
     if feat.obj_thumb is not None:
         ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(feat.obj_thumb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, OBJ_JPEG_QUALITY])
