@@ -70,6 +70,7 @@ def run_engine(items, folder: Path, *, embedder: str, detector: str, graph: bool
                          "probability": res.probability, "p_copy": res.p_copy,
                          "nearest_id": res.evidence.nearest_id,
                          "verified": None if reg is None else bool(reg.verified),
+                         "same_scene": bool(res.evidence.same_scene),
                          "cascade": list(res.evidence.cascade),
                          "timings_ms": dict(res.timings_ms)})
         if (start // batch) % 10 == 0:
@@ -243,6 +244,11 @@ def markdown(res: dict) -> str:
                   f"above): right match {st['right']} / {st['n']}, wrong {st['wrong']} "
                   f"(SSCD alone {sst['right']} / {sst['n']}); left out as ambiguous by the "
                   f"rule: {', '.join(amb) if amb else 'none'}."]
+    se = res.get("same_scene_evidence")
+    if se and se["n"] and se["n_recorded"]:
+        lines += ["", f"Same-scene photographs (another photo or moment of an indexed scene): "
+                  f"unique {se['unique']} / {se['n']}, of them with `same_scene` evidence "
+                  f"{se['unique_with_evidence']} / {se['n_recorded']}."]
     c = res["cost"]
     lines += ["", "Distinct photos: a false match to a sibling tile (another non-overlapping "
               "tile of the same source photo: brick, gravel, star-field, retina textures) is "
@@ -334,7 +340,20 @@ def summarise(items, rows: list[dict], nn, n_originals: int) -> dict:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
     return {"verdicts": verdicts, "product": product, "sscd_alone": base, "sscd_threshold": thr,
             "sscd_alone_no_siblings": base2, "sscd_threshold_no_siblings": thr2,
+            "same_scene_evidence": same_scene_evidence(items, rows),
             "cost": cost(rows, n_originals)}
+
+
+def same_scene_evidence(items, rows: list[dict]) -> dict:
+    """The same-scene photographs (another photo or moment of an indexed scene): how many came
+    out ``unique``, and how many of those carry ``same_scene`` evidence. ``n_recorded``: rows
+    that record the field (a saved run from before it was recorded has none)."""
+    sel = [r for it, r in zip(items, rows, strict=True) if it.role == "same_scene"]
+    known = [r for r in sel if "same_scene" in r]
+    return {"n": len(sel), "unique": sum(r["verdict"] == "unique" for r in sel),
+            "n_recorded": len(known),
+            "unique_with_evidence": sum(r["verdict"] == "unique" and bool(r["same_scene"])
+                                        for r in known)}
 
 
 def rescore(path: Path, log) -> int:

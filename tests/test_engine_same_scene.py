@@ -29,3 +29,35 @@ def test_a_frame_later_is_unique_with_same_scene_evidence(frames):
     assert v.evidence.same_scene and any(n.startswith("same scene") for n in v.evidence.notes)
     [c] = d.process([Upload("copy", encode(frames[0], "JPEG", quality=85))], add=False)
     assert c.verdict != "unique" and c.match_id == "t157" and not c.evidence.same_scene
+
+
+def test_same_scene_id_names_the_scene_photo(frames):
+    d = build_deduper(detector="none", threads=2)
+    d.process([Upload("t157", encode(frames[0], "PNG"))])
+    [v] = d.process([Upload("t167", encode(frames[1], "PNG"))], add=False)
+    assert v.evidence.same_scene and v.evidence.same_scene_id == "t157"
+    [c] = d.process([Upload("copy", encode(frames[0], "JPEG", quality=85))], add=False)
+    assert c.evidence.same_scene_id is None
+
+
+def test_a_scene_photo_ranked_below_the_nearest_still_gives_the_evidence(frames):
+    """The nearest candidate by P(copy) can be an unrelated picture; the registered photo of
+    the scene below it still makes the unique verdict's ``same_scene`` (and names it)."""
+    from dupstream.engine.verification import Scored, verify_candidates
+    from dupstream.state.memory import Candidate
+    from dupstream.workers.similarity import score_pair
+
+    d = build_deduper(detector="none", threads=2)
+    from skimage import data as skdata
+
+    other = skdata.astronaut()  # another picture: no scene match
+    q, scene, unrelated = d.extractor.extract(
+        [encode(frames[1], "PNG"), encode(frames[0], "PNG"), encode(other, "PNG")])
+    scored = [Scored(Candidate(n, None, None, "vector", 0.5), f, score_pair(q, f))
+              for n, f in (("scene", scene), ("unrelated", unrelated))]
+    verify_candidates(d.policy, q, scored)
+    unique = d._verdict("q", None, "unrelated", None, None, scored[1].score, query=q,
+                        reference=unrelated)
+    assert unique.verdict == "unique" and not unique.evidence.same_scene
+    d._scene_elsewhere(unique, scored, scored[1], q)
+    assert unique.evidence.same_scene and unique.evidence.same_scene_id == "scene"

@@ -97,6 +97,10 @@ class Evidence(BaseModel):
                              "the content matches but does not register rigidly, or it "
                              "registers and what changed inside the overlap makes the verdict "
                              "unique (a frame later, people moved); never with a copy verdict")
+    same_scene_id: str | None = Field(None, description="with same_scene: the indexed image of "
+                                      "the same scene - the nearest image (nearest_id), or "
+                                      "another registered candidate when the nearest is not "
+                                      "of the scene; None otherwise")
     low_information: bool = Field(False, description="one of the pictures is nearly all flat "
                                   "(a blank or nearly black frame) or has no usable PDQ hash "
                                   "(quality 0: uniform, a 1-px line, a thin strip) and the pair "

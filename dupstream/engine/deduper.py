@@ -339,6 +339,7 @@ class Deduper:
                                 best.candidate.bank, best.score, query=feat,
                                 reference=best.reference)
         verdict.timings_ms["verify"] = round(stats.ms, 3)
+        self._scene_elsewhere(verdict, scored, best, feat)
         verdict.evidence.verifications = stats.runs
         verdict.evidence.cascade = stages
         if self.lazy_objects and self.policy.needs_objects(tenant):
@@ -349,6 +350,24 @@ class Deduper:
             verdict.evidence.notes = [*(n for n in verdict.evidence.notes
                                         if n != NO_DETECTOR_NOTE), OBJECTS_SKIPPED]
         return verdict, None
+
+    def _scene_elsewhere(self, verdict: Verdict, scored: list[Scored], best: Scored,
+                         feat: ImageFeatures) -> None:
+        """A unique verdict names the scene it shows: ``same_scene_id`` is the nearest image
+        when that pair is another photo of the scene, else the most similar other registered
+        candidate that is (the nearest by P(copy) can be an unrelated picture while the scene's
+        photo, registered, ranks below it)."""
+        if verdict.verdict != "unique":
+            return
+        if verdict.evidence.same_scene:
+            verdict.evidence.same_scene_id = best.candidate.image_id
+            return
+        scene = [s for s in scored if s is not best and s.score.registration is not None
+                 and self.policy.same_scene(s.score, "unique", feat, s.reference)]
+        if scene:
+            other = max(scene, key=lambda s: s.score.visual_best)
+            verdict.evidence.same_scene = True
+            verdict.evidence.same_scene_id = other.candidate.image_id
 
     def _candidates(self, query: ImageRecord, feat: ImageFeatures) -> list[Candidate]:
         """The memory's candidates for the query; for a picture turned on a solid fill also
@@ -401,6 +420,10 @@ class Deduper:
             again.timings_ms["objects"] = round(ms, 3)
             again.evidence.verifications = v.evidence.verifications
             again.evidence.cascade = [*v.evidence.cascade, "objects"]
+            if (again.verdict == "unique" and not again.evidence.same_scene
+                    and v.evidence.same_scene_id is not None):
+                again.evidence.same_scene = True
+                again.evidence.same_scene_id = v.evidence.same_scene_id
             out.append(again)
         return out
 

@@ -104,8 +104,15 @@ def test_coco_style_has_issue12_kinds_and_keeps_the_split():
         assert a.split == b.split
         if p.kind.startswith("trap_"):
             assert p.label == 0 and a.source != b.source and a.cluster != b.cluster
-        if p.kind == "same_scene":
+        if p.kind in ("same_scene", "scene_part"):
             assert p.label == 0 and a.cluster != b.cluster
+        # another photo of the scene is whole on one side at least; two halves (of one photo,
+        # or one of each stereo photo) are scene parts
+        regions = {a.cluster.rsplit("[", 1)[-1], b.cluster.rsplit("[", 1)[-1]}
+        if p.kind == "same_scene":
+            assert "full]" in regions
+        if p.kind == "scene_part":
+            assert "full]" not in regions
     split_of = {}
     for im in ds.images:
         assert split_of.setdefault(im.source, im.split) == im.split

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dupstream.bench.retrieval import score, sscd_alone, tune_threshold
+from dupstream.bench.retrieval import same_scene_evidence, score, sscd_alone, tune_threshold
 from dupstream.lab.evaluation.retrieval import Item, build_bench
 from dupstream.lab.evaluation.sources import pixel_digest
 
@@ -97,3 +97,14 @@ def test_static_camera_frames_are_scored_apart_from_edits_and_negatives():
     assert s["copies"] == 0 and s["false_matches"]["same scene"]["n"] == 0
     s = score(items, [None, None, "o1"], cluster)
     assert s["static_frames"] == {"n": 1, "right": 0, "wrong": 1}
+
+
+def test_same_scene_evidence_counts_unique_same_scene_rows():
+    items = _items()
+    rows = [{"verdict": "unique"}] * 7 + [{"verdict": "unique", "same_scene": True}]
+    assert same_scene_evidence(items, rows) == {"n": 1, "unique": 1, "n_recorded": 1,
+                                                "unique_with_evidence": 1}
+    rows[-1] = {"verdict": "near_duplicate", "same_scene": False}
+    assert same_scene_evidence(items, rows)["unique_with_evidence"] == 0
+    rows[-1] = {"verdict": "unique"}  # a saved run from before the field was recorded
+    assert same_scene_evidence(items, rows)["n_recorded"] == 0

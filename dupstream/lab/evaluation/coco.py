@@ -10,7 +10,10 @@ hue, crop, flip, caption, watermark, an object added (an RGBA tuxpaint cut-out p
 removed (the reference has a pasted cut-out the copy lacks)); full photos get every edit, halves
 ``half_edits`` of them. Negatives, as many as positives: another scene's image of the same split
 that shares no pixels - preferring one that shares a tagged object class (``same_class``), the
-other half of the same photo and other photos of the same scene (``same_scene``).
+other photos of the same scene, a whole photograph on one side at least (``same_scene``), and
+two halves - of the same photo, or one of each photo of a stereo pair (``scene_part``: the same
+place and object classes, little or no content in common; the product's ``same_scene``
+evidence needs content that matches, so it is counted on ``same_scene`` pairs).
 
 Issue 12 kinds (``same_scene=True``, ``traps=True``): full photos also get the framing edits
 (``edits.FRAMING_EDITS``: phone / desktop screenshot, solid / blurred border, letterbox, rotation
@@ -236,4 +239,6 @@ def _negatives(ds: EvalSet, scenes: list[dict], rng: np.random.Generator) -> Non
                 continue
             t = pool[int(rng.integers(len(pool)))]
             images = [t["idx"], *t["copies"]]
+            if kind == "same_scene" and "full" not in (sc["region"], t["region"]):
+                kind = "scene_part"  # two halves: little or no content in common
             ds.pair(sc["idx"], images[int(rng.integers(len(images)))], 0, kind)

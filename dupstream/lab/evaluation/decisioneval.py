@@ -15,10 +15,17 @@ import numpy as np
 
 from dupstream.lab.evaluation import metrics as M
 
+#: negative kinds whose verdicts should carry ``same_scene`` evidence (``same_scene``: another
+#: photo of the scene, whole on one side at least) or may (``scene_part``: two halves, little or
+#: no content in common)
+SCENE_KINDS = ("same_scene", "scene_part")
+
 
 def learned_decisions(res, table) -> dict | None:
     """Verdicts, P(copy) and summary metrics of the shipped learned decision on ``res``'s test
-    pairs (``table``: the set's per-image features); None when no model is packaged."""
+    pairs (``table``: the set's per-image features); None when no model is packaged.
+    ``same_scene_evidence``: per scene kind, the test pairs, those called unique, and those
+    with ``same_scene`` evidence (``DecisionPolicy.same_scene``, as on a verdict)."""
     from dupstream.workers.decision import (
         DecisionPolicy,
         default_calibrator,
@@ -33,16 +40,22 @@ def learned_decisions(res, table) -> dict | None:
                             learned=model)
     arr = res.ds.arrays()
     te = np.flatnonzero(res.split == "test")
-    kinds, probs = [], []
+    kinds, probs, scene = [], [], {}
     for i in te:
         q, r = table.features[arr["b"][i]], table.features[arr["a"][i]]
         d = policy.decision(res.scores[i], query=q, reference=r)
         kinds.append(d.kind)
         probs.append(d.p_copy)
+        if arr["kind"][i] in SCENE_KINDS:
+            c = scene.setdefault(str(arr["kind"][i]), {"n": 0, "unique": 0, "evidence": 0})
+            c["n"] += 1
+            c["unique"] += int(d.kind == "unique")
+            c["evidence"] += int(policy.same_scene(res.scores[i], d.kind, q, r))
     y = arr["label"][te]
     pred = np.asarray([k != "unique" for k in kinds], bool)
     p = np.asarray(probs, np.float64)
     prec, rec, f1 = M.prf(y, pred)
     return {"model": model.version, "precision": prec, "recall": rec, "f1": f1,
             "auc": M.auc(y, p), "ece": M.ece(y, p), "pred": pred, "prob": p,
-            "verdicts": {k: kinds.count(k) for k in ("duplicate", "near_duplicate", "unique")}}
+            "verdicts": {k: kinds.count(k) for k in ("duplicate", "near_duplicate", "unique")},
+            "same_scene_evidence": scene}

@@ -55,6 +55,7 @@ def write_report(out, results, *, meta, shipped, user, swap, scalability, per_ki
                     doc.table(*part)
                 else:
                     doc.p(part)
+        _scene_evidence(doc, results)
         _targets(doc, results, shipped)
     if scalability:
         _scalability(doc, out, scalability)
@@ -102,6 +103,20 @@ def per_kind_section(per_kind: dict, before: dict | None = None,
         out.append(f"**{name}**")
         out.append((header, rows))
     return out
+
+
+def _scene_evidence(doc, results):
+    rows = [[r.ds.name, kind, f"{c['unique']} / {c['n']}", f"{c['evidence']} / {c['n']}"]
+            for r in results if r.learned is not None
+            for kind, c in r.learned.get("same_scene_evidence", {}).items()]
+    if not rows:
+        return
+    doc.h(2, "Same-scene pairs: unique, with `same_scene` evidence (test split)")
+    doc.p("The shipped learned decision's verdict and `DecisionPolicy.same_scene` (the verdict's "
+          "`evidence.same_scene`) on each test pair: `same_scene` - another photo of the scene, "
+          "whole on one side at least; `scene_part` - two halves (of one photo, or one of each "
+          "photo of a stereo pair), little or no content in common.")
+    doc.table(["set", "kind", "unique", "with same_scene evidence"], rows)
 
 
 def _datasets(doc, results):

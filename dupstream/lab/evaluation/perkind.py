@@ -20,7 +20,8 @@ from dupstream.lab.evaluation.stats import bootstrap_ci
 
 #: negative kinds grouped for the verdict the issue asks about
 NEGATIVE_GROUPS = {"different": "other photo", "same_class": "hard negative (same class)",
-                   "same_scene": "same scene", "trap_caption": "overlay trap",
+                   "same_scene": "same scene", "scene_part": "same scene",
+                   "trap_caption": "overlay trap",
                    "trap_watermark": "overlay trap", "trap_border": "overlay trap",
                    "trap_frame": "overlay trap"}
 
@@ -49,7 +50,7 @@ def per_kind_table(kinds: np.ndarray, labels: np.ndarray, preds: dict[str, np.nd
                                               key=lambda k: (-int(labels[kinds == k][0]), k))]
     groups.append(("overlay trap (all)", np.char.startswith(kinds.astype(str), "trap_")))
     groups.append(("hard negatives (same class + same scene)",
-                   np.isin(kinds, ["same_class", "same_scene"])))
+                   np.isin(kinds, ["same_class", "same_scene", "scene_part"])))
     # two frames of a static camera that the scene rule calls one picture are copies, not edits
     groups.append(("any edit", (labels == 1) & (kinds != "static_frames")))
     for name, mask in groups:

@@ -130,6 +130,9 @@ def run(cfg: EvalConfig) -> Path:
         if res.learned is not None:
             log(f"{name}: learned decision {res.learned['model']}: F1 {res.learned['f1']:.3f}, "
                 f"AUC {res.learned['auc']:.3f}, ECE {res.learned['ece']:.3f} (test)")
+            for kind, c in res.learned["same_scene_evidence"].items():
+                log(f"{name}: {kind} test pairs: unique {c['unique']} / {c['n']}, with "
+                    f"same_scene evidence {c['evidence']} / {c['n']}")
         res.timings_s = {**table.timings_s, "total": time.perf_counter() - t0}
         results.append(res)
         tables[name] = table
