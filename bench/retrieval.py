@@ -71,6 +71,7 @@ def run_engine(items, folder: Path, *, embedder: str, detector: str, graph: bool
                          "nearest_id": res.evidence.nearest_id,
                          "verified": None if reg is None else bool(reg.verified),
                          "same_scene": bool(res.evidence.same_scene),
+                         "same_scene_id": res.evidence.same_scene_id,
                          "cascade": list(res.evidence.cascade),
                          "timings_ms": dict(res.timings_ms)})
         if (start // batch) % 10 == 0:
@@ -248,7 +249,10 @@ def markdown(res: dict) -> str:
     if se and se["n"] and se["n_recorded"]:
         lines += ["", f"Same-scene photographs (another photo or moment of an indexed scene): "
                   f"unique {se['unique']} / {se['n']}, of them with `same_scene` evidence "
-                  f"{se['unique_with_evidence']} / {se['n_recorded']}."]
+                  f"{se['unique_with_evidence']} / {se['n_recorded']}. With the evidence "
+                  "otherwise: " + ", ".join(
+                      f"{role} {c['evidence']} / {c['n']}" for role, c in
+                      se.get("other_negatives_with_evidence", {}).items()) + "."]
     c = res["cost"]
     lines += ["", "Distinct photos: a false match to a sibling tile (another non-overlapping "
               "tile of the same source photo: brick, gravel, star-field, retina textures) is "
@@ -347,13 +351,20 @@ def summarise(items, rows: list[dict], nn, n_originals: int) -> dict:
 def same_scene_evidence(items, rows: list[dict]) -> dict:
     """The same-scene photographs (another photo or moment of an indexed scene): how many came
     out ``unique``, and how many of those carry ``same_scene`` evidence. ``n_recorded``: rows
-    that record the field (a saved run from before it was recorded has none)."""
+    that record the field (a saved run from before it was recorded has none). Also how many
+    distinct photos (``original``; a sibling tile of one photo may show the same scene) and
+    overlay traps (never the same scene) carry the evidence."""
     sel = [r for it, r in zip(items, rows, strict=True) if it.role == "same_scene"]
     known = [r for r in sel if "same_scene" in r]
+    others = {role: [r for it, r in zip(items, rows, strict=True)
+                     if it.role == role and "same_scene" in r] for role in ("original", "trap")}
     return {"n": len(sel), "unique": sum(r["verdict"] == "unique" for r in sel),
             "n_recorded": len(known),
             "unique_with_evidence": sum(r["verdict"] == "unique" and bool(r["same_scene"])
-                                        for r in known)}
+                                        for r in known),
+            "other_negatives_with_evidence": {
+                role: {"n": len(rs), "evidence": sum(bool(r["same_scene"]) for r in rs)}
+                for role, rs in others.items()}}
 
 
 def rescore(path: Path, log) -> int:

@@ -2,6 +2,8 @@
 (the background), but what moved inside the overlap makes the verdict unique - with
 ``same_scene`` evidence; the frame's own re-encode stays a copy without it."""
 
+import dataclasses
+
 import pytest
 
 from dupstream.engine import Upload
@@ -61,3 +63,31 @@ def test_a_scene_photo_ranked_below_the_nearest_still_gives_the_evidence(frames)
     assert unique.verdict == "unique" and not unique.evidence.same_scene
     d._scene_elsewhere(unique, scored, scored[1], q)
     assert unique.evidence.same_scene and unique.evidence.same_scene_id == "scene"
+    # a registration onto one identical frame of two different photos: the pictures themselves
+    # (content cosine) do not look alike - not named as the scene
+    scored[0].score = dataclasses.replace(scored[0].score, content=0.1)
+    again = d._verdict("q", None, "unrelated", None, None, scored[1].score, query=q,
+                       reference=unrelated)
+    d._scene_elsewhere(again, scored, scored[1], q)
+    assert not again.evidence.same_scene and again.evidence.same_scene_id is None
+
+
+def test_a_stereo_view_that_fits_but_changes_too_much_is_the_same_scene():
+    """The left half of the motorcycle's left view against the whole right view: a sparse fit
+    with inliers across the half (no parallax flagged), but too much changed to verify - unique,
+    with ``same_scene`` evidence; an unrelated photo gets none."""
+    from dupstream.lab.data.photos import load_photos
+    from dupstream.lab.evaluation.coco import _halves
+
+    p = load_photos(["motorcycle_left", "motorcycle_right", "coffee"])
+    left_half = _halves(p["motorcycle_left"])[0]
+    d = build_deduper(detector="none", threads=2)
+    r = d.compare(encode(left_half, "PNG"), encode(p["motorcycle_right"], "PNG"))
+    reg = r["registration"]
+    assert r["verdict"] == "unique" and reg is not None and not reg["verified"]
+    assert not reg["same_scene"] and reg["method"] == "sparse"
+    assert reg["inliers"] >= d.policy.scene_evidence_min_inliers
+    assert reg["support"] >= d.policy.scene_evidence_min_support
+    assert r["same_scene"]
+    other = d.compare(encode(p["coffee"], "PNG"), encode(p["motorcycle_right"], "PNG"))
+    assert other["verdict"] == "unique" and not other["same_scene"]

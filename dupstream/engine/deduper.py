@@ -64,6 +64,18 @@ LOW_INFORMATION_NOTE = ("low-information picture (nearly all flat, or no usable 
                         "copy only by its bytes or a near-identical PDQ hash")
 
 
+#: another candidate than the nearest is named as the scene only when the pictures themselves
+#: (without frames) look alike: a registration can latch onto one identical frame worn by two
+#: different photos (the retrieval bench's frame traps: content cosine 0.10 and 0.44; its
+#: same-scene photographs 0.33-0.90, the one named this way 0.83)
+SCENE_ELSEWHERE_MIN_CONTENT = 0.5
+
+
+def _picture_alike(score: PairScore) -> bool:
+    content = score.visual if score.content is None else score.content
+    return content >= SCENE_ELSEWHERE_MIN_CONTENT
+
+
 @dataclass
 class _Pending:
     """A verdict waiting for the cascade's object step: its query and the matched candidate."""
@@ -355,14 +367,16 @@ class Deduper:
                          feat: ImageFeatures) -> None:
         """A unique verdict names the scene it shows: ``same_scene_id`` is the nearest image
         when that pair is another photo of the scene, else the most similar other registered
-        candidate that is (the nearest by P(copy) can be an unrelated picture while the scene's
-        photo, registered, ranks below it)."""
+        candidate that is and whose picture looks alike (``_picture_alike``: the nearest by
+        P(copy) can be an unrelated picture while the scene's photo, registered, ranks below
+        it)."""
         if verdict.verdict != "unique":
             return
         if verdict.evidence.same_scene:
             verdict.evidence.same_scene_id = best.candidate.image_id
             return
         scene = [s for s in scored if s is not best and s.score.registration is not None
+                 and _picture_alike(s.score)
                  and self.policy.same_scene(s.score, "unique", feat, s.reference)]
         if scene:
             other = max(scene, key=lambda s: s.score.visual_best)

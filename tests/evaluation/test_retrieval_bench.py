@@ -102,8 +102,14 @@ def test_static_camera_frames_are_scored_apart_from_edits_and_negatives():
 def test_same_scene_evidence_counts_unique_same_scene_rows():
     items = _items()
     rows = [{"verdict": "unique"}] * 7 + [{"verdict": "unique", "same_scene": True}]
-    assert same_scene_evidence(items, rows) == {"n": 1, "unique": 1, "n_recorded": 1,
-                                                "unique_with_evidence": 1}
+    out = same_scene_evidence(items, rows)
+    assert {k: out[k] for k in ("n", "unique", "n_recorded", "unique_with_evidence")} == {
+        "n": 1, "unique": 1, "n_recorded": 1, "unique_with_evidence": 1}
+    assert out["other_negatives_with_evidence"] == {"original": {"n": 0, "evidence": 0},
+                                                    "trap": {"n": 0, "evidence": 0}}
+    rows[0] = {"verdict": "unique", "same_scene": True}
+    assert same_scene_evidence(items, rows)["other_negatives_with_evidence"]["original"] == {
+        "n": 1, "evidence": 1}
     rows[-1] = {"verdict": "near_duplicate", "same_scene": False}
     assert same_scene_evidence(items, rows)["unique_with_evidence"] == 0
     rows[-1] = {"verdict": "unique"}  # a saved run from before the field was recorded

@@ -15,17 +15,14 @@ import numpy as np
 
 from dupstream.lab.evaluation import metrics as M
 
-#: negative kinds whose verdicts should carry ``same_scene`` evidence (``same_scene``: another
-#: photo of the scene, whole on one side at least) or may (``scene_part``: two halves, little or
-#: no content in common)
-SCENE_KINDS = ("same_scene", "scene_part")
-
 
 def learned_decisions(res, table) -> dict | None:
     """Verdicts, P(copy) and summary metrics of the shipped learned decision on ``res``'s test
     pairs (``table``: the set's per-image features); None when no model is packaged.
-    ``same_scene_evidence``: per scene kind, the test pairs, those called unique, and those
-    with ``same_scene`` evidence (``DecisionPolicy.same_scene``, as on a verdict)."""
+    ``same_scene_evidence``: per negative kind, the test pairs, those called unique, and those
+    with ``same_scene`` evidence (``DecisionPolicy.same_scene``, as on a verdict): it belongs on
+    ``same_scene`` pairs (another photo of the scene), may be on ``scene_part`` pairs (two
+    halves, little or no content in common), and on no other kind."""
     from dupstream.workers.decision import (
         DecisionPolicy,
         default_calibrator,
@@ -46,7 +43,7 @@ def learned_decisions(res, table) -> dict | None:
         d = policy.decision(res.scores[i], query=q, reference=r)
         kinds.append(d.kind)
         probs.append(d.p_copy)
-        if arr["kind"][i] in SCENE_KINDS:
+        if arr["label"][i] == 0:
             c = scene.setdefault(str(arr["kind"][i]), {"n": 0, "unique": 0, "evidence": 0})
             c["n"] += 1
             c["unique"] += int(d.kind == "unique")

@@ -111,11 +111,12 @@ def _scene_evidence(doc, results):
             for kind, c in r.learned.get("same_scene_evidence", {}).items()]
     if not rows:
         return
-    doc.h(2, "Same-scene pairs: unique, with `same_scene` evidence (test split)")
+    doc.h(2, "Negative pairs: unique, with `same_scene` evidence (test split)")
     doc.p("The shipped learned decision's verdict and `DecisionPolicy.same_scene` (the verdict's "
-          "`evidence.same_scene`) on each test pair: `same_scene` - another photo of the scene, "
-          "whole on one side at least; `scene_part` - two halves (of one photo, or one of each "
-          "photo of a stereo pair), little or no content in common.")
+          "`evidence.same_scene`) on each negative test pair: it belongs on `same_scene` pairs "
+          "(another photo of the scene, whole on one side at least), may be on `scene_part` "
+          "pairs (two halves - of one photo, or one of each photo of a stereo pair - little or "
+          "no content in common) and on no other kind.")
     doc.table(["set", "kind", "unique", "with same_scene evidence"], rows)
 
 
