@@ -194,16 +194,20 @@ def create_app(parts: ServerParts) -> FastAPI:
     async def image_of(request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
+            # the form's spooled upload files are closed when the block ends (an early answer -
+            # a full queue's 503 - must not leave them to the garbage collector)
             try:
-                form = await request.form(max_files=1, max_fields=16)
+                async with request.form(max_files=1, max_fields=16) as form:
+                    file = form.get("image")
+                    if file is None or isinstance(file, str):
+                        raise RequestError("multipart body without a file field 'image'",
+                                           reason="missing_image")
+                    return await file.read()
+            except RequestError:
+                raise
             except Exception as exc:  # malformed multipart (python-multipart's errors)
                 raise RequestError(f"malformed multipart body: {exc}",
                                    reason="bad_multipart") from exc
-            file = form.get("image")
-            if file is None or isinstance(file, str):
-                raise RequestError("multipart body without a file field 'image'",
-                                   reason="missing_image")
-            return await file.read()
         if ctype == "application/json":
             try:
                 raw = json.loads(await request.body())
