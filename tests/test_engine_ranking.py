@@ -68,3 +68,33 @@ def test_an_open_candidate_left_unregistered_is_never_the_match(extracted):
     scored = [Scored(candidate=n, reference=f[n], score=score_pair(query, f[n]),
                      unverified=n == "motorcycle_left") for n in names]
     assert best_match(policy, scored, None, query=query).candidate != "motorcycle_left"
+
+
+def test_a_query_placed_by_a_verified_copy_registers_no_further_candidate(extracted):
+    """Registration stops once one verifies with P(copy) >= ``verify_stop_p_copy``: the less
+    similar open candidates (another copy of the same photo here) are left unregistered; with
+    the stop switched off (> 1) they are registered up to the bound."""
+    import dataclasses
+
+    from dupstream.engine.verification import verify_candidates
+
+    policy, f = extracted
+    query = f["copy"]
+    names = ("motorcycle_left", "motorcycle_right", "coffee", "camera")
+
+    def fresh():
+        return [Scored(candidate=n, reference=f[n], score=score_pair(query, f[n]))
+                for n in names]
+
+    scored = fresh()
+    stats = verify_candidates(policy, query, scored)
+    first = next(s for s in scored if s.score.registration is not None)
+    assert stats.runs == 1 and first.candidate == "motorcycle_left"
+    assert first.score.registration.verified
+    opened = [s for s in scored if s.unverified]
+    assert opened and all(s.score.registration is None for s in opened)
+    assert best_match(policy, scored, None, query=query).candidate == "motorcycle_left"
+    off = dataclasses.replace(policy, verify_stop_p_copy=1.01)
+    scored = fresh()
+    assert verify_candidates(off, query, scored).runs > 1
+    assert best_match(off, scored, None, query=query).candidate == "motorcycle_left"

@@ -82,6 +82,11 @@ def test_low_information_settings_reach_the_policy(monkeypatch):
     policy = build_deduper(detector="none", policy=policy_options(s.policy)).policy
     assert policy.low_information_p_scale == 1.0 and policy.low_information_flat_min == 0.99
     assert policy.low_information_pdq_quality == 0  # the default
+    assert policy.verify_stop_p_copy == 0.9
+    monkeypatch.setenv("DUPSTREAM_POLICY__VERIFY_STOP_P_COPY", "1.5")
+    s = Settings.load()
+    assert build_deduper(detector="none",
+                         policy=policy_options(s.policy)).policy.verify_stop_p_copy == 1.5
     monkeypatch.setenv("DUPSTREAM_POLICY__LOW_INFORMATION_P_SCALE", "2.0")
     with pytest.raises(ConfigError):
         Settings.load()

@@ -47,6 +47,7 @@ def policy_options(policy: PolicySettings) -> dict[str, Any]:
         "low_information_flat_min": policy.low_information_flat_min,
         "low_information_p_scale": policy.low_information_p_scale,
         "low_information_pdq_quality": policy.low_information_pdq_quality,
+        "verify_stop_p_copy": policy.verify_stop_p_copy,
     }
 
 

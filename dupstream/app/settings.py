@@ -197,6 +197,9 @@ class PolicySettings(BaseModel):
     low_information_flat_min: float = Field(0.95, gt=0.0, le=1.0)
     low_information_p_scale: float = Field(0.1, ge=0.0, le=1.0)
     low_information_pdq_quality: int = Field(0, ge=-1, le=100)
+    #: a query whose registration verified with at least this P(copy) is placed: its less
+    #: similar open candidates are not registered (above 1: register up to the bound)
+    verify_stop_p_copy: float = Field(0.9, ge=0.0, le=2.0)
 
 
 class StartupSettings(BaseModel):

@@ -40,17 +40,25 @@ class VerifyStats:
 def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list[Scored], *,
                       top: int = DEFAULT_TOP) -> VerifyStats:
     """Register the query against the open candidates in place (best ``visual_best`` first, at
-    most ``top``; the open ones beyond are marked ``unverified``)."""
+    most ``top``; the open ones beyond are marked ``unverified``). Once a registration verifies
+    with P(copy) >= ``policy.verify_stop_p_copy`` the query is placed: the less similar open
+    candidates are not registered (marked ``unverified``) - they are other copies of that
+    picture or less similar pictures."""
     stats = VerifyStats()
     t0 = time.perf_counter()
+    placed = False
     for item in sorted(scored, key=lambda s: -s.score.visual_best):
         if not policy.needs_verification(item.score):
             continue
-        if stats.runs >= top:
+        if placed or stats.runs >= top:
             item.unverified = True
             continue
         item.score = policy.verify(item.score, query, item.reference)
         stats.runs += 1
+        reg = item.score.registration
+        if reg is not None and reg.verified:
+            p = policy.decision(item.score, query=query, reference=item.reference).p_copy
+            placed = p >= policy.verify_stop_p_copy
     stats.ms = (time.perf_counter() - t0) * 1e3
     return stats
 
