@@ -46,7 +46,7 @@ from dupstream.stream.deferral import Deferrals
 from dupstream.stream.heap import HeapTrimmer
 from dupstream.stream.metrics import Metrics
 from dupstream.stream.pipeline import Batch, Item, Pipeline
-from dupstream.stream.ports import KafkaConsumer, KafkaProducer, Part
+from dupstream.stream.ports import KafkaConsumer, KafkaProducer, Part, part_of
 from dupstream.stream.publisher import Publisher
 from dupstream.stream.replication import FeedFollower, Snapshotter
 from dupstream.stream.snapshots import SnapshotThread
@@ -141,6 +141,9 @@ class StreamService:
         self._snapshots = (SnapshotThread(snapshotter, after=self._after_snapshot)
                            if snapshotter is not None else None)
         self._ahead: Batch | None = None  # polled, blobs being fetched, not yet inferred
+        #: partitions revoked or lost since the last poll began (a retry taken out before the
+        #: poll must not run for them: the next owner reads the event again)
+        self._moved: set[Part] = set()
         self._processed = 0
         self._new_records: list[ImageRecord] = []
         self._stats_at = 0.0
@@ -237,7 +240,10 @@ class StreamService:
         commit. Returns whether any message arrived."""
         self._follow_feed()
         retries = self.deferrals.due(limit=self.batch_max)
+        self._moved = set()
         msgs = self.consumer.consume(num_messages=self.batch_max, timeout=self.batch_wait_s)
+        if self._moved:  # the poll revoked or lost partitions: their retries are not ours now
+            retries = [it for it in retries if part_of(it.msg) not in self._moved]
         msgs = [m for m in msgs if usable(m)]
         for m in msgs:
             self.checkpoint.track(m)
@@ -335,7 +341,8 @@ class StreamService:
     # -- rebalance -----------------------------------------------------------------------------
     def _revoked(self, parts: set[Part]) -> None:
         """Revoke: finish the batch in hand and commit before the partitions move; deferred
-        events of those partitions are left to the next owner (the commit stops at them)."""
+        events of those partitions are left to the next owner (the commit stops at them), also
+        one taken out for a retry just before this poll (``_moved``)."""
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             self._finish(ahead)
@@ -347,6 +354,7 @@ class StreamService:
             time.sleep(0.2 * (attempt + 1))
         self.deferrals.drop(parts)
         self.checkpoint.forget(parts)
+        self._moved |= parts
 
     def _lost(self, parts: set[Part]) -> None:
         """Lost: another member owns these now; drop their in-flight and deferred events, commit
@@ -355,6 +363,7 @@ class StreamService:
             self._ahead = self._ahead.without(parts)
         self.deferrals.drop(parts)
         self.checkpoint.forget(parts)
+        self._moved |= parts
         self.metrics.inflight.set(self.checkpoint.outstanding())
 
     # -- one batch ---------------------------------------------------------------------------

@@ -319,3 +319,24 @@ def test_a_weights_fault_at_run_time_stops_the_service_instead_of_dead_lettering
     assert rig.dead_letters() == []  # a deployment fault is not the image's fault
     # nothing of the failing batch is committed: a fixed deployment replays it
     assert rig.consumer.committed.get(P0, 0) == 0
+
+
+def test_a_deferred_event_due_as_its_partition_is_revoked_is_left_to_the_next_owner():
+    """A retry taken out of the deferrals just before a poll that revokes its partition is not
+    run: the next owner reads the event again from the committed offset, so running it here
+    would only publish its output twice (the fault-injection test saw a dead letter twice)."""
+    rig = make_rig()
+    rig.upload("img-0", partition=0)
+    rig.upload("img-1", partition=1)
+    rig.store.transient["img-0.jpg"] = 1  # S3 fails once for this blob
+    rig.service.open()
+    rig.service.step()  # the batch is ahead
+    rig.service.step()  # finished: img-1 published, img-0 deferred
+    assert rig.verdicts() == ["img-1"] and rig.service.deferrals
+    rig.consumer.before_consume.append(lambda: rig.consumer.revoke([P0]))
+    for _ in range(3):
+        rig.service.step()
+    assert rig.verdicts() == ["img-1"]  # img-0 is the next owner's
+    assert rig.store.gets["img-0.jpg"] == 1 and rig.deduper.processed.get("img-0", 0) == 0
+    assert not rig.service.deferrals and P0 not in rig.service.partitions.assigned
+    assert P0 not in rig.consumer.committed  # its offset stays where the next owner starts
