@@ -91,3 +91,14 @@ def test_a_stereo_view_that_fits_but_changes_too_much_is_the_same_scene():
     assert r["same_scene"]
     other = d.compare(encode(p["coffee"], "PNG"), encode(p["motorcycle_right"], "PNG"))
     assert other["verdict"] == "unique" and not other["same_scene"]
+
+
+def test_the_object_step_keeps_the_scene_id(frames):
+    """A scene-change tenant's verdicts go through the cascade's object step, which builds the
+    verdict again: the unique verdict keeps ``same_scene`` and the scene's id."""
+    d = build_deduper(threads=2, policy={"scene_change_tenants": ("cams",)})
+    d.process([Upload("t157", encode(frames[0], "PNG"), "cams")])
+    [v] = d.process([Upload("t167", encode(frames[1], "PNG"), "cams")], add=False)
+    assert "objects" in v.evidence.cascade
+    assert v.verdict == "unique" and v.evidence.same_scene
+    assert v.evidence.same_scene_id == "t157"

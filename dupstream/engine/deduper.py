@@ -434,8 +434,8 @@ class Deduper:
             again.timings_ms["objects"] = round(ms, 3)
             again.evidence.verifications = v.evidence.verifications
             again.evidence.cascade = [*v.evidence.cascade, "objects"]
-            if (again.verdict == "unique" and not again.evidence.same_scene
-                    and v.evidence.same_scene_id is not None):
+            if again.verdict == "unique" and v.evidence.same_scene_id is not None:
+                # the scene found before the object step (the nearest's, or another candidate's)
                 again.evidence.same_scene = True
                 again.evidence.same_scene_id = v.evidence.same_scene_id
             out.append(again)
