@@ -57,7 +57,7 @@ def verify_candidates(policy: DecisionPolicy, query: ImageFeatures, scored: list
         stats.runs += 1
         reg = item.score.registration
         if reg is not None and reg.verified:
-            p = policy.decision(item.score, query=query, reference=item.reference).p_copy
+            p = policy.p_copy_verified(item.score, query=query, reference=item.reference)
             placed = p >= policy.verify_stop_p_copy
     stats.ms = (time.perf_counter() - t0) * 1e3
     return stats
