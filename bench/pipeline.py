@@ -26,10 +26,12 @@ import numpy as np
 #: image (cascade off); full_torch_eager: that with the torch detector - the pipeline as issue 15
 #: measured it (plus the verification stage added since); cnn_only: decode + SSCD, nothing else;
 #: full_hash_pool: full_semantic with the hash stage in a thread beside the embedder
-#: (``hash_workers=1``)
-MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_hash_pool", "full_eager",
-         "full_torch_eager", "cnn_only")
-FULL = ("full_semantic", "full_hash_pool", "full_eager", "full_torch_eager")
+#: (``hash_workers=1``); full_overlap: full_semantic through ``Deduper.process_many`` (what
+#: ``scan`` runs: the next batches decoded, hashed and embedded while one is judged - the same
+#: verdicts); cnn_only_overlap: cnn_only with the next batch decoded while one is embedded
+MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_overlap", "full_hash_pool",
+         "full_eager", "full_torch_eager", "cnn_only", "cnn_only_overlap")
+FULL = ("full_semantic", "full_overlap", "full_hash_pool", "full_eager", "full_torch_eager")
 STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "objects", "total")
 
 
@@ -95,7 +97,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     if mode == "full_torch_eager":
         detector = "yolov3_tiny"
     deduper = build_deduper(detector=detector, graph=mode in FULL, threads=threads,
-                            cascade=mode in ("full_semantic", "full_hash_pool"),
+                            cascade=mode in ("full_semantic", "full_overlap", "full_hash_pool"),
                             hash_workers=1 if mode == "full_hash_pool" else 0)
     if detector_threads is not None and detector.startswith("yolov3_tiny_ort"):
         from dupstream.workers.detector import build_detector
@@ -116,6 +118,36 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
             deduper.extractor.embedder.embed(decoded)
             stage_ms["decode"].append((t2 - t1) * 1e3 / len(decoded))
             stage_ms["embed"].append((time.perf_counter() - t2) * 1e3 / len(decoded))
+        elapsed = time.perf_counter() - t0
+    elif mode == "cnn_only_overlap":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from dupstream.workers.decode import decode_image
+
+        t0 = time.perf_counter()  # the same, the next batch decoded while this one embeds
+        with ThreadPoolExecutor(1) as pool:
+            def read(i: int) -> tuple[list, float]:
+                t = time.perf_counter()
+                return [decode_image(b) for b in blobs[i : i + batch]], time.perf_counter() - t
+            ahead = pool.submit(read, 0)
+            for i in range(0, n, batch):
+                decoded, dt = ahead.result()
+                if i + batch < n:
+                    ahead = pool.submit(read, i + batch)
+                t2 = time.perf_counter()
+                deduper.extractor.embedder.embed(decoded)
+                stage_ms["decode"].append(dt * 1e3 / len(decoded))
+                stage_ms["embed"].append((time.perf_counter() - t2) * 1e3 / len(decoded))
+        elapsed = time.perf_counter() - t0
+    elif mode == "full_overlap":
+        batches = [[Upload(f"{mode}{i + j}", b) for j, b in enumerate(blobs[i : i + batch])]
+                   for i in range(0, n, batch)]
+        t0 = time.perf_counter()
+        for verdicts in deduper.process_many(batches):
+            for v in verdicts:
+                for s in STAGES:
+                    if s in v.timings_ms:
+                        stage_ms[s].append(v.timings_ms[s])
         elapsed = time.perf_counter() - t0
     else:
         if mode == "hash_fast_path":  # index once, then time the byte-identical re-uploads
@@ -164,9 +196,13 @@ def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
     by = {(r["mode"], r["batch"]): r["images_per_s"] for r in results}
     lines.append("")
     for b in sorted({r["batch"] for r in results}):
-        full, vis, cnn, eager, torch_eager = (
+        full, vis, cnn, eager, torch_eager, overlap, cnn_overlap = (
             by.get((m, b)) for m in ("full_semantic", "visual_only", "cnn_only", "full_eager",
-                                     "full_torch_eager"))
+                                     "full_torch_eager", "full_overlap", "cnn_only_overlap"))
+        if overlap and (cnn or cnn_overlap):
+            best = max(c for c in (cnn, cnn_overlap) if c)
+            lines.append(f"- batch {b}: a scan (full_overlap) costs {best / overlap:.2f}x the "
+                         "faster SSCD-only scan (cnn_only / cnn_only_overlap)")
         if full and vis:
             lines.append(f"- batch {b}: full semantic costs {vis / full:.2f}x visual-only"
                          + (f", {cnn / full:.2f}x an SSCD-only scan (decode + embed)"

@@ -162,7 +162,7 @@ DETECTORS = ("yolov3_tiny", "yolov3_tiny_cv2", "yolov3_tiny_ort", "yolov3_tiny_o
 #: fp32: the same boxes to 1e-5 at ~2x the speed on CPU; docs/PERFORMANCE.md)
 DEFAULT_DETECTOR = "yolov3_tiny_ort"
 #: options only the ONNX Runtime kinds have
-ORT_ONLY = ("threads", "cache_dir")
+ORT_ONLY = ("threads", "cache_dir", "spinning")
 
 
 def build_detector(kind: str = DEFAULT_DETECTOR, **kwargs) -> Detector | None:

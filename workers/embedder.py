@@ -70,6 +70,7 @@ class SSCDEmbedder:
         model_path: str | Path | None = None,
         threads: int = 2,
         providers: Sequence[str] | None = None,
+        spinning: bool = False,
     ) -> None:
         if variant not in SSCD_WEIGHTS:
             raise ModelError(f"unknown SSCD variant {variant!r}; known: {sorted(SSCD_WEIGHTS)}")
@@ -79,6 +80,11 @@ class SSCDEmbedder:
         self._model_path = model_path
         self._threads = threads
         self._providers = list(providers) if providers else None
+        #: ONNX Runtime's intra-op threads busy-wait between runs when True (its default);
+        #: off here: a spinning thread takes a core from the threads that run beside the
+        #: embedder (``Deduper.process_many``, the stream's fetches, OpenCV), for no gain in
+        #: the embedder's own speed (docs/PERFORMANCE.md, overlap)
+        self.spinning = spinning
         self._session = None
         self._lock = threading.Lock()
 
@@ -103,6 +109,8 @@ class SSCDEmbedder:
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self._threads
                 opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                              "1" if self.spinning else "0")
                 available = ort.get_available_providers()
                 providers = self._providers or [
                     p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available

@@ -177,6 +177,26 @@ class _Hashed:
     ms: float
 
 
+@dataclass
+class Prepared:
+    """A batch after ``FeatureExtractor.prepare``: the blobs, their decoded pixels (or the
+    error of each that failed), per-image decode times, the picture sizes before draft
+    decoding, the digests when the caller had them, and the hash stage's outputs (None until
+    it has run)."""
+
+    blobs: list[bytes]
+    decoded: list[np.ndarray | DupstreamError]
+    decode_ms: list[float]
+    sizes: list[tuple[int, int] | None] | None = None
+    digests: list[str] | None = None
+    hashed: dict[int, _Hashed] | None = None
+
+    @property
+    def good(self) -> list[int]:
+        """Positions of the images that decoded."""
+        return [i for i, d in enumerate(self.decoded) if not isinstance(d, DupstreamError)]
+
+
 def _hash_one(rgb: np.ndarray, digest: str) -> _Hashed:
     """Hashes, thumbnails, the content box and the image descriptors of one decoded picture."""
     t0 = time.perf_counter()
@@ -254,7 +274,17 @@ class FeatureExtractor:
         """Features of each blob (errors in place). ``objects=False``: no detector or GCN now
         (the cascade): ``objects`` stays None until ``add_objects``. ``digests``: the blobs'
         SHA-256 when the caller has them already. Large JPEGs decode in draft mode
-        (``draft_side``); width, height and the content box stay in the picture's own pixels."""
+        (``draft_side``); width, height and the content box stay in the picture's own pixels.
+        The same as ``complete(prepare(blobs, digests=digests), objects=objects)``."""
+        return self.complete(self.prepare(blobs, digests=digests), objects=objects)
+
+    def prepare(self, blobs: Sequence[bytes], *,
+                digests: Sequence[str] | None = None) -> Prepared:
+        """The batch's first half, no model: decode each blob, then (unless the hash stage runs
+        in its pool beside the embedder, ``hash_workers``) the hash stage - hashes, thumbnails,
+        content box, descriptors. ``complete`` does the rest; the two may run in different
+        threads (``Deduper.process_many`` overlaps one batch's ``prepare`` with another's
+        embedding)."""
         decoded, sizes, decode_ms = [], [], []
         for data in blobs:  # timed per image: decode cost follows each image's size
             t0 = time.perf_counter()
@@ -267,8 +297,11 @@ class FeatureExtractor:
                 decoded.append(exc)
                 sizes.append(None)
             decode_ms.append((time.perf_counter() - t0) * 1e3)
-        return self.extract_decoded(blobs, decoded, decode_ms=decode_ms, objects=objects,
-                                    sizes=sizes, digests=digests)
+        prepared = Prepared(blobs=list(blobs), decoded=decoded, decode_ms=decode_ms,
+                            sizes=sizes, digests=None if digests is None else list(digests))
+        if not self.hash_workers:
+            prepared.hashed = self._hash_stage(prepared)
+        return prepared
 
     def extract_decoded(
         self,
@@ -285,37 +318,52 @@ class FeatureExtractor:
         ``graph`` are its share of the batched model calls (``objects=False``: not run)."""
         per_decode = (list(decode_ms) if not isinstance(decode_ms, int | float)
                       else [float(decode_ms)] * len(blobs))
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, DupstreamError)]
+        prepared = Prepared(blobs=list(blobs), decoded=list(decoded), decode_ms=per_decode,
+                            sizes=None if sizes is None else list(sizes),
+                            digests=None if digests is None else list(digests))
+        return self.complete(prepared, objects=objects)
+
+    def _hash_stage(self, prepared: Prepared) -> dict[int, _Hashed]:
+        blobs, decoded, digests = prepared.blobs, prepared.decoded, prepared.digests
+        return {i: _hash_one(decoded[i], digests[i] if digests is not None
+                             else content_hash(blobs[i])) for i in prepared.good}
+
+    def complete(self, prepared: Prepared, *,
+                 objects: bool = True) -> list[ImageFeatures | DupstreamError]:
+        """The batch's second half: one embedder call for every picture (with the framed
+        pictures' content crops and the turned pictures' upright orientations), the objects
+        when ``objects``, and each image's ``ImageFeatures`` (errors stay in place)."""
+        decoded, sizes, per_decode = prepared.decoded, prepared.sizes, prepared.decode_ms
+        good = prepared.good
         results: list[ImageFeatures | DupstreamError] = list(decoded)  # errors stay in place
         if not good:
             return results
-        def hash_stage() -> dict[int, _Hashed]:
-            return {i: _hash_one(decoded[i], digests[i] if digests is not None
-                                 else content_hash(blobs[i])) for i in good}
-
         t1 = time.perf_counter()
-        if self.hash_workers:
+        hashed = prepared.hashed
+        if hashed is None and self.hash_workers:
             # the hash stage in the pool while the embedder runs on the whole pictures; then
             # the framed pictures' content crops (their boxes come from the hash stage)
-            pending = self._pool().submit(hash_stage)
+            pending = self._pool().submit(self._hash_stage, prepared)
             vectors = self._embed_isolated([decoded[i] for i in good])
             hashed = pending.result()
             framed, turned, crops = _crops(decoded, good, hashed)
             crop_vectors = self._embed_isolated(crops) if crops else []
+            embed_ms = (time.perf_counter() - t1) * 1e3
         else:
-            # in line: the hash stage, then one embedder batch of every image, the framed
-            # pictures' content crops and the turned pictures' upright orientations
-            hashed = hash_stage()
+            # the hash stage (in line, unless ``prepare`` did it), then one embedder batch of
+            # every image, the framed pictures' content crops and the turned pictures' upright
+            # orientations
+            if hashed is None:
+                hashed = self._hash_stage(prepared)
+            t_embed = time.perf_counter()
             framed, turned, crops = _crops(decoded, good, hashed)
             vectors = self._embed_isolated([decoded[i] for i in good] + crops)
             vectors, crop_vectors = vectors[: len(good)], vectors[len(good):]
+            embed_ms = (time.perf_counter() - t_embed) * 1e3
         content = dict(zip(framed, crop_vectors[: len(framed)], strict=True))
         turns = {i: crop_vectors[len(framed) + 4 * j : len(framed) + 4 * j + 4]
                  for j, i in enumerate(turned)}
         t2 = time.perf_counter()
-        # the embed stage's share: its wall time less the hash stage's where that ran in line
-        embed_ms = (t2 - t1) * 1e3 - (0.0 if self.hash_workers
-                                      else sum(h.ms for h in hashed.values()))
         images = [decoded[i] for i in good]
         found = self.detect(images) if objects else [None] * len(images)
         t3 = time.perf_counter()

@@ -259,12 +259,14 @@ class OnnxYoloDetector(YoloBase):
     embedding of a batch, never beside it - on 2 cores 2 threads were 12-14 % faster than 1 in
     the whole pipeline; docs/PERFORMANCE.md has the measurements); ``cache_dir``: where the
     exported file lives (default ``onnx/`` next to the darknet weights); ``providers``: ONNX
-    Runtime execution providers (default CPU).
+    Runtime execution providers (default CPU); ``spinning``: ONNX Runtime's idle intra-op
+    threads busy-wait (its default; off here, as for the embedder: the cascade's object step
+    runs while another thread embeds the next batch in ``Deduper.process_many``).
     """
 
     def __init__(self, *, precision: str = "fp32", threads: int = 2,
                  cache_dir: str | Path | None = None, providers: Sequence[str] | None = None,
-                 **kwargs) -> None:
+                 spinning: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         _check_args(self.size, precision)
         if threads < 1:
@@ -277,6 +279,7 @@ class OnnxYoloDetector(YoloBase):
         self.threads = threads
         self.cache_dir = cache_dir
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.spinning = spinning
         self._session = None
         self.exported: ExportedModel | None = None
 
@@ -291,6 +294,8 @@ class OnnxYoloDetector(YoloBase):
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                              "1" if self.spinning else "0")
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 try:
                     self._session = ort.InferenceSession(str(self.exported.path), opts,

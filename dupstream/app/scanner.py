@@ -69,22 +69,35 @@ def judge_files(
     tenant: str | None = None,
     batch: int = 16,
     on_row: Callable[[dict], None] | None = None,
+    overlap: bool = True,
+    ahead: int = 2,
 ) -> Iterator[dict]:
     """One JSON-ready row per file, in order, each judged against everything before it
-    (and everything already in the deduper's memory)."""
+    (and everything already in the deduper's memory). ``overlap``: the next ``ahead`` batches
+    are read and embedded while one is judged (``Deduper.process_many``); False: batch by
+    batch (``Deduper.process``). The rows are the same either way."""
     from dupstream.core.errors import ImageError
     from dupstream.engine import Failed, Upload
 
     files = list(files)
-    for start in range(0, len(files), batch):
-        chunk = files[start : start + batch]
-        uploads, unreadable = [], {}
-        for p in chunk:
-            data, why = read_bytes(p)
-            if why is not None:
-                unreadable[str(p)] = why
-            uploads.append(Upload(str(p), data, tenant))
-        for res in deduper.process(uploads):
+    unreadable: dict[str, str] = {}
+
+    def batches() -> Iterator[list]:
+        for start in range(0, len(files), batch):
+            uploads = []
+            for p in files[start : start + batch]:
+                data, why = read_bytes(p)
+                if why is not None:
+                    unreadable[str(p)] = why
+                uploads.append(Upload(str(p), data, tenant))
+            yield uploads
+
+    # the next batches are read, decoded, hashed and embedded while this one is judged
+    # (``Deduper.process_many``: the same verdicts as batch by batch)
+    judged = (deduper.process_many(batches(), ahead=ahead) if overlap
+              else map(deduper.process, batches()))
+    for results in judged:
+        for res in results:
             if isinstance(res, Failed):
                 err = res.error
                 if res.image_id in unreadable:
@@ -123,6 +136,7 @@ def run_scan(
     index: Any = None,
     on_row: Callable[[dict], None] | None = None,
     look: bool = True,
+    overlap: bool = True,
 ) -> ScanResult:
     """Judge ``found.files`` (those an ``index`` knows unchanged are not read again; their
     earlier rows are reused), call ``on_row`` for each new row, then group everything."""
@@ -134,7 +148,8 @@ def run_scan(
               if index is not None and (row := index.known(p)) is not None}
     todo = [p for p in found.files if p not in reused]
     new: dict[Path, dict] = {}
-    for path, row in zip(todo, judge_files(deduper, todo, tenant=tenant, batch=batch),
+    for path, row in zip(todo, judge_files(deduper, todo, tenant=tenant, batch=batch,
+                                                overlap=overlap),
                          strict=True):
         new[path] = row
         if row.get("error"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,8 +221,7 @@ class Deduper:
         """Judge each upload against everything seen before it (earlier batch members included)."""
         t0 = time.perf_counter()
         digests = [content_hash(u.data) for u in uploads]  # once per blob
-        fast = {i: hit for i, u in enumerate(uploads)
-                if (hit := self._fast_path(u, digests[i])) is not None}
+        fast = self._fast_hits(uploads, digests)
         t_fast = time.perf_counter()
         rest = [i for i in range(len(uploads)) if i not in fast]
         extracted = (self.extractor.extract([uploads[i].data for i in rest],
@@ -232,12 +231,118 @@ class Deduper:
         features: list = [None] * len(uploads)
         for i, feat in zip(rest, extracted, strict=True):
             features[i] = feat
+        return self._conclude(uploads, fast, features, hash_ms=(t_fast - t0) * 1e3 / len(uploads),
+                              per_image_ms=per_image_ms, add=add)
+
+    def process_many(self, batches: Iterable[Sequence[Upload]], *, add: bool = True,
+                     ahead: int = 2) -> Iterator[list[Verdict | Failed]]:
+        """``process`` of each batch in turn - the same verdicts, in the same order - with the
+        work that needs no memory overlapped: while batch k is judged (search, verification, the
+        cascade's object step: they read what batch k-1 added), batch k+1 is embedded in one
+        thread and the next batch decoded and hashed in another (``ahead``: batches read ahead
+        of the one judged, >= 1). On 2 cores this keeps both busy where ``process`` leaves one
+        idle while it searches and verifies (docs/PERFORMANCE.md, overlap).
+
+        The exact-hash fast path is still decided when the batch is judged. A blob whose bytes an
+        earlier batch of this call, or the memory, already has is not embedded ahead (it will
+        be answered from the stored record); should it not be after all, it is extracted then.
+        An error of a stage (a deployment fault, say) is raised when its batch is reached;
+        closing the iterator early stops the threads."""
+        if ahead < 1:
+            raise ConfigError(f"ahead must be >= 1, got {ahead}")
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        objects = not self.lazy_objects
+        seen: set[str] = set()  # digests of earlier batches (prepare runs them in order)
+
+        def prepare(uploads: list[Upload]):
+            t0 = time.perf_counter()
+            digests = [content_hash(u.data) for u in uploads]
+            known = {i for i, d in enumerate(digests)
+                     if uploads[i].data and (d in seen or self._known_digest(uploads[i], d))}
+            if add:
+                seen.update(digests)
+            rest = [i for i in range(len(uploads)) if i not in known]
+            prepared = (self.extractor.prepare([uploads[i].data for i in rest],
+                                               digests=[digests[i] for i in rest])
+                        if rest else None)
+            return digests, rest, prepared, time.perf_counter() - t0
+
+        def complete(prepared_future):
+            digests, rest, prepared, spent = prepared_future.result()
+            t0 = time.perf_counter()
+            feats = (self.extractor.complete(prepared, objects=objects)
+                     if prepared is not None else [])
+            return digests, dict(zip(rest, feats, strict=True)), \
+                spent + time.perf_counter() - t0
+
+        pools = (ThreadPoolExecutor(1, thread_name_prefix="dupstream-prepare"),
+                 ThreadPoolExecutor(1, thread_name_prefix="dupstream-embed"))
+        inflight: deque = deque()
+        source = iter(batches)
+
+        def submit() -> bool:
+            uploads = next(source, None)
+            if uploads is None:
+                return False
+            uploads = list(uploads)
+            prepared = pools[0].submit(prepare, uploads)
+            inflight.append((uploads, pools[1].submit(complete, prepared)))
+            return True
+
+        try:
+            while len(inflight) < ahead + 1 and submit():
+                pass
+            while inflight:
+                uploads, done = inflight.popleft()
+                digests, extracted, spent = done.result()
+                submit()
+                if not uploads:
+                    yield []
+                    continue
+                t0 = time.perf_counter()
+                fast = self._fast_hits(uploads, digests)
+                hash_ms = (time.perf_counter() - t0) * 1e3 / len(uploads)
+                late = [i for i in range(len(uploads)) if i not in fast and i not in extracted]
+                if late:  # a blob skipped as known that the fast path did not answer
+                    t1 = time.perf_counter()
+                    feats = self.extractor.extract([uploads[i].data for i in late],
+                                                   objects=objects,
+                                                   digests=[digests[i] for i in late])
+                    extracted.update(zip(late, feats, strict=True))
+                    spent += time.perf_counter() - t1
+                features = [extracted.get(i) if i not in fast else None
+                            for i in range(len(uploads))]
+                n_extracted = sum(1 for i in range(len(uploads)) if i not in fast)
+                yield self._conclude(uploads, fast, features, hash_ms=hash_ms,
+                                     per_image_ms=spent * 1e3 / max(1, n_extracted), add=add)
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _known_digest(self, upload: Upload, digest: str) -> bool:
+        """Does the memory hold an image with these bytes (the fast path's lookup, no verdict)?"""
+        probe = ImageRecord(upload.image_id, upload.tenant, digest,
+                            np.zeros((0, 32), np.uint8), meta={"pdq_quality": 0})
+        return any(c.source == "exact" for c in self.memory.candidates(probe, k=1))
+
+    def _fast_hits(self, uploads: Sequence[Upload], digests: Sequence[str]
+                   ) -> dict[int, tuple[Verdict, ImageFeatures]]:
+        return {i: hit for i, u in enumerate(uploads)
+                if (hit := self._fast_path(u, digests[i])) is not None}
+
+    def _conclude(self, uploads: Sequence[Upload], fast: dict, features: list, *,
+                  hash_ms: float, per_image_ms: float, add: bool) -> list[Verdict | Failed]:
+        """The verdicts of a batch whose features are extracted (None for fast-path hits):
+        judged in order, each added before the next is judged, then the cascade's object step
+        once for the batch."""
         out: list[Verdict | Failed] = []
         pending: list[tuple[int, _Pending]] = []
         for i, (upload, feat) in enumerate(zip(uploads, features, strict=True)):
             if i in fast:
                 verdict, ref_feat = fast[i]
-                verdict.timings_ms["hash"] = round((t_fast - t0) * 1e3 / len(uploads), 3)
+                verdict.timings_ms["hash"] = round(hash_ms, 3)
                 verdict.timings_ms["total"] = verdict.timings_ms["hash"]
                 verdict.evidence.cascade = ["exact"]
                 if add:  # the same bytes: the same features, no model needed
@@ -262,7 +367,7 @@ class Deduper:
             out.append(verdict)
         if pending:  # the cascade's object step, once for the batch
             for (slot, _), v in zip(pending, self._objects_step([p for _, p in pending],
-                                                                 keep_queries=add),
+                                                                keep_queries=add),
                                     strict=True):
                 if "objects" in v.timings_ms:
                     v.timings_ms["total"] = round(v.timings_ms.get("total", 0.0)
