@@ -632,13 +632,15 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser(
         "bench", help="pipeline benchmark: images/s and per-stage p50/p99 (JSON + Markdown)",
         description="Run the pipeline over N real images (made from packaged photos) at several "
-        "batch sizes in four modes - hash fast path (byte-identical re-uploads), visual only, "
-        "full semantic, CNN-only scan - each in its own process; print and write images/s, "
-        "per-stage latency p50/p99, peak RSS and GPU memory. --e2e adds event->verdict latency "
-        "through a real local broker at a fixed offered load.")
+        "batch sizes in six modes - hash fast path (byte-identical re-uploads), visual only, "
+        "full semantic, full semantic overlapped as `scan` runs it, CNN-only scan (also with "
+        "the next batch decoded while one embeds) - each in its own process; print and write "
+        "images/s, per-stage latency p50/p99, peak RSS and GPU memory. --e2e adds "
+        "event->verdict latency through a real local broker at a fixed offered load.")
     be.add_argument("--images", type=int, default=64)
     be.add_argument("--batches", default="1,8,32")
-    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,cnn_only")
+    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,full_overlap,"
+                    "cnn_only,cnn_only_overlap")
     be.add_argument("--threads", type=int, default=2)
     be.add_argument("--e2e", action="store_true")
     be.add_argument("--e2e-rate", type=float, default=2.0)
