@@ -58,6 +58,12 @@ def test_the_same_verdicts_as_batch_by_batch(uploads, ahead):
     assert len(one) == len(two)
 
 
+def test_empty_batches_give_empty_results():
+    d = build_deduper(detector="none", threads=2)
+    assert d.process([]) == []
+    assert list(d.process_many([[], []])) == [[], []]
+
+
 def test_a_blob_the_memory_has_is_not_embedded_ahead(uploads):
     d = build_deduper(detector="none", threads=2)
     d.process(uploads[:2])

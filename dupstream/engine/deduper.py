@@ -231,7 +231,8 @@ class Deduper:
         features: list = [None] * len(uploads)
         for i, feat in zip(rest, extracted, strict=True):
             features[i] = feat
-        return self._conclude(uploads, fast, features, hash_ms=(t_fast - t0) * 1e3 / len(uploads),
+        return self._conclude(uploads, fast, features,
+                              hash_ms=(t_fast - t0) * 1e3 / max(1, len(uploads)),
                               per_image_ms=per_image_ms, add=add)
 
     def process_many(self, batches: Iterable[Sequence[Upload]], *, add: bool = True,
