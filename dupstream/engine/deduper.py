@@ -260,8 +260,8 @@ class Deduper:
         def prepare(uploads: list[Upload]):
             t0 = time.perf_counter()
             digests = [content_hash(u.data) for u in uploads]
-            known = {i for i, d in enumerate(digests)
-                     if uploads[i].data and (d in seen or self._known_digest(uploads[i], d))}
+            known = {i for i, d in enumerate(digests) if uploads[i].data
+                     and (d in seen or self._exact_candidates(uploads[i], d))}
             if add:
                 seen.update(digests)
             rest = [i for i in range(len(uploads)) if i not in known]
@@ -315,18 +315,20 @@ class Deduper:
                     spent += time.perf_counter() - t1
                 features = [extracted.get(i) if i not in fast else None
                             for i in range(len(uploads))]
-                n_extracted = sum(1 for i in range(len(uploads)) if i not in fast)
                 yield self._conclude(uploads, fast, features, hash_ms=hash_ms,
-                                     per_image_ms=spent * 1e3 / max(1, n_extracted), add=add)
+                                     per_image_ms=spent * 1e3 / max(1, len(uploads) - len(fast)),
+                                     add=add)
         finally:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _known_digest(self, upload: Upload, digest: str) -> bool:
-        """Does the memory hold an image with these bytes (the fast path's lookup, no verdict)?"""
+    def _exact_candidates(self, upload: Upload, digest: str) -> list[Candidate]:
+        """The memory's images with these bytes, as the fast path looks them up."""
+        if not upload.data:
+            return []
         probe = ImageRecord(upload.image_id, upload.tenant, digest,
                             np.zeros((0, 32), np.uint8), meta={"pdq_quality": 0})
-        return any(c.source == "exact" for c in self.memory.candidates(probe, k=1))
+        return [c for c in self.memory.candidates(probe, k=1) if c.source == "exact"]
 
     def _fast_hits(self, uploads: Sequence[Upload], digests: Sequence[str]
                    ) -> dict[int, tuple[Verdict, ImageFeatures]]:
@@ -378,13 +380,7 @@ class Deduper:
 
     def _fast_path(self, upload: Upload, digest: str) -> tuple[Verdict, ImageFeatures] | None:
         """Byte-identical to an indexed image: answer from the stored record, skip the models."""
-        if not upload.data:
-            return None
-        probe = ImageRecord(upload.image_id, upload.tenant, digest,
-                            np.zeros((0, 32), np.uint8), meta={"pdq_quality": 0})
-        for cand in self.memory.candidates(probe, k=1):
-            if cand.source != "exact":
-                continue
+        for cand in self._exact_candidates(upload, digest):
             ref = self.memory.record(cand.key)
             if ref is None:
                 continue
