@@ -354,10 +354,14 @@ def same_scene_evidence(items, rows: list[dict]) -> dict:
     that record the field (a saved run from before it was recorded has none). Also how many
     distinct photos (``original``; a sibling tile of one photo may show the same scene) and
     overlay traps (never the same scene) carry the evidence."""
-    sel = [r for it, r in zip(items, rows, strict=True) if it.role == "same_scene"]
+    by_role: dict[str, list[dict]] = {"same_scene": [], "original": [], "trap": []}
+    for it, r in zip(items, rows, strict=True):
+        if it.role in by_role:
+            by_role[it.role].append(r)
+    sel = by_role["same_scene"]
     known = [r for r in sel if "same_scene" in r]
-    others = {role: [r for it, r in zip(items, rows, strict=True)
-                     if it.role == role and "same_scene" in r] for role in ("original", "trap")}
+    others = {role: [r for r in by_role[role] if "same_scene" in r]
+              for role in ("original", "trap")}
     return {"n": len(sel), "unique": sum(r["verdict"] == "unique" for r in sel),
             "n_recorded": len(known),
             "unique_with_evidence": sum(r["verdict"] == "unique" and bool(r["same_scene"])
