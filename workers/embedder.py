@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from dupstream.core.errors import ModelError, WeightsError
+from dupstream.workers.ortsession import session_options
 from dupstream.workers.weights import WeightsDescriptor
 
 SSCD_WEIGHTS = {
@@ -106,11 +107,7 @@ class SSCDEmbedder:
                 import onnxruntime as ort
 
                 path = self.descriptor.verify(self._resolve_path())
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self._threads
-                opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning",
-                                              "1" if self.spinning else "0")
+                opts = session_options(threads=self._threads, spinning=self.spinning)
                 available = ort.get_available_providers()
                 providers = self._providers or [
                     p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available

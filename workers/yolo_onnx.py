@@ -39,6 +39,7 @@ import numpy as np
 
 from dupstream.core.errors import ConfigError, ModelError, WeightsError
 from dupstream.workers.detector import Detections
+from dupstream.workers.ortsession import session_options
 from dupstream.workers.weights import sha256_file
 from dupstream.workers.yolo import (
     YOLO_SIZE,
@@ -291,11 +292,7 @@ class OnnxYoloDetector(YoloBase):
                 self.exported = export_yolo_onnx(weights_dir=self.weights_dir,
                                                  cache_dir=self.cache_dir, size=self.size,
                                                  precision=self.precision)
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning",
-                                              "1" if self.spinning else "0")
+                opts = session_options(threads=self.threads, spinning=self.spinning)
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 try:
                     self._session = ort.InferenceSession(str(self.exported.path), opts,
