@@ -139,25 +139,18 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
                 stage_ms["decode"].append(dt * 1e3 / len(decoded))
                 stage_ms["embed"].append((time.perf_counter() - t2) * 1e3 / len(decoded))
         elapsed = time.perf_counter() - t0
-    elif mode == "full_overlap":
-        batches = [[Upload(f"{mode}{i + j}", b) for j, b in enumerate(blobs[i : i + batch])]
-                   for i in range(0, n, batch)]
-        t0 = time.perf_counter()
-        for verdicts in deduper.process_many(batches):
-            for v in verdicts:
-                for s in STAGES:
-                    if s in v.timings_ms:
-                        stage_ms[s].append(v.timings_ms[s])
-        elapsed = time.perf_counter() - t0
     else:
         if mode == "hash_fast_path":  # index once, then time the byte-identical re-uploads
             for i in range(0, n, batch):
                 deduper.process([Upload(f"orig{i + j}", b) for j, b in
                                  enumerate(blobs[i : i + batch])])
+        batches = [[Upload(f"{mode}{i + j}", b) for j, b in enumerate(blobs[i : i + batch])]
+                   for i in range(0, n, batch)]
         t0 = time.perf_counter()
-        for i in range(0, n, batch):
-            ups = [Upload(f"{mode}{i + j}", b) for j, b in enumerate(blobs[i : i + batch])]
-            for v in deduper.process(ups):
+        judged = (deduper.process_many(batches) if mode == "full_overlap"
+                  else map(deduper.process, batches))
+        for verdicts in judged:
+            for v in verdicts:
                 for s in STAGES:
                     if s in v.timings_ms:
                         stage_ms[s].append(v.timings_ms[s])
