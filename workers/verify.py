@@ -31,6 +31,7 @@ from dupstream.workers.register import (
     keypoints,
     keypoints_sift,
     mirror_points,
+    mirrored,
     project,
     ratio_matches,
     reprojection_errors,
@@ -362,7 +363,7 @@ def _sparse_pass(q: np.ndarray, r: np.ndarray, picture: np.ndarray, kq: Keypoint
     best_fit: SparseFit | None = None
     sparse_reg: Registration | None = None
     for flip in (False, True):
-        kqo = find(np.ascontiguousarray(q[:, ::-1])) if flip else kq
+        kqo = mirrored(find, q) if flip else kq
         fit = sparse_fit(kqo, kr, q.shape[:2], flip=flip)
         if fit is None:
             continue
@@ -503,7 +504,7 @@ def _agreeing(q: np.ndarray, r: np.ndarray, m: np.ndarray, flip: bool, find
               ) -> tuple[int, int]:
     """(ratio-test matches of the detector ``find`` that the model ``m`` maps within the
     sparse fit's reprojection threshold, all of them); the query mirrored when ``m`` is."""
-    kq = find(np.ascontiguousarray(q[:, ::-1])) if flip else find(q)
+    kq = mirrored(find, q) if flip else find(q)
     src, dst = ratio_matches(kq, find(r))
     if len(src) == 0:
         return 0, 0

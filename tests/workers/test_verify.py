@@ -12,6 +12,8 @@ import pytest
 
 from dupstream.lab.data import edits
 from dupstream.lab.data.photos import load_photos
+from dupstream.workers import register as register_module
+from dupstream.workers.register import _keypoints_sift, keypoints_sift, keypoints_sift_mirrored
 from dupstream.workers.verify import (
     REG_SIDE,
     Registration,
@@ -327,3 +329,56 @@ def test_small_picture_in_a_phone_screenshot_verifies(photos, seed):
     r = reg(query, ref)
     assert r.verified and r.method == "sparse", r.evidence()
     assert abs(r.rotation_deg) < ANGLE_TOL and r.support >= 0.25
+
+
+def _mirrored_vs_computed(grey: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(share of the derived mirrored SIFT keypoints with a computed one within 0.5 px, the
+    descriptor distance of each coinciding one (within 0.16 px) to its nearest computed
+    descriptor there, the same without the permutation)."""
+    derived = keypoints_sift_mirrored(grey)
+    computed = _keypoints_sift(np.ascontiguousarray(grey[:, ::-1]))
+    source = keypoints_sift(grey)
+    dist = np.linalg.norm(derived.pts[:, None] - computed.pts[None], axis=2)
+    near = dist < 0.16  # a position holds one keypoint per orientation: the closest descriptor
+
+    def closest(desc: np.ndarray) -> np.ndarray:
+        d = np.linalg.norm(desc[:, None] - computed.desc[None], axis=2)
+        return np.where(near, d, np.inf).min(1)[near.any(1)]
+
+    return float((dist.min(1) < 0.5).mean()), closest(derived.desc), closest(source.desc)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "retina"])
+def test_mirrored_sift_is_derived_from_the_unmirrored(photos, retina_tiles, name):
+    """SIFT of the mirrored query is derived from the query's own (x -> W - 0.5 - x, the
+    descriptor's rows and orientation bins reversed) instead of computed again: the keypoints
+    coincide with SIFT run on the mirrored thumb, and so do their descriptors."""
+    rgb = retina_tiles[(2, 2)] if name == "retina" else photos[name]
+    grey = registration_thumb(rgb)
+    within, permuted, unpermuted = _mirrored_vs_computed(grey)
+    assert within >= 0.85
+    assert len(permuted) >= 0.8 * len(keypoints_sift(grey).pts)
+    assert np.median(permuted) < 1.0 and np.percentile(permuted, 75) < 0.1 * 512
+    assert np.median(unpermuted) > 100  # the permutation is what makes them equal
+    kp = keypoints_sift(grey)
+    assert keypoints_sift_mirrored(grey).desc.dtype == kp.desc.dtype
+    assert len(keypoints_sift_mirrored(grey).pts) == len(kp.pts)
+
+
+def test_mirrored_low_contrast_copy_registers_through_sift_computed_once(retina_tiles,
+                                                                         monkeypatch):
+    """A mirrored, recompressed copy of a low-contrast retina tile: ORB alone does not verify
+    it; the SIFT pass does, mirrored - with SIFT computed on the two thumbs only (the mirrored
+    query's keypoints derived from the query's)."""
+    tile = np.ascontiguousarray(retina_tiles[(2, 2)])
+    query = edits.jpeg(np.ascontiguousarray(tile[:, ::-1]), np.random.default_rng(0))
+    q, r = registration_thumb(query), registration_thumb(tile)
+    assert not register(q, r, sift=False).verified
+    computed: list[np.ndarray] = []
+    monkeypatch.setattr(register_module, "_sift_memo", register_module.PixelMemo(
+        lambda g: (computed.append(g.copy()), _keypoints_sift(g))[1]))
+    out = register(q, r)
+    assert out.verified and out.flip and out.method == "sparse", out.evidence()
+    assert out.inliers >= 3 * register_module.MIN_INLIERS
+    assert len(computed) == 2
+    assert not any(np.array_equal(g, q[:, ::-1]) for g in computed)
