@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from dupstream.core.errors import ConfigError, WeightsError
+from dupstream.core.errors import ConfigError, DupstreamError, WeightsError
 from dupstream.engine import Failed, Upload
 from dupstream.engine.build import build_deduper
 from dupstream.lab.data import edits
@@ -112,3 +112,59 @@ def test_closing_early_stops_the_threads(uploads):
                 if t.name.startswith(("dupstream-embed", "dupstream-prepare"))]
     with pytest.raises(ConfigError):
         next(d.process_many([uploads[:1]], ahead=0))
+
+
+def test_features_extracted_ahead_give_the_same_verdicts(uploads):
+    """What the stream does: a batch extracted (``extract_ahead``) while the one before it is
+    judged, then judged with those features - the same verdicts as ``process`` alone, and no
+    image extracted a second time."""
+    one = build_deduper(detector="yolov3_tiny_ort", threads=2)
+    two = build_deduper(detector="yolov3_tiny_ort", threads=2)
+    expected = [_rows(one.process(b)) for b in _batches(uploads, 4)]
+    calls = []
+    real = two.extractor.extract
+
+    def extract(blobs, **kw):
+        calls.append(len(blobs))
+        return real(blobs, **kw)
+
+    two.extractor.extract = extract
+    got, batches = [], _batches(uploads, 4)
+    ahead = two.extract_ahead(batches[0])
+    for k, batch in enumerate(batches):
+        nxt = two.extract_ahead(batches[k + 1]) if k + 1 < len(batches) else None
+        got.append(_rows(two.process(batch, extracted=ahead)))
+        ahead = nxt
+    assert got == expected
+    # the process calls extracted nothing: every blob was extracted ahead, or skipped there
+    # as known bytes and answered by the fast path
+    assert calls == []
+
+
+def test_extracted_ahead_skips_known_bytes_and_process_fills_the_gaps(uploads):
+    d = build_deduper(detector="none", threads=2)
+    d.process(uploads[:1])
+    batch = [Upload("re-upload", uploads[0].data), uploads[1], uploads[9]]  # 9: broken bytes
+    ahead = d.extract_ahead(batch)
+    assert [e.digest for e in ahead] == [d.extract_ahead([u])[0].digest for u in batch]
+    assert ahead[0].features is None  # the memory has these bytes: the fast path answers
+    assert ahead[1].features is not None and ahead[1].ms > 0
+    assert ahead[2].features is not None and isinstance(ahead[2].features, DupstreamError)
+    # given for some uploads only (None: nothing ahead): the rest is extracted by process
+    got = _rows(d.process(batch, extracted=[ahead[0], None, ahead[2]], add=False))
+    ref = build_deduper(detector="none", threads=2)
+    ref.process(uploads[:1])
+    assert got == _rows(ref.process(batch, add=False))
+    with pytest.raises(ValueError):
+        d.process(batch, extracted=ahead[:2])
+
+
+def test_extract_ahead_raises_a_deployment_fault(uploads):
+    d = build_deduper(detector="none", threads=2)
+
+    def broken(*a, **kw):
+        raise WeightsError("weights missing (test)")
+
+    d.extractor.complete = broken
+    with pytest.raises(WeightsError):
+        d.extract_ahead(uploads[:2])

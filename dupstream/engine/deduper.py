@@ -55,6 +55,19 @@ class Failed:
     error: DupstreamError
 
 
+@dataclass(frozen=True)
+class Extracted:
+    """An upload's features, extracted ahead of its judging (``Deduper.extract_ahead``): the
+    SHA-256 of its bytes, and its features - or the error of the image that failed, or None
+    where the memory already had these bytes when they were extracted (the fast path is then
+    expected to answer; if it does not, ``process`` extracts them). ``ms``: the extraction's
+    wall time per image."""
+
+    digest: str
+    features: ImageFeatures | DupstreamError | None
+    ms: float = 0.0
+
+
 #: the note of a copy whose objects the cascade did not look for (instead of NO_DETECTOR_NOTE)
 OBJECTS_SKIPPED = ("object detection skipped: the same picture, or a registration with nothing "
                    "changed in the overlap")
@@ -217,23 +230,70 @@ class Deduper:
     def __len__(self) -> int:
         return len(self.memory)
 
-    def process(self, uploads: Sequence[Upload], *, add: bool = True) -> list[Verdict | Failed]:
-        """Judge each upload against everything seen before it (earlier batch members included)."""
+    def process(self, uploads: Sequence[Upload], *, add: bool = True,
+                extracted: Sequence[Extracted | None] | None = None) -> list[Verdict | Failed]:
+        """Judge each upload against everything seen before it (earlier batch members included).
+
+        ``extracted``: per upload, what ``extract_ahead`` gave for it (None: nothing); its
+        digest and features are used instead of extracting again - the verdicts are the same.
+        The exact-hash fast path is decided here, whatever was extracted ahead."""
         t0 = time.perf_counter()
-        digests = [content_hash(u.data) for u in uploads]  # once per blob
+        given = list(extracted) if extracted is not None else [None] * len(uploads)
+        if len(given) != len(uploads):
+            raise ValueError(f"{len(given)} extracted for {len(uploads)} uploads")
+        # the SHA-256 of a blob is computed once: ahead, or here
+        digests = [e.digest if e is not None else content_hash(u.data)
+                   for u, e in zip(uploads, given, strict=True)]
         fast = self._fast_hits(uploads, digests)
-        t_fast = time.perf_counter()
-        rest = [i for i in range(len(uploads)) if i not in fast]
-        extracted = (self.extractor.extract([uploads[i].data for i in rest],
-                                            objects=not self.lazy_objects,
-                                            digests=[digests[i] for i in rest]) if rest else [])
-        per_image_ms = (time.perf_counter() - t_fast) * 1e3 / max(1, len(rest))
-        features: list = [None] * len(uploads)
-        for i, feat in zip(rest, extracted, strict=True):
-            features[i] = feat
-        return self._conclude(uploads, fast, features,
-                              hash_ms=(t_fast - t0) * 1e3 / max(1, len(uploads)),
-                              per_image_ms=per_image_ms, add=add)
+        hash_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(uploads))
+        have = {i: e.features for i, e in enumerate(given)
+                if i not in fast and e is not None and e.features is not None}
+        spent = sum(given[i].ms for i in have) / 1e3
+        late = [i for i in range(len(uploads)) if i not in fast and i not in have]
+        if late:  # not extracted ahead, or skipped there as known and not answered by bytes
+            t1 = time.perf_counter()
+            feats = self.extractor.extract([uploads[i].data for i in late],
+                                           objects=not self.lazy_objects,
+                                           digests=[digests[i] for i in late])
+            have.update(zip(late, feats, strict=True))
+            spent += time.perf_counter() - t1
+        features = [have.get(i) if i not in fast else None for i in range(len(uploads))]
+        return self._conclude(uploads, fast, features, hash_ms=hash_ms,
+                              per_image_ms=spent * 1e3 / max(1, len(uploads) - len(fast)),
+                              add=add)
+
+    def extract_ahead(self, uploads: Sequence[Upload], *,
+                      known: Callable[[str], bool] | None = None) -> list[Extracted]:
+        """The features of a batch before it is judged (no memory is written; safe beside a
+        ``process`` of an earlier batch in another thread: the memory's lookups take its lock).
+        Bytes the memory already holds (or that ``known`` says an earlier batch has) are not
+        extracted: the fast path will answer them. A deployment fault is raised; a failing image
+        comes back as its error in place."""
+        digests = [content_hash(u.data) for u in uploads]
+        rest = [i for i, (u, d) in enumerate(zip(uploads, digests, strict=True))
+                if not (u.data and ((known is not None and known(d))
+                                    or self._exact_candidates(u, d)))]
+        return self._extracted(uploads, digests, rest, self._prepare(uploads, digests, rest))
+
+    def _prepare(self, uploads: Sequence[Upload], digests: Sequence[str], rest: list[int]):
+        """The model-free half of extraction (decode, hashes) of the uploads at ``rest``."""
+        t0 = time.perf_counter()
+        prepared = (self.extractor.prepare([uploads[i].data for i in rest],
+                                           digests=[digests[i] for i in rest])
+                    if rest else None)
+        return prepared, time.perf_counter() - t0
+
+    def _extracted(self, uploads: Sequence[Upload], digests: Sequence[str], rest: list[int],
+                   prepared_in: tuple) -> list[Extracted]:
+        """The model half (``FeatureExtractor.complete``) after ``_prepare``: one ``Extracted``
+        per upload (features None where not extracted)."""
+        prepared, spent = prepared_in
+        t0 = time.perf_counter()
+        feats = (self.extractor.complete(prepared, objects=not self.lazy_objects)
+                 if prepared is not None else [])
+        ms = (spent + time.perf_counter() - t0) * 1e3 / max(1, len(rest))
+        by = dict(zip(rest, feats, strict=True))
+        return [Extracted(d, by.get(i), ms if i in by else 0.0) for i, d in enumerate(digests)]
 
     def process_many(self, batches: Iterable[Sequence[Upload]], *, add: bool = True,
                      ahead: int = 2) -> Iterator[list[Verdict | Failed]]:
@@ -254,29 +314,19 @@ class Deduper:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        objects = not self.lazy_objects
         seen: set[str] = set()  # digests of earlier batches (prepare runs them in order)
 
         def prepare(uploads: list[Upload]):
-            t0 = time.perf_counter()
             digests = [content_hash(u.data) for u in uploads]
-            known = {i for i, d in enumerate(digests) if uploads[i].data
-                     and (d in seen or self._exact_candidates(uploads[i], d))}
+            rest = [i for i, (u, d) in enumerate(zip(uploads, digests, strict=True))
+                    if not (u.data and (d in seen or self._exact_candidates(u, d)))]
             if add:
                 seen.update(digests)
-            rest = [i for i in range(len(uploads)) if i not in known]
-            prepared = (self.extractor.prepare([uploads[i].data for i in rest],
-                                               digests=[digests[i] for i in rest])
-                        if rest else None)
-            return digests, rest, prepared, time.perf_counter() - t0
+            return digests, rest, self._prepare(uploads, digests, rest)
 
-        def complete(prepared_future):
-            digests, rest, prepared, spent = prepared_future.result()
-            t0 = time.perf_counter()
-            feats = (self.extractor.complete(prepared, objects=objects)
-                     if prepared is not None else [])
-            return digests, dict(zip(rest, feats, strict=True)), \
-                spent + time.perf_counter() - t0
+        def complete(uploads: list[Upload], prepared_future):
+            digests, rest, prepared = prepared_future.result()
+            return self._extracted(uploads, digests, rest, prepared)
 
         pools = (ThreadPoolExecutor(1, thread_name_prefix="dupstream-prepare"),
                  ThreadPoolExecutor(1, thread_name_prefix="dupstream-embed"))
@@ -289,7 +339,7 @@ class Deduper:
                 return False
             uploads = list(uploads)
             prepared = pools[0].submit(prepare, uploads)
-            inflight.append((uploads, pools[1].submit(complete, prepared)))
+            inflight.append((uploads, pools[1].submit(complete, uploads, prepared)))
             return True
 
         try:
@@ -297,27 +347,9 @@ class Deduper:
                 pass
             while inflight:
                 uploads, done = inflight.popleft()
-                digests, extracted, spent = done.result()
+                extracted = done.result()
                 submit()
-                if not uploads:
-                    yield []
-                    continue
-                t0 = time.perf_counter()
-                fast = self._fast_hits(uploads, digests)
-                hash_ms = (time.perf_counter() - t0) * 1e3 / len(uploads)
-                late = [i for i in range(len(uploads)) if i not in fast and i not in extracted]
-                if late:  # a blob skipped as known that the fast path did not answer
-                    t1 = time.perf_counter()
-                    feats = self.extractor.extract([uploads[i].data for i in late],
-                                                   objects=objects,
-                                                   digests=[digests[i] for i in late])
-                    extracted.update(zip(late, feats, strict=True))
-                    spent += time.perf_counter() - t1
-                features = [extracted.get(i) if i not in fast else None
-                            for i in range(len(uploads))]
-                yield self._conclude(uploads, fast, features, hash_ms=hash_ms,
-                                     per_image_ms=spent * 1e3 / max(1, len(uploads) - len(fast)),
-                                     add=add)
+                yield self.process(uploads, add=add, extracted=extracted) if uploads else []
         finally:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
