@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,13 @@ import numpy as np
 #: full_hash_pool: full_semantic with the hash stage in a thread beside the embedder
 #: (``hash_workers=1``); full_overlap: full_semantic through ``Deduper.process_many`` (what
 #: ``scan`` runs: the next batches decoded, hashed and embedded while one is judged - the same
-#: verdicts); cnn_only_overlap: cnn_only with the next batch decoded while one is embedded
-MODES = ("hash_fast_path", "visual_only", "full_semantic", "full_overlap", "full_hash_pool",
-         "full_eager", "full_torch_eager", "cnn_only", "cnn_only_overlap")
-FULL = ("full_semantic", "full_overlap", "full_hash_pool", "full_eager", "full_torch_eager")
+#: verdicts); cnn_only_overlap: cnn_only with the next batch decoded while one is embedded;
+#: stream_ahead: what the stream service runs (``stream.pipeline``): each batch's features
+#: extracted (``Deduper.extract_ahead``) in one thread while the batch before it is judged
+MODES = ("hash_fast_path", "visual_only", "full_semantic", "stream_ahead", "full_overlap",
+         "full_hash_pool", "full_eager", "full_torch_eager", "cnn_only", "cnn_only_overlap")
+FULL = ("full_semantic", "stream_ahead", "full_overlap", "full_hash_pool", "full_eager",
+        "full_torch_eager")
 STAGES = ("decode", "hash", "embed", "detect", "graph", "search", "objects", "total")
 
 
@@ -74,6 +78,20 @@ def make_mixed_images(n: int, *, copies: float = 0.2, seed: int = 0) -> list[byt
     return [encode(it.rgb, "JPEG", 90) for it in [*originals, *picked]]
 
 
+def stream_ahead(deduper, batches: list) -> Iterator[list]:
+    """The stream service's engine calls: batch k+1 extracted ahead in one thread (as
+    ``stream.pipeline.Pipeline`` does once its blobs are fetched) while batch k is judged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="bench-extract") as pool:
+        ahead = pool.submit(deduper.extract_ahead, batches[0]) if batches else None
+        for k, batch in enumerate(batches):
+            extracted = ahead.result()
+            if k + 1 < len(batches):
+                ahead = pool.submit(deduper.extract_ahead, batches[k + 1])
+            yield deduper.process(batch, extracted=extracted)
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {}
@@ -97,7 +115,8 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     if mode == "full_torch_eager":
         detector = "yolov3_tiny"
     deduper = build_deduper(detector=detector, graph=mode in FULL, threads=threads,
-                            cascade=mode in ("full_semantic", "full_overlap", "full_hash_pool"),
+                            cascade=mode in ("full_semantic", "stream_ahead", "full_overlap",
+                                             "full_hash_pool"),
                             hash_workers=1 if mode == "full_hash_pool" else 0)
     if detector_threads is not None and detector.startswith("yolov3_tiny_ort"):
         from dupstream.workers.detector import build_detector
@@ -148,6 +167,7 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
                    for i in range(0, n, batch)]
         t0 = time.perf_counter()
         judged = (deduper.process_many(batches) if mode == "full_overlap"
+                  else stream_ahead(deduper, batches) if mode == "stream_ahead"
                   else map(deduper.process, batches))
         for verdicts in judged:
             for v in verdicts:
@@ -189,13 +209,17 @@ def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
     by = {(r["mode"], r["batch"]): r["images_per_s"] for r in results}
     lines.append("")
     for b in sorted({r["batch"] for r in results}):
-        full, vis, cnn, eager, torch_eager, overlap, cnn_overlap = (
+        full, vis, cnn, eager, torch_eager, overlap, cnn_overlap, stream = (
             by.get((m, b)) for m in ("full_semantic", "visual_only", "cnn_only", "full_eager",
-                                     "full_torch_eager", "full_overlap", "cnn_only_overlap"))
+                                     "full_torch_eager", "full_overlap", "cnn_only_overlap",
+                                     "stream_ahead"))
         if overlap and (cnn or cnn_overlap):
             best = max(c for c in (cnn, cnn_overlap) if c)
             lines.append(f"- batch {b}: a scan (full_overlap) costs {best / overlap:.2f}x the "
                          "faster SSCD-only scan (cnn_only / cnn_only_overlap)")
+        if stream and vis:
+            lines.append(f"- batch {b}: the stream (stream_ahead) runs {stream:.2f} img/s, "
+                         f"visual-only {vis:.2f}: {vis / stream:.2f}x")
         if full and vis:
             lines.append(f"- batch {b}: full semantic costs {vis / full:.2f}x visual-only"
                          + (f", {cnn / full:.2f}x an SSCD-only scan (decode + embed)"

@@ -80,6 +80,7 @@ class StreamService:
         batch_max: int = 16,
         batch_wait_s: float = 0.2,
         fetch_workers: int = 8,
+        extract_ahead: bool = True,
         delivery_timeout_s: float = 30.0,
         transient_budget_s: float = 300.0,
         updates_topic: str | None = None,
@@ -129,7 +130,8 @@ class StreamService:
         self.producer: KafkaProducer | None = None
         self.publisher: Publisher | None = None
         self.pipeline = Pipeline(store=store, deduper=deduper, metrics=self.metrics,
-                                 max_blob_bytes=max_blob_bytes, fetch_workers=fetch_workers)
+                                 max_blob_bytes=max_blob_bytes, fetch_workers=fetch_workers,
+                                 extract_ahead=extract_ahead)
         self.checkpoint = Checkpoint()
         self.deferrals: Deferrals[Item] = Deferrals(
             budget_s=transient_budget_s, cap=max_deferred if max_deferred else batch_max)
@@ -375,7 +377,7 @@ class StreamService:
             return self._rewind(batch)
         items = batch.items
         self._new_records.clear()
-        self.pipeline.infer(items)
+        self.pipeline.infer(items, batch.ahead)
         updates = list(self._new_records)
         deferred = self.deferrals.settle(items)
         held = {id(it) for it in deferred}

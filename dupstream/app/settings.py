@@ -248,6 +248,9 @@ class ServeSettings(BaseModel):
 class BatchSettings(BaseModel):
     max_events: int = 16
     max_wait_ms: int = 200
+    #: extract a polled batch's features (decode, hashes, embedding) while the batch before it
+    #: is judged; off: when it is judged (the same verdicts, one core idle more of the time)
+    extract_ahead: bool = True
 
 
 class Settings(BaseSettings):

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from dupstream.core.errors import BlobNotFound, BlobUnavailable
 from dupstream.core.events import ImageUploaded
 from dupstream.core.verdict import Verdict
-from dupstream.engine import Upload
+from dupstream.engine import Extracted, Upload
 from dupstream.stream.ports import Part
 
 
@@ -221,6 +221,8 @@ class FakeDeduper:
         self.memory = SimpleNamespace(stats=lambda: {})
 
         self.warmed = 0
+        #: uploads extracted ahead, and how many of those ``process`` was given
+        self.ahead = self.given_ahead = 0
         #: image_id -> exception raised when that image is processed
         self.raises: dict[str, Exception] = {}
 
@@ -231,7 +233,15 @@ class FakeDeduper:
         self.warmed += 1
         return {}
 
-    def process(self, uploads: list[Upload]) -> list[Verdict]:
+    def extract_ahead(self, uploads: list[Upload]) -> list[Extracted]:
+        """Nothing to extract: every upload is unique. Counts the uploads seen ahead."""
+        self.ahead += len(uploads)
+        return [Extracted(digest=up.image_id, features=None) for up in uploads]
+
+    def process(self, uploads: list[Upload], *, extracted=None) -> list[Verdict]:
+        if extracted is not None:
+            assert len(extracted) == len(uploads)
+            self.given_ahead += sum(e is not None for e in extracted)
         out = []
         for up in uploads:
             if up.image_id in self.raises:

@@ -340,3 +340,40 @@ def test_a_deferred_event_due_as_its_partition_is_revoked_is_left_to_the_next_ow
     assert rig.store.gets["img-0.jpg"] == 1 and rig.deduper.processed.get("img-0", 0) == 0
     assert not rig.service.deferrals and P0 not in rig.service.partitions.assigned
     assert P0 not in rig.consumer.committed  # its offset stays where the next owner starts
+
+
+def test_features_are_extracted_ahead_and_handed_to_the_engine():
+    """Every batch's features are extracted ahead of its judging (``Deduper.extract_ahead``) and
+    given to ``process``; off (``extract_ahead=False``) the engine extracts them itself - the
+    same verdicts, the same commits."""
+    for on in (True, False):
+        rig = make_rig(extract_ahead=on)
+        for i in range(10):
+            rig.upload(f"img-{i}", partition=i % 2)
+        rig.service.open()
+        drain(rig, lambda rig=rig: settled(rig))
+        assert sorted(set(rig.verdicts())) == sorted(rig.images)
+        assert rig.consumer.committed == {P0: 5, P1: 5}
+        assert_commits_follow_acks(rig)
+        # ahead, unless ``infer`` took a batch before its last fetch's callback had run
+        assert rig.deduper.given_ahead == rig.deduper.ahead
+        assert (rig.deduper.ahead > 0) == on
+        rig.service.close()
+
+
+def test_a_weights_fault_while_extracting_ahead_stops_the_service():
+    import pytest
+
+    from dupstream.core.errors import WeightsError
+
+    rig = make_rig()
+    rig.upload("img-0", partition=0)
+
+    def broken(uploads):
+        raise WeightsError("weights missing (test)")
+
+    rig.deduper.extract_ahead = broken
+    rig.service.open()
+    with pytest.raises(WeightsError):
+        drain(rig, lambda: settled(rig))
+    assert rig.dead_letters() == [] and rig.consumer.committed.get(P0, 0) == 0
