@@ -16,9 +16,17 @@ from dupstream.stream.client import read_topic
 from dupstream.stream.kafka import ensure_topics
 
 
-def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
+def run_e2e(*, events: int, rate: float, detector: str | None = None,
+            extract_ahead: bool = True) -> dict:
+    """``detector``: the service's (default: the engine's, ``DEFAULT_DETECTOR``);
+    ``extract_ahead``: the service's ``batch.extract_ahead``. At a rate above what the service
+    sustains, ``throughput_per_s`` is the stream's throughput (first send to the service's
+    exit after the last event)."""
     from dupstream.bench.pipeline import make_images
     from dupstream.lab.devservers import local_servers, service_env
+    from dupstream.workers.detector import DEFAULT_DETECTOR
+
+    detector = detector or DEFAULT_DETECTOR
 
     blobs = make_images(events, seed=1)
     with local_servers("bench") as (bootstrap, s3):
@@ -32,7 +40,8 @@ def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
         env = service_env(bootstrap=bootstrap, s3=s3, topics=topics, group="bench",
                           state_bucket="bench-state",
                           overrides={"DUPSTREAM_MODEL__DETECTOR": detector,
-                                     "DUPSTREAM_BATCH__MAX_WAIT_MS": "20"})
+                                     "DUPSTREAM_BATCH__MAX_WAIT_MS": "20",
+                                     "DUPSTREAM_BATCH__EXTRACT_AHEAD": str(extract_ahead).lower()})
         proc = subprocess.Popen([sys.executable, "-m", "dupstream", "run", "--max-events",
                                  str(events + 1)], env=env, stderr=subprocess.DEVNULL)
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
@@ -65,6 +74,7 @@ def run_e2e(*, events: int, rate: float, detector: str = "yolov3_tiny") -> dict:
             lat.append(r.timestamp_ms - sent[v["image_id"]] * 1e3)
     a = np.asarray(lat)
     return {"events": events, "rate_per_s": rate, "mode": detector,
+            "extract_ahead": extract_ahead,
             "received": len(lat), "throughput_per_s": round(events / elapsed, 2),
             "latency_ms": {"p50": round(float(np.percentile(a, 50)), 1),
                            "p99": round(float(np.percentile(a, 99)), 1)}}
