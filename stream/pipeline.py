@@ -55,6 +55,10 @@ class Item:
         self.data, self.error, self.verdict, self.timings_ms = None, None, None, {}
         self.ahead = None
 
+    def upload(self) -> Upload:
+        """What the engine judges: the event's image and tenant with the fetched bytes."""
+        return Upload(self.event.image_id, self.data, self.event.tenant)
+
 
 class Ahead:
     """The hand-off of a batch's extraction ahead: started by the last of its fetches to finish,
@@ -188,7 +192,7 @@ class Pipeline:
         ready = [it for it in items if it.error is None and it.data is not None]
         if not ready:
             return
-        uploads = [Upload(it.event.image_id, it.data, it.event.tenant) for it in ready]
+        uploads = [it.upload() for it in ready]
         try:
             extracted = self.deduper.extract_ahead(uploads)
         except FATAL:
@@ -235,7 +239,7 @@ class Pipeline:
         items = [it for it in items if it.error is None]
         if not items:
             return
-        uploads = [Upload(it.event.image_id, it.data, it.event.tenant) for it in items]
+        uploads = [it.upload() for it in items]
         extracted = [it.ahead for it in items] if started is not None else None
         try:
             results = self.deduper.process(uploads, extracted=extracted)

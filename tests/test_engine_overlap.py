@@ -41,6 +41,10 @@ def _rows(results):
     return rows
 
 
+def _weights_missing(*a, **kw):
+    raise WeightsError("weights missing (test)")
+
+
 def _batches(uploads, size):
     return [uploads[i : i + size] for i in range(0, len(uploads), size)]
 
@@ -92,11 +96,7 @@ def test_a_skipped_blob_the_fast_path_misses_is_extracted_then(uploads):
 
 def test_a_deployment_fault_is_raised_and_the_threads_stop(uploads):
     d = build_deduper(detector="none", threads=2)
-
-    def broken(*a, **kw):
-        raise WeightsError("weights missing (test)")
-
-    d.extractor.complete = broken
+    d.extractor.complete = _weights_missing
     with pytest.raises(WeightsError):
         list(d.process_many(_batches(uploads, 4)))
     assert not [t for t in threading.enumerate() if t.name.startswith("dupstream-embed")]
@@ -161,10 +161,6 @@ def test_extracted_ahead_skips_known_bytes_and_process_fills_the_gaps(uploads):
 
 def test_extract_ahead_raises_a_deployment_fault(uploads):
     d = build_deduper(detector="none", threads=2)
-
-    def broken(*a, **kw):
-        raise WeightsError("weights missing (test)")
-
-    d.extractor.complete = broken
+    d.extractor.complete = _weights_missing
     with pytest.raises(WeightsError):
         d.extract_ahead(uploads[:2])

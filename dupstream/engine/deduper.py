@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -262,18 +262,22 @@ class Deduper:
                               per_image_ms=spent * 1e3 / max(1, len(uploads) - len(fast)),
                               add=add)
 
-    def extract_ahead(self, uploads: Sequence[Upload], *,
-                      known: Callable[[str], bool] | None = None) -> list[Extracted]:
+    def extract_ahead(self, uploads: Sequence[Upload]) -> list[Extracted]:
         """The features of a batch before it is judged (no memory is written; safe beside a
         ``process`` of an earlier batch in another thread: the memory's lookups take its lock).
-        Bytes the memory already holds (or that ``known`` says an earlier batch has) are not
-        extracted: the fast path will answer them. A deployment fault is raised; a failing image
-        comes back as its error in place."""
+        Bytes the memory already holds are not extracted: the fast path will answer them. A
+        deployment fault is raised; a failing image comes back as its error in place."""
+        digests, rest = self._to_extract(uploads)
+        return self._extracted(uploads, digests, rest, self._prepare(uploads, digests, rest))
+
+    def _to_extract(self, uploads: Sequence[Upload], seen: Container[str] = frozenset()
+                    ) -> tuple[list[str], list[int]]:
+        """The uploads' SHA-256, and the positions of those to extract ahead: not the bytes the
+        memory (or ``seen``: an earlier batch not judged yet) already holds."""
         digests = [content_hash(u.data) for u in uploads]
         rest = [i for i, (u, d) in enumerate(zip(uploads, digests, strict=True))
-                if not (u.data and ((known is not None and known(d))
-                                    or self._exact_candidates(u, d)))]
-        return self._extracted(uploads, digests, rest, self._prepare(uploads, digests, rest))
+                if not (u.data and (d in seen or self._exact_candidates(u, d)))]
+        return digests, rest
 
     def _prepare(self, uploads: Sequence[Upload], digests: Sequence[str], rest: list[int]):
         """The model-free half of extraction (decode, hashes) of the uploads at ``rest``."""
@@ -317,9 +321,7 @@ class Deduper:
         seen: set[str] = set()  # digests of earlier batches (prepare runs them in order)
 
         def prepare(uploads: list[Upload]):
-            digests = [content_hash(u.data) for u in uploads]
-            rest = [i for i, (u, d) in enumerate(zip(uploads, digests, strict=True))
-                    if not (u.data and (d in seen or self._exact_candidates(u, d)))]
+            digests, rest = self._to_extract(uploads, seen)
             if add:
                 seen.update(digests)
             return digests, rest, self._prepare(uploads, digests, rest)
