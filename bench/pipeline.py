@@ -193,7 +193,33 @@ def run_mode(mode: str, n: int, batch: int, threads: int,
     }
 
 
+def _ratios(by: dict, b: int) -> dict[str, float]:
+    """The ratios the report states for batch ``b``, from one round's images/s per (mode,
+    batch); only those whose modes ran."""
+    full, vis, cnn, eager, torch_eager, overlap, cnn_overlap, stream = (
+        by.get((m, b)) for m in ("full_semantic", "visual_only", "cnn_only", "full_eager",
+                                 "full_torch_eager", "full_overlap", "cnn_only_overlap",
+                                 "stream_ahead"))
+    out: dict[str, float] = {}
+    if overlap and (cnn or cnn_overlap):
+        out["scan"] = max(c for c in (cnn, cnn_overlap) if c) / overlap
+    if stream and vis:
+        out["stream"], out["stream_visual"] = stream, vis / stream
+    if full and vis:
+        out["full_visual"] = vis / full
+        if cnn:
+            out["full_cnn"] = cnn / full
+    if full and torch_eager:
+        out["full_torch"] = full / torch_eager
+        if eager:
+            out["full_eager"] = full / eager
+    return out
+
+
 def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
+    """The report: a row per run, then each batch's ratios (with several rounds: each round's
+    ratios from its own runs, their median first)."""
+    rounds = max((r.get("round", 1) for r in results), default=1)
     lines = [f"Machine: {machine}", "",
              "| mode | batch | images/s | decode p50/p99 | hash | embed | detect | graph | "
              "search | objects (cascade) | total p50/p99 (ms/img) | peak RSS MB |",
@@ -202,38 +228,50 @@ def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
         def cell(stage, r=r):
             s = r["stages_ms"].get(stage)
             return f"{s['p50']}/{s['p99']}" if s else "–"
-        lines.append(f"| {r['mode']} | {r['batch']} | {r['images_per_s']} | {cell('decode')} | "
+        name = r["mode"] + (f" (round {r['round']})" if rounds > 1 else "")
+        lines.append(f"| {name} | {r['batch']} | {r['images_per_s']} | {cell('decode')} | "
                      f"{cell('hash')} | {cell('embed')} | {cell('detect')} | {cell('graph')} | "
                      f"{cell('search')} | {cell('objects')} | {cell('total')} | "
                      f"{r['peak_rss_mb']} |")
-    by = {(r["mode"], r["batch"]): r["images_per_s"] for r in results}
+    per_round = [{(r["mode"], r["batch"]): r["images_per_s"] for r in results
+                  if r.get("round", 1) == k} for k in range(1, rounds + 1)]
     lines.append("")
+    if rounds > 1:
+        lines.append(f"{rounds} rounds, the modes alternated; each ratio is the median of the "
+                     "rounds' own ratios (each round's in brackets).")
     for b in sorted({r["batch"] for r in results}):
-        full, vis, cnn, eager, torch_eager, overlap, cnn_overlap, stream = (
-            by.get((m, b)) for m in ("full_semantic", "visual_only", "cnn_only", "full_eager",
-                                     "full_torch_eager", "full_overlap", "cnn_only_overlap",
-                                     "stream_ahead"))
-        if overlap and (cnn or cnn_overlap):
-            best = max(c for c in (cnn, cnn_overlap) if c)
-            lines.append(f"- batch {b}: a scan (full_overlap) costs {best / overlap:.2f}x the "
+        got = [_ratios(by, b) for by in per_round]
+
+        def val(key: str, fmt: str = "{:.2f}x", got: list = got) -> str | None:
+            xs = [g[key] for g in got if key in g]
+            if not xs:
+                return None
+            text = fmt.format(float(np.median(xs)))
+            return text + (" (" + " / ".join(fmt.format(x) for x in xs) + ")"
+                           if len(xs) > 1 else "")
+
+        if val("scan"):
+            lines.append(f"- batch {b}: a scan (full_overlap) costs {val('scan')} the "
                          "faster SSCD-only scan (cnn_only / cnn_only_overlap)")
-        if stream and vis:
-            lines.append(f"- batch {b}: the stream (stream_ahead) runs {stream:.2f} img/s, "
-                         f"visual-only {vis:.2f}: {vis / stream:.2f}x")
-        if full and vis:
-            lines.append(f"- batch {b}: full semantic costs {vis / full:.2f}x visual-only"
-                         + (f", {cnn / full:.2f}x an SSCD-only scan (decode + embed)"
-                            if cnn else ""))
-        if full and torch_eager:
-            lines.append(f"- batch {b}: full semantic runs {full / torch_eager:.2f}x the images/s "
+        if val("stream"):
+            lines.append(f"- batch {b}: the stream (stream_ahead) runs "
+                         f"{val('stream', '{:.2f}')} img/s, visual-only / stream "
+                         f"{val('stream_visual')}")
+        if val("full_visual"):
+            lines.append(f"- batch {b}: full semantic costs {val('full_visual')} visual-only"
+                         + (f", {val('full_cnn')} an SSCD-only scan (decode + embed)"
+                            if val("full_cnn") else ""))
+        if val("full_torch"):
+            lines.append(f"- batch {b}: full semantic runs {val('full_torch')} the images/s "
                          "of the torch detector on every image (full_torch_eager)"
-                         + (f"; {full / eager:.2f}x objects on every image with the same "
-                            "detector (full_eager)" if eager else ""))
+                         + (f"; {val('full_eager')} objects on every image with the same "
+                            "detector (full_eager)" if val("full_eager") else ""))
     if e2e:
         lines += ["", f"End to end through the broker (event → verdict, {e2e['events']} events "
                   f"offered at {e2e['rate_per_s']}/s, mode {e2e['mode']}): "
                   f"p50 {e2e['latency_ms']['p50']} ms, p99 {e2e['latency_ms']['p99']} ms, "
-                  f"throughput {e2e['throughput_per_s']}/s"]
+                  f"throughput {e2e['throughput_per_s']}/s (first send to the service's exit), "
+                  f"verdicts {e2e['verdict_rate_per_s']}/s (first to last verdict)"]
     return "\n".join(lines) + "\n"
 
 
@@ -264,6 +302,9 @@ def main(argv=None) -> int:
                    help="crops: crops/edits of the 15 packaged photos (most are copies of each "
                    "other); mixed: an upload stream, 80%% distinct photos then 20%% edited "
                    "copies of them")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the modes this many times, alternated (machines are noisy: each "
+                   "round's ratios come from its own runs; the report gives their median)")
     p.add_argument("--e2e", action="store_true", help="also event→verdict through the broker")
     p.add_argument("--e2e-rate", type=float, default=10.0, help="offered events/s for --e2e")
     p.add_argument("--out", default="results/pipeline")
@@ -274,21 +315,25 @@ def main(argv=None) -> int:
         print(json.dumps(run_mode(mode, args.images, int(batch), args.threads, args.detector,
                                   args.detector_threads, args.workload)))
         return 0
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     results = []
-    for batch in [int(b) for b in args.batches.split(",")]:
-        for mode in args.modes.split(","):
-            out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
-                                  f"{mode}:{batch}", "--images", str(args.images),
-                                  "--threads", str(args.threads), "--workload", args.workload,
-                                  *(["--detector", args.detector] if args.detector else []),
-                                  *(["--detector-threads", str(args.detector_threads)]
-                                    if args.detector_threads else [])],
-                                 check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            results.append(r)
-            print(f"{mode:15s} batch {batch:3d}: {r['images_per_s']:8.2f} img/s  "
-                  f"total p50 {r['stages_ms'].get('total', {}).get('p50', '-')} ms  "
-                  f"peak RSS {r['peak_rss_mb']} MB", flush=True)
+    for batch, rnd, mode in [(int(b), k, m) for b in args.batches.split(",")
+                             for k in range(1, args.rounds + 1) for m in args.modes.split(",")]:
+        out = subprocess.run([sys.executable, "-m", "dupstream.bench.pipeline", "--one",
+                              f"{mode}:{batch}", "--images", str(args.images),
+                              "--threads", str(args.threads), "--workload", args.workload,
+                              *(["--detector", args.detector] if args.detector else []),
+                              *(["--detector-threads", str(args.detector_threads)]
+                                if args.detector_threads else [])],
+                             check=True, capture_output=True, text=True).stdout
+        r = {**json.loads(out.strip().splitlines()[-1]), "round": rnd}
+        results.append(r)
+        print(f"{mode:15s} batch {batch:3d}"
+              + (f" round {rnd}" if args.rounds > 1 else "")
+              + f": {r['images_per_s']:8.2f} img/s  "
+              f"total p50 {r['stages_ms'].get('total', {}).get('p50', '-')} ms  "
+              f"peak RSS {r['peak_rss_mb']} MB", flush=True)
     e2e = None
     if args.e2e:
         from dupstream.bench.e2e import run_e2e

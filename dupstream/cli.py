@@ -464,7 +464,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dupstream.bench.pipeline import main as pipeline_main
 
     argv = ["--images", str(args.images), "--batches", args.batches, "--modes", args.modes,
-            "--threads", str(args.threads), "--out", args.out, "--e2e-rate", str(args.e2e_rate)]
+            "--threads", str(args.threads), "--out", args.out, "--e2e-rate", str(args.e2e_rate),
+            "--workload", args.workload, "--rounds", str(args.rounds)]
     if args.e2e:
         argv.append("--e2e")
     return pipeline_main(argv)
@@ -632,16 +633,23 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser(
         "bench", help="pipeline benchmark: images/s and per-stage p50/p99 (JSON + Markdown)",
         description="Run the pipeline over N real images (made from packaged photos) at several "
-        "batch sizes in six modes - hash fast path (byte-identical re-uploads), visual only, "
-        "full semantic, full semantic overlapped as `scan` runs it, CNN-only scan (also with "
+        "batch sizes in seven modes - hash fast path (byte-identical re-uploads), visual only, "
+        "full semantic, the stream service's engine calls (the next batch extracted while one "
+        "is judged), full semantic overlapped as `scan` runs it, CNN-only scan (also with "
         "the next batch decoded while one embeds) - each in its own process; print and write "
         "images/s, per-stage latency p50/p99, peak RSS and GPU memory. --e2e adds "
         "event->verdict latency through a real local broker at a fixed offered load.")
     be.add_argument("--images", type=int, default=64)
     be.add_argument("--batches", default="1,8,32")
-    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,full_overlap,"
-                    "cnn_only,cnn_only_overlap")
+    be.add_argument("--modes", default="hash_fast_path,visual_only,full_semantic,stream_ahead,"
+                    "full_overlap,cnn_only,cnn_only_overlap")
     be.add_argument("--threads", type=int, default=2)
+    be.add_argument("--workload", choices=["crops", "mixed"], default="crops",
+                    help="crops: crops/edits of the packaged photos; mixed: an upload stream of "
+                    "distinct photos, then edited copies of a fifth of them")
+    be.add_argument("--rounds", type=int, default=1,
+                    help="run the modes this many times, alternated; the report gives each "
+                    "ratio's median over the rounds (and each round's)")
     be.add_argument("--e2e", action="store_true")
     be.add_argument("--e2e-rate", type=float, default=2.0)
     be.add_argument("--out", default="results/pipeline")

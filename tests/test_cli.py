@@ -92,7 +92,7 @@ COMMANDS = {
     "compare": ["--pairs", "--out", "--embedder", "--detector"],
     "train": ["--out", "--seed", "--epochs", "--embedder"],
     "index": ["snapshot", "restore", "stats", "list", "--snapshot", "--replay"],
-    "bench": ["--images", "--batches", "--modes", "--e2e"],
+    "bench": ["--images", "--batches", "--modes", "--e2e", "--workload", "--rounds"],
     "eval": ["--dataset", "--pairs", "--ship", "--quick", "--resamples"],
     "serve": ["--config", "--host", "--port", "/v1/lookup", "DUPSTREAM_SERVE__TOKENS"],
 }
