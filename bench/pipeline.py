@@ -250,22 +250,25 @@ def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
             return text + (" (" + " / ".join(fmt.format(x) for x in xs) + ")"
                            if len(xs) > 1 else "")
 
-        if val("scan"):
-            lines.append(f"- batch {b}: a scan (full_overlap) costs {val('scan')} the "
+        scan, stream, full_visual, full_torch = (val(k) for k in ("scan", "stream",
+                                                                 "full_visual", "full_torch"))
+        full_cnn, full_eager = val("full_cnn"), val("full_eager")
+        if scan:
+            lines.append(f"- batch {b}: a scan (full_overlap) costs {scan} the "
                          "faster SSCD-only scan (cnn_only / cnn_only_overlap)")
-        if val("stream"):
+        if stream:
             lines.append(f"- batch {b}: the stream (stream_ahead) runs "
                          f"{val('stream', '{:.2f}')} img/s, visual-only / stream "
                          f"{val('stream_visual')}")
-        if val("full_visual"):
-            lines.append(f"- batch {b}: full semantic costs {val('full_visual')} visual-only"
-                         + (f", {val('full_cnn')} an SSCD-only scan (decode + embed)"
-                            if val("full_cnn") else ""))
-        if val("full_torch"):
-            lines.append(f"- batch {b}: full semantic runs {val('full_torch')} the images/s "
+        if full_visual:
+            lines.append(f"- batch {b}: full semantic costs {full_visual} visual-only"
+                         + (f", {full_cnn} an SSCD-only scan (decode + embed)"
+                            if full_cnn else ""))
+        if full_torch:
+            lines.append(f"- batch {b}: full semantic runs {full_torch} the images/s "
                          "of the torch detector on every image (full_torch_eager)"
-                         + (f"; {val('full_eager')} objects on every image with the same "
-                            "detector (full_eager)" if val("full_eager") else ""))
+                         + (f"; {full_eager} objects on every image with the same "
+                            "detector (full_eager)" if full_eager else ""))
     if e2e:
         lines += ["", f"End to end through the broker (event → verdict, {e2e['events']} events "
                   f"offered at {e2e['rate_per_s']}/s, mode {e2e['mode']}): "
