@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import cv2
 import numpy as np
 import pdqhash
 import pytest
@@ -67,6 +68,38 @@ def test_grey_path_matches_the_rgb_path(photos):
         assert b.variants.shape == (8, 32) and b.variants.dtype == np.uint8
     with pytest.raises(ValueError):
         pdq_hash_gray(np.zeros((8, 8, 3), np.uint8))
+
+
+def _reference_gray(g: np.ndarray):
+    """pdqhash's own eight hashes and quality of the grey ``g`` (its float luma of a grey is
+    the grey itself)."""
+    hashes, quality = pdqhash.compute_dihedral(np.ascontiguousarray(np.stack([g] * 3, axis=-1)))
+    return np.packbits(np.asarray(hashes, dtype=np.uint8), axis=1), quality
+
+
+def test_grey_path_is_pdqs_algorithm(photos):
+    """``pdq_hash_gray`` computes PDQ itself (OpenCV box filter, the last passes only where
+    sampled): the reference's bits and quality on the same grey, on photos, their turns and
+    crops, odd and tiny sizes (no box filter below 129 px), noise and blurred noise. A flat
+    picture's DCT is 0: no bit set, where the reference's bits are its float rounding noise."""
+    rng = np.random.default_rng(7)
+    greys = []
+    for rgb in photos.values():
+        g = grey(rgb)
+        greys += [g, np.rot90(g), g[13:-29, 7:], g[::3, ::2], g[:40, :300]]
+    greys += [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in ((28, 28), (17, 300), (1000, 37), (64, 64), (128, 129), (257, 255))]
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (40, 90)).astype(np.float32), (0, 0), 3)
+    greys.append(cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8))
+    for i, g in enumerate(greys):
+        g = np.ascontiguousarray(g)
+        ours = pdq_hash_gray(g)
+        bits, quality = _reference_gray(g)
+        assert hamming(ours.variants, bits).max() == 0, (i, g.shape)
+        assert ours.quality == quality, (i, g.shape)
+    flat = pdq_hash_gray(np.full((50, 60), 7, np.uint8))
+    assert flat.quality == _reference_gray(np.full((50, 60), 7, np.uint8))[1] == 0
+    assert not flat.variants.any()
 
 
 def test_grey_input_is_not_copied_or_changed():
