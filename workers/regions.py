@@ -206,15 +206,20 @@ def _find_side(m: _Maps, side: int, span: tuple[int, int], cross: bool) -> int:
     frame_rows = _span_means(m.row_sums(side, "framey"), a, b)
     # rows on (or in the gradient halo of) a line are not frame texture: skip them
     on_line = np.convolve((cover >= LINE_COVER).astype(np.float32), np.ones(5), mode="same") > 0
+    # the scan goes on while the rows crossed so far (lines and their halo left out) are
+    # smooth on average: it stops at the first row y where they are not any more
+    end = int(MAX_MARGIN * h)
+    if end <= 3:
+        return 0
+    counted = ~on_line[: end - 3]
+    # (a running sum and count, as a row-by-row loop would add them: the same floats)
+    acc = np.cumsum(np.where(counted, smooth_rows[: end - 3], 0.0))
+    n = np.cumsum(counted)
+    stops = np.flatnonzero((n > 0) & (acc / np.maximum(n, 1) < FRAME_SMOOTH))
+    stop = 3 + int(stops[0]) if len(stops) else end
     found = 0
-    acc, n = 0.0, 0
-    for y in range(3, int(MAX_MARGIN * h)):
-        if not on_line[y - 3]:
-            acc += smooth_rows[y - 3]
-            n += 1
-        if n and acc / n < FRAME_SMOOTH:
-            break  # the region crossed is not a frame any more
-        if cover[y] < LINE_COVER or y <= found + 3:
+    for y in (3 + np.flatnonzero(cover[3:stop] >= LINE_COVER)).tolist():
+        if y <= found + 3:
             continue
         # the step spans two rows: the boundary is where the line is strongest
         found = y + int(np.argmax(cover[y : y + 3]))
