@@ -6,11 +6,13 @@ DCT's symmetries (sign flips of odd frequencies and a transpose), so all eight c
 ``pdq_hash`` runs the reference implementation (``pdqhash.compute_dihedral``) on an RGB image.
 ``pdq_hash_gray`` - what the extractor runs - computes the same algorithm on the grey image the
 caller already has with OpenCV's box filter and two 16x64 matrix products, and the last two box
-passes only where the 64x64 sampling reads them: 0.5 vs 1.3 ms per ~512-px picture (the
-reference spends ~1 ms in its scalar box filter and converts the grey to float luma in numpy).
-Its bits and quality equal the reference's run on the same grey on the packaged photos, the
-benchmark workloads and odd-sized and random images (tests/workers/test_hashing.py); a
-coefficient within float rounding (~1e-4) of the median could flip a bit, none did. The
+passes only where the 64x64 sampling reads them: 0.6 vs 6.1 ms at 512 px, 74 vs 225 ms at
+4000 px (the reference filters with scalar loops and builds a float luma in numpy first).
+Its bits and quality equal the reference's run on the same grey on the packaged photos and
+odd-sized and random images (tests/workers/test_hashing.py) and on 6,536 of the decision's
+6,541 training images: a coefficient within float rounding (~1e-4) of its variant's median can
+flip a bit (one photo: 2 bits in two turned variants), and a flat picture's DCT is exactly 0
+here (no bit set) where the reference's bits are rounding noise (quality 0 both ways). The
 transformed variants are PDQ's own approximation: they equal the hash of the transformed
 picture exactly for the identity and the transpose, within ~22 bits for the others on the
 packaged photos (PDQ promises no exact invariance); a transformed copy's own hash is always
@@ -79,8 +81,8 @@ _ODD_SUM = (np.add.outer(np.arange(16), np.arange(16)) % 2) == 1
 
 def _dihedral(a: np.ndarray) -> np.ndarray:
     """(8, 16, 16): the DCT of each dihedral transform of the picture, in ``DIHEDRAL`` order
-    (PDQ's ``dct16OriginalTo*``: mirroring an axis negates its odd-index coefficients - the
-    even frequencies -, a transpose transposes)."""
+    (PDQ's ``dct16OriginalTo*``: mirroring an axis negates the coefficients of its odd
+    frequencies - the even indices, index i being frequency i + 1 -, a transpose transposes)."""
     return np.stack([
         a,
         np.where(_ODD_COL, a, -a).T,  # rot90
@@ -142,9 +144,9 @@ def _pdq_dct(f: np.ndarray) -> tuple[np.ndarray, int]:
     else:
         dct = _DCT @ b @ _DCT.T
     # PDQ's quality: the sum of |int((u - v) * 100 / 255)| over neighbouring samples, / 90
-    hundred, full = np.float32(100), np.float32(255)
-    grad = (np.abs(np.trunc((b[:-1] - b[1:]) * hundred / full)).sum()
-            + np.abs(np.trunc((b[:, :-1] - b[:, 1:]) * hundred / full)).sum())
+    hundred, white = np.float32(100), np.float32(255)
+    grad = (np.abs(np.trunc((b[:-1] - b[1:]) * hundred / white)).sum()
+            + np.abs(np.trunc((b[:, :-1] - b[:, 1:]) * hundred / white)).sum())
     return dct, min(100, int(grad) // 90)
 
 
