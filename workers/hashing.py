@@ -63,6 +63,8 @@ def pdq_hash_gray(gray: np.ndarray) -> PDQ:
     g = np.asarray(gray)
     if g.ndim != 2:
         raise ValueError(f"pdq_hash_gray takes a 2-D grey image, got shape {g.shape}")
+    if min(g.shape) < PDQ_MIN_SIDE:  # PDQ does not hash it: an all-zero hash of quality 0
+        return PDQ(variants=np.zeros((len(DIHEDRAL), 32), np.uint8), quality=0)
     dct, quality = _pdq_dct(g.astype(np.float32))
     v = _dihedral(dct).reshape(len(DIHEDRAL), 256)
     # PDQ's median is Torben's: the 128th smallest of the 256; a bit is set above it. Bit k of
@@ -70,6 +72,9 @@ def pdq_hash_gray(gray: np.ndarray) -> PDQ:
     med = np.partition(v, 127, axis=1)[:, 127:128]
     return PDQ(variants=np.packbits((v > med)[:, ::-1], axis=1), quality=quality)
 
+
+#: PDQ's MIN_HASHABLE_DIM: a picture with a shorter side gets no hash (all zero, quality 0)
+PDQ_MIN_SIDE = 5
 
 #: PDQ's DCT: 16 frequencies (1..16, the DC left out) x 64 samples, sqrt(2/64) cos(...)
 _DCT = (np.sqrt(2.0 / 64.0) * np.cos((np.pi / 2 / 64.0) * np.arange(1, 17)[:, None]

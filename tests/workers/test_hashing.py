@@ -80,7 +80,8 @@ def _reference_gray(g: np.ndarray):
 def test_grey_path_is_pdqs_algorithm(photos):
     """``pdq_hash_gray`` computes PDQ itself (OpenCV box filter, the last passes only where
     sampled): the reference's bits and quality on the same grey, on photos, their turns and
-    crops, odd and tiny sizes (no box filter below 129 px), noise and blurred noise. A flat
+    crops, odd and tiny sizes (no box filter below 129 px; no hash below 5), noise and blurred
+    noise. A flat
     picture's DCT is 0: no bit set, where the reference's bits are its float rounding noise."""
     rng = np.random.default_rng(7)
     greys = []
@@ -88,7 +89,8 @@ def test_grey_path_is_pdqs_algorithm(photos):
         g = grey(rgb)
         greys += [g, np.rot90(g), g[13:-29, 7:], g[::3, ::2], g[:40, :300]]
     greys += [rng.integers(0, 256, shape, dtype=np.uint8)
-              for shape in ((28, 28), (17, 300), (1000, 37), (64, 64), (128, 129), (257, 255))]
+              for shape in ((28, 28), (17, 300), (1000, 37), (64, 64), (128, 129), (257, 255),
+                            (5, 300), (300, 5), (4, 300), (2, 3000), (1, 1))]
     smooth = cv2.GaussianBlur(rng.integers(0, 256, (40, 90)).astype(np.float32), (0, 0), 3)
     greys.append(cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8))
     for i, g in enumerate(greys):
