@@ -81,8 +81,8 @@ def test_grey_path_is_pdqs_algorithm(photos):
     """``pdq_hash_gray`` computes PDQ itself (OpenCV box filter, the last passes only where
     sampled): the reference's bits and quality on the same grey, on photos, their turns and
     crops, odd and tiny sizes (no box filter below 129 px; no hash below 5), noise and blurred
-    noise. A flat
-    picture's DCT is 0: no bit set, where the reference's bits are its float rounding noise."""
+    noise. A flat picture's DCT is 0: no bit set, where the reference's bits are its float
+    rounding noise."""
     rng = np.random.default_rng(7)
     greys = []
     for rgb in photos.values():
