@@ -274,7 +274,9 @@ def markdown(results: list[dict], e2e: dict | None, machine: str) -> str:
                   f"offered at {e2e['rate_per_s']}/s, mode {e2e['mode']}): "
                   f"p50 {e2e['latency_ms']['p50']} ms, p99 {e2e['latency_ms']['p99']} ms, "
                   f"throughput {e2e['throughput_per_s']}/s (first send to the service's exit), "
-                  f"verdicts {e2e['verdict_rate_per_s']}/s (first to last verdict)"]
+                  + (f"verdicts {e2e['verdict_rate_per_s']}/s (first to last verdict)"
+                     if e2e.get("verdict_rate_per_s") is not None
+                     else "verdict rate not measured (fewer than two verdicts)")]
     return "\n".join(lines) + "\n"
 
 

@@ -38,3 +38,14 @@ def test_report_gives_the_median_of_each_rounds_own_ratio():
     assert "| full_overlap (round 2) | 8 | 36.0 |" in md
     one = markdown([r for r in results if r["round"] == 1], None, "test machine")
     assert "costs 2.00x the faster SSCD-only scan" in one and "round" not in one
+
+
+def test_report_states_the_verdict_rate_only_when_measured():
+    from dupstream.bench.pipeline import markdown
+
+    e2e = {"events": 4, "rate_per_s": 2.0, "mode": "yolov3_tiny_ort", "throughput_per_s": 1.5,
+           "verdict_rate_per_s": 3.25, "latency_ms": {"p50": 10.0, "p99": 20.0}}
+    results = [_run("cnn_only", 80.0, 1), _run("full_overlap", 40.0, 1)]
+    assert "verdicts 3.25/s (first to last verdict)" in markdown(results, e2e, "m")
+    one = markdown(results, {**e2e, "verdict_rate_per_s": None}, "m")
+    assert "None/s" not in one and "verdict rate not measured (fewer than two verdicts)" in one
